@@ -1,0 +1,30 @@
+# Two commands do all the set-up (each creates .venv on first use):
+#   make run    the suites for a method on the embedded data, offline (METHOD=ensloss PROFILE=smoke)
+#   make test   the harness's own tests
+VENV ?= .venv
+PY := $(VENV)/bin/python
+METHOD ?= ensloss
+PROFILE ?= smoke
+RESULTS ?= out/results
+PYTEST_ARGS ?=
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	touch $@
+
+.PHONY: run test lint leaderboard bench
+run: $(VENV)/.installed
+	$(PY) -m pytest suites/ --method=$(METHOD) --profile=$(PROFILE) --results-dir=$(RESULTS) $(PYTEST_ARGS)
+
+test: $(VENV)/.installed
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+
+leaderboard: $(VENV)/.installed
+	$(PY) -m harness leaderboard
+
+bench: $(VENV)/.installed
+	$(PY) -m pytest benchmarks/ $(PYTEST_ARGS)

@@ -1,0 +1,63 @@
+"""Invariant Risk Minimization (IRMv1)."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from harness.method import Batch, Method, State, cross_entropy
+from harness.registry import register_method
+
+
+def irm_penalty(logits: Tensor, y: Tensor) -> Tensor:
+    """Unbiased IRMv1 penalty of one domain: ∇_w R(w·f) at w = 1 on the even half times that on the odd half.
+
+    The product of two independent half-batch estimates is unbiased for ‖∇_w R‖²
+    (so it can be slightly negative on a batch); DomainBed uses the same split.
+    """
+    scale = torch.ones((), dtype=logits.dtype, device=logits.device, requires_grad=True)
+    grad_even, = torch.autograd.grad(cross_entropy(logits[0::2] * scale, y[0::2]), scale, create_graph=True)
+    grad_odd, = torch.autograd.grad(cross_entropy(logits[1::2] * scale, y[1::2]), scale, create_graph=True)
+    return grad_even * grad_odd
+
+
+@register_method("irm")
+class IRM(Method):
+    """IRMv1 (Arjovsky et al., "Invariant Risk Minimization", 2019), DomainBed's form.
+
+    loss = mean_e R_e + λ·mean_e penalty_e. λ is 1 for the first ``anneal_frac``
+    of the steps and ``lam`` after (DomainBed: 500 of 5000 steps, λ = 100).
+    With ``reset_optimizer`` the optimizer's state is cleared when λ jumps, as
+    DomainBed rebuilds Adam. A domain with fewer than two samples in the batch
+    adds its risk but no penalty (it cannot be split).
+    """
+
+    family = "dg"
+    protocols = frozenset({"supervised"})
+    needs_domains = True
+    hparams = dict(lam=100.0, anneal_frac=0.1, reset_optimizer=True)
+
+    def penalty_weight(self, state: State, optimizer: torch.optim.Optimizer) -> float:
+        anneal = int(self.hparams["anneal_frac"] * state.total_steps)
+        if state.step == anneal and self.hparams["reset_optimizer"]:
+            optimizer.state.clear()  # Adam's moments were scaled for the small penalty
+        return self.hparams["lam"] if state.step >= anneal else 1.0
+
+    def train_step(self, model: nn.Module, batch: Batch, optimizer: torch.optim.Optimizer, state: State) -> dict:
+        weight = self.penalty_weight(state, optimizer)
+        optimizer.zero_grad(set_to_none=True)
+        logits = model(batch.x)
+        ids, inv = torch.unique(batch.domain, return_inverse=True)
+        risks, penalties = [], []
+        for k in range(len(ids)):  # a handful of domains, as DomainBed's loop over minibatches
+            idx = (inv == k).nonzero().squeeze(1)
+            risks.append(cross_entropy(logits[idx], batch.y[idx]))
+            if len(idx) >= 2:
+                penalties.append(irm_penalty(logits[idx], batch.y[idx]))
+        nll = torch.stack(risks).mean()
+        penalty = torch.stack(penalties).mean() if penalties else logits.new_zeros(())
+        loss = nll + weight * penalty
+        loss.backward()
+        optimizer.step()
+        return {"loss": loss.detach(), "nll": nll.detach(), "penalty": penalty.detach(),
+                "penalty_weight": torch.tensor(weight)}

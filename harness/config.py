@@ -1,0 +1,86 @@
+"""Run configuration parsed from command-line values; plain Python so it is
+tested without pytest and shared by the plugin and the CLI."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from harness.environment import resolve_device
+from harness.errors import HparamError, UsageError
+from harness.method import Method
+from harness.registry import create_method, get_method_class, load_method_module
+from harness.task import PROFILES
+
+DEFAULT_SEEDS = {"smoke": 1, "standard": 3, "full": 5}
+
+
+@dataclass
+class RunConfig:
+    methods: list[str]
+    profile: str = "smoke"
+    seeds: list[int] = field(default_factory=lambda: [0])
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    overrides: dict[str, dict[str, Any]] = field(default_factory=dict)  # per method
+    results_dir: Path | None = Path("results")
+    resume: bool = False
+    strict_data: bool = False
+
+    def make_method(self, name: str) -> Method:
+        return create_method(name, self.overrides.get(name, {}))
+
+
+def parse_methods(value: str | None) -> list[str]:
+    names = [n.strip() for n in (value or "erm").split(",") if n.strip()]
+    if not names:
+        raise UsageError("--method is empty; give a comma-separated list, e.g. --method=ensloss,bce")
+    for name in names:
+        get_method_class(name)  # unknown names raise a UsageError listing the registry
+    return list(dict.fromkeys(names))
+
+
+def parse_hparams(items: list[str], methods: list[str]) -> dict[str, dict[str, Any]]:
+    """``key=value`` applies to every selected method, ``method.key=value`` to one.
+
+    Values are typed against each method's defaults when the method is built;
+    this checks keys and types now so a typo fails before any training.
+    """
+    out: dict[str, dict[str, Any]] = {m: {} for m in methods}
+    for item in items:
+        if "=" not in item:
+            raise HparamError(f"--hparam {item!r}: expected key=value (or method.key=value)")
+        key, value = item.split("=", 1)
+        key = key.strip()
+        targets = methods
+        if "." in key:
+            owner, key = key.split(".", 1)
+            if owner not in methods:
+                raise HparamError(f"--hparam {item!r}: method {owner!r} is not among --method {','.join(methods)}")
+            targets = [owner]
+        for m in targets:
+            out[m][key] = value
+    for m in methods:
+        method = create_method(m, out[m])  # raises HparamError on unknown key / wrong type
+        out[m] = {k: method.hparams[k] for k in out[m]}
+    return {m: o for m, o in out.items() if o}
+
+
+def make_config(method: str | None, profile: str = "smoke", seeds: int | None = None, device: str = "auto",
+                hparams: list[str] | None = None, results_dir: str | None = "results", resume: bool = False,
+                method_modules: list[str] | None = None, strict_data: bool = False) -> RunConfig:
+    for path in method_modules or []:
+        load_method_module(path)
+    if profile not in PROFILES:
+        raise UsageError(f"--profile {profile!r}: choose one of {', '.join(PROFILES)}")
+    n_seeds = DEFAULT_SEEDS[profile] if seeds is None else seeds
+    if n_seeds < 1:
+        raise UsageError(f"--seeds must be at least 1, got {n_seeds}")
+    methods = parse_methods(method)
+    return RunConfig(
+        methods=methods, profile=profile, seeds=list(range(n_seeds)), device=resolve_device(device),
+        overrides=parse_hparams(hparams or [], methods), results_dir=Path(results_dir) if results_dir else None,
+        resume=resume, strict_data=strict_data,
+    )

@@ -1,0 +1,61 @@
+"""The standard transform and band checks.
+
+Standard transform: images are scaled to [0, 1] at load time (uint8 / 255; USPS and MNIST already are;
+multispectral digital numbers / 10000); a suite then normalises per channel with the mean and std
+of its *training* split: ``normalize(x, *channel_stats(train.x))``. Tables are z-scored per column
+the same way (``channel_stats`` works on ``N x D`` too).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from harness.data.dataset import ArrayDataset, Split
+from harness.errors import DataError
+
+
+def channel_stats(x: Tensor | ArrayDataset | Split, chunk: int = 4096) -> tuple[Tensor, Tensor]:
+    """Per-channel (images ``N x C x H x W``) or per-column (tables ``N x D``) mean and std, float32.
+
+    Accumulates in float64 over chunks, so large sets neither lose precision nor double their memory.
+    """
+    if not isinstance(x, Tensor):
+        x = x.x
+    total = torch.zeros(x.shape[1], dtype=torch.float64)
+    sq = torch.zeros_like(total)
+    count = 0
+    for start in range(0, len(x), chunk):
+        part = x[start : start + chunk].double().transpose(0, 1).reshape(x.shape[1], -1)
+        total += part.sum(1)
+        sq += (part * part).sum(1)
+        count += part.shape[1]
+    if count == 0:
+        raise DataError("channel_stats of an empty dataset")
+    mean = total / count
+    std = (sq / count - mean * mean).clamp_min(0).sqrt()
+    return mean.float(), std.float()
+
+
+def normalize(x: Tensor, mean: Tensor, std: Tensor, eps: float = 1e-6) -> Tensor:
+    """``(x - mean) / std`` per channel (dim 1); works for ``N x C x H x W`` and ``N x D``."""
+    shape = (1, -1) + (1,) * (x.ndim - 2)
+    return (x - mean.view(shape).to(x)) / (std.view(shape).to(x) + eps)
+
+
+def check_bands(dataset_or_channels: int | Tensor | ArrayDataset | Split, model_in_chans: int, name: str = "") -> int:
+    """Raise :class:`DataError` unless the data has ``model_in_chans`` channels; returns the channel count."""
+    d = dataset_or_channels
+    if isinstance(d, int):
+        channels = d
+    else:
+        x = d if isinstance(d, Tensor) else d.x
+        channels = int(x.shape[1])
+        name = name or getattr(d, "name", "") or getattr(getattr(d, "base", None), "name", "")
+    if channels != model_in_chans:
+        noun = "band" if channels == 1 else "bands"
+        raise DataError(
+            f"dataset {name or '?'} has {channels} {noun} but the model expects {model_in_chans} input channels; "
+            f"build the model with in_chans={channels} or select {model_in_chans} bands from the data"
+        )
+    return channels

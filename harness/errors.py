@@ -1,0 +1,45 @@
+"""Errors that reach users. Each one says what was wrong and how to fix it."""
+
+from __future__ import annotations
+
+
+class HarnessError(Exception):
+    """Base class: a clear, user-facing error (never a torch traceback)."""
+
+
+class UsageError(HarnessError):
+    """Bad command-line input: unknown method, malformed option."""
+
+
+class HparamError(UsageError):
+    """Unknown hyper-parameter or a value of the wrong type."""
+
+
+class DataMissing(HarnessError):
+    """A dataset is absent. Suites turn this into a skip (or a failure under --strict-data)."""
+
+    def __init__(self, name: str, path: str, hint: str = "") -> None:
+        self.name, self.path, self.hint = name, path, hint
+        msg = f"{name} not found under {path}"
+        super().__init__(f"{msg}; {hint}" if hint else msg)
+
+
+class DataError(HarnessError):
+    """A dataset file exists but is unreadable, corrupt or inconsistent. Names the file."""
+
+
+class RecordError(HarnessError):
+    """A results record is malformed or fails schema validation."""
+
+
+class Diverged(HarnessError):
+    """A NaN or Inf loss stopped the case."""
+
+    def __init__(self, step: int, value: float, seed: int | None = None) -> None:
+        self.step, self.value, self.seed = step, value, seed
+        where = f" (seed {seed})" if seed is not None else ""
+        super().__init__(f"diverged at step {step}{where}: loss = {value}")
+
+
+class Unsupported(HarnessError):
+    """A method cannot take part in a case; pytest reports a skip with this reason."""

@@ -1,0 +1,157 @@
+"""The pytest plugin: options, case parametrisation, the ``harness_case``
+fixture and the terminal summary. Everything else lives in plain modules."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from tabulate import tabulate
+
+from harness.config import RunConfig, make_config
+from harness.errors import DataMissing, HarnessError, Unsupported
+from harness.runner import CaseResult, run_case
+from harness.task import CaseSpec
+
+RESULTS_KEY = pytest.StashKey[list]()
+CONFIG_KEY = pytest.StashKey[RunConfig]()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("harness", "benchmark harness")
+    group.addoption("--method", default=None, help="comma-separated method names (default: erm)")
+    group.addoption("--profile", default="smoke", choices=("smoke", "standard", "full"), help="suite size")
+    group.addoption("--seeds", type=int, default=None, help="number of seeds (default: 1 smoke, 3 standard, 5 full)")
+    group.addoption("--device", default="auto", help="cpu, cuda, cuda:1 or auto (default)")
+    group.addoption("--hparam", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a method hparam, typed against its default; method.key=value targets one")
+    group.addoption("--results-dir", default=None, help="where records go (default: <rootdir>/results)")
+    group.addoption("--method-module", action="append", default=[], metavar="PATH",
+                    help="load methods from a Python file")
+    group.addoption("--resume", action="store_true", help="skip cases whose record exists with the same fingerprint")
+    group.addoption("--strict-data", action="store_true", default=None,
+                    help="missing datasets fail instead of skip (default on when CI=true)")
+
+
+def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
+    from harness import hookspecs
+
+    pluginmanager.add_hookspecs(hookspecs)
+
+
+def _strict_default() -> bool:
+    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def _run_config(config: pytest.Config) -> RunConfig:
+    if CONFIG_KEY not in config.stash:
+        opt = config.getoption
+        strict = opt("--strict-data")
+        try:
+            config.stash[CONFIG_KEY] = make_config(
+                opt("--method"), opt("--profile"), opt("--seeds"), opt("--device"), opt("--hparam"),
+                opt("--results-dir") or str(Path(config.rootpath) / "results"), opt("--resume"),
+                opt("--method-module"), _strict_default() if strict is None else strict,
+            )
+        except HarnessError as err:
+            raise pytest.UsageError(str(err)) from None
+    return config.stash[CONFIG_KEY]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.stash[RESULTS_KEY] = []
+    if config.getoption("--method") is not None or config.getoption("--hparam"):
+        _run_config(config)  # fail fast: unknown method or bad hparam is a usage error before collection
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "harness_case" not in metafunc.fixturenames:
+        return
+    suite = getattr(metafunc.module, "SUITE", None)
+    if suite is None:
+        raise pytest.UsageError(f"{metafunc.module.__name__} uses harness_case but defines no SUITE module")
+    cfg = _run_config(metafunc.config)
+    params, ids = [], []
+    for spec in suite.case_specs(cfg.profile):
+        for name in cfg.methods:
+            params.append((spec, name))
+            ids.append(f"{name}-{spec.case}")
+    metafunc.parametrize("harness_case", params, ids=ids, indirect=True)
+
+
+class CaseRun:
+    """What a suite test calls: ``harness_case.run(benchmark)``."""
+
+    def __init__(self, spec: CaseSpec, method_name: str, config: pytest.Config) -> None:
+        self.spec, self.method_name, self.pytest_config = spec, method_name, config
+        self.cfg = _run_config(config)
+
+    def run(self, benchmark=None) -> CaseResult:
+        cfg = self.cfg
+        method = cfg.make_method(self.method_name)
+        if self.spec.params.get("protocol", "supervised") not in method.protocols:
+            pytest.skip(f"{method.name} ({method.family}) has no 'supervised' protocol part")
+        hook = self.pytest_config.hook.pytest_harness_update_record
+        try:
+            result = run_case(self.spec, method, cfg.seeds, cfg.device, cfg.results_dir,
+                              cfg.overrides.get(method.name, {}), cfg.resume,
+                              postprocess=lambda rec: hook(record=rec, config=self.pytest_config))
+        except DataMissing as err:
+            if cfg.strict_data:
+                pytest.fail(f"{err} (--strict-data)", pytrace=False)
+            pytest.skip(str(err))
+        except Unsupported as err:
+            pytest.skip(str(err))
+        self.pytest_config.stash[RESULTS_KEY].append(result)
+        if result.resumed:
+            pytest.skip(f"--resume: {result.path} already holds this case (same fingerprint and seeds)")
+        rec = result.record
+        if result.diverged:
+            d = rec["diverged"]
+            pytest.fail(f"{method.name} on {self.spec.case}: diverged at step {d['step']} (seed {d['seed']}, "
+                        f"loss {d['value']}); record marked 'diverged' at {result.path}", pytrace=False)
+        if benchmark is not None and result.benchmark_step is not None:
+            benchmark.group = f"{self.spec.suite}/{self.spec.case}"
+            benchmark.extra_info.update({
+                "method": method.name, "profile": self.spec.profile, "primary_metric": rec["primary_metric"],
+                **{k: v["mean"] for k, v in rec["metrics"].items()},
+                "step_time_median_s": rec["timing"]["step_time_median_s"],
+                "device": rec["environment"]["device"],
+            })
+            benchmark.pedantic(result.benchmark_step, rounds=self.spec.budget.benchmark_rounds, iterations=1,
+                               warmup_rounds=1)
+        return result
+
+
+@pytest.fixture
+def harness_case(request: pytest.FixtureRequest) -> CaseRun:
+    spec, method_name = request.param
+    return CaseRun(spec, method_name, request.config)
+
+
+def summary_rows(results: list[CaseResult]) -> list[list[str]]:
+    rows = []
+    for r in results:
+        rec = r.record
+        mean, std = r.primary()
+        if mean is None:
+            metric = "n/a"
+        else:
+            metric = f"{rec['primary_metric']} {mean:.4f}" + (f" ± {std:.4f}" if std is not None else "")
+        step = rec["timing"]["step_time_median_s"]
+        rows.append([rec["suite"], rec["case"], rec["method"], metric, len(rec["seeds"]),
+                     f"{step * 1e3:.2f} ms" if step else "n/a", "resumed" if r.resumed else rec["status"]])
+    return rows
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
+    results = config.stash.get(RESULTS_KEY, [])
+    if not results:
+        return
+    terminalreporter.section("harness results")
+    headers = ["suite", "case", "method", "primary (mean ± std)", "seeds", "step time", "status"]
+    terminalreporter.write_line(tabulate(summary_rows(results), headers=headers))
+    where = {str(r.path.parent.parent) for r in results if r.path is not None}
+    if where:
+        terminalreporter.write_line(f"records: {', '.join(sorted(where))}")

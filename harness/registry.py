@@ -1,0 +1,176 @@
+"""Method registry: one decorator, lazy discovery, fnmatch listing.
+
+Built-in methods live one per file under ``baselines/<family>/``. They are found
+by reading each file's ``@register_method("name")`` decorator with ``ast``, so
+``python -m harness list`` imports nothing heavy and a broken method breaks only
+its own entry (lm-evaluation-harness style). Third-party packages register
+through the ``harness.methods`` entry-point group; ``--method-module path.py``
+loads a single file.
+"""
+
+from __future__ import annotations
+
+import ast
+import difflib
+import fnmatch
+import importlib
+import importlib.util
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from harness.errors import UsageError
+
+if TYPE_CHECKING:
+    from harness.method import Method
+
+BASELINES_DIR = Path(__file__).resolve().parent.parent / "baselines"
+ENTRY_POINT_GROUP = "harness.methods"
+
+
+@dataclass
+class MethodEntry:
+    name: str
+    target: str  # "module:Class", imported on first use
+    family: str = "?"
+    protocols: tuple[str, ...] = ()
+    source: str = "builtin"
+    cls: type | None = field(default=None, repr=False)
+
+    def load(self) -> type[Method]:
+        if self.cls is None:
+            module_name, _, attr = self.target.partition(":")
+            module = importlib.import_module(module_name)
+            # importing runs the decorator, which fills in self.cls
+            self.cls = _METHODS[self.name].cls or getattr(module, attr)
+        return self.cls
+
+
+_METHODS: dict[str, MethodEntry] = {}
+_discovered = False
+
+
+def register_method(name: str) -> Callable[[type], type]:
+    """Class decorator: ``@register_method("ensloss")``. A duplicate name warns and overwrites."""
+
+    def wrap(cls: type) -> type:
+        cls.name = name
+        target = f"{cls.__module__}:{cls.__qualname__}"
+        old = _METHODS.get(name)
+        if old is not None and old.target != target and old.cls is not None:
+            warnings.warn(f"method {name!r} registered twice: {old.target} is replaced by {target}", stacklevel=2)
+        source = old.source if old is not None and old.target == target else "decorator"
+        _METHODS[name] = MethodEntry(
+            name, target, getattr(cls, "family", "?"), tuple(sorted(getattr(cls, "protocols", ()))), source, cls
+        )
+        return cls
+
+    return wrap
+
+
+def _literal(node: ast.AST) -> Any:
+    try:
+        return ast.literal_eval(node)
+    except ValueError:
+        if isinstance(node, ast.Call) and node.args:  # frozenset({...}) / set([...])
+            return _literal(node.args[0])
+        return None
+
+
+def _scan_file(path: Path, module: str) -> list[MethodEntry]:
+    """Read registrations from a method file without importing it."""
+    try:
+        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    except SyntaxError as err:
+        warnings.warn(f"skipping {path}: {err}", stacklevel=2)
+        return []
+    found = []
+    for node in tree.body:
+        if not isinstance(node, ast.ClassDef):
+            continue
+        for deco in node.decorator_list:
+            if (
+                isinstance(deco, ast.Call)
+                and getattr(deco.func, "id", getattr(deco.func, "attr", "")) == "register_method"
+                and deco.args
+                and isinstance(deco.args[0], ast.Constant)
+            ):
+                attrs = {}
+                for stmt in node.body:
+                    if isinstance(stmt, ast.Assign):
+                        for tgt in stmt.targets:
+                            if isinstance(tgt, ast.Name):
+                                attrs[tgt.id] = stmt.value
+                            elif isinstance(tgt, ast.Tuple) and isinstance(stmt.value, ast.Tuple):
+                                for t, v in zip(tgt.elts, stmt.value.elts):
+                                    if isinstance(t, ast.Name):
+                                        attrs[t.id] = v
+                family = _literal(attrs["family"]) if "family" in attrs else "?"
+                protocols = _literal(attrs["protocols"]) if "protocols" in attrs else ()
+                found.append(
+                    MethodEntry(deco.args[0].value, f"{module}:{node.name}", family, tuple(sorted(protocols or ())))
+                )
+    return found
+
+
+def discover() -> None:
+    """Populate the registry from baselines/ and entry points (idempotent, imports nothing)."""
+    global _discovered
+    if _discovered:
+        return
+    _discovered = True
+    for path in sorted(BASELINES_DIR.glob("*/*.py")):
+        if path.name.startswith("_"):
+            continue
+        module = f"baselines.{path.parent.name}.{path.stem}"
+        for entry in _scan_file(path, module):
+            _METHODS.setdefault(entry.name, entry)
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        if ep.name not in _METHODS:
+            dist = ep.dist.name if ep.dist else "?"
+            _METHODS[ep.name] = MethodEntry(ep.name, ep.value, source=f"entry point ({dist})")
+
+
+def load_method_module(path: str | Path) -> list[str]:
+    """Import a single method file (``--method-module``); returns the names it registered."""
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"--method-module: no such file {path}")
+    before = set(_METHODS)
+    spec = importlib.util.spec_from_file_location(f"harness_user_methods.{path.stem}", path)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    added = [n for n in _METHODS if n not in before or _METHODS[n].target.startswith(module.__name__)]
+    for name in added:
+        _METHODS[name].source = str(path)
+    return added
+
+
+def method_names(pattern: str = "*") -> list[str]:
+    discover()
+    return sorted(n for n in _METHODS if fnmatch.fnmatch(n, pattern))
+
+
+def method_entries(pattern: str = "*") -> list[MethodEntry]:
+    return [_METHODS[n] for n in method_names(pattern)]
+
+
+def get_method_class(name: str) -> type[Method]:
+    """Resolve a name to its class, or a usage error that lists names and suggests the nearest."""
+    discover()
+    entry = _METHODS.get(name)
+    if entry is None:
+        known = sorted(_METHODS)
+        near = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
+        hint = f" Did you mean {' or '.join(repr(n) for n in near)}?" if near else ""
+        raise UsageError(f"unknown method {name!r}.{hint} Registered methods: {', '.join(known)}")
+    return entry.load()
+
+
+def create_method(name: str, hparams: dict[str, Any] | None = None) -> Method:
+    """The one factory users need, like ``timm.create_model``."""
+    return get_method_class(name)(hparams)

@@ -1,0 +1,162 @@
+"""Run one suite case for one method over seeds and write its record.
+
+Plain Python, no pytest: the plugin, the CLI and the tests all call
+:func:`run_case`.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from harness.environment import environment
+from harness.errors import Diverged
+from harness.method import Method
+from harness.metrics import summarize
+from harness.protocols import PROTOCOL_RUNNERS, SeedResult
+from harness.records import load_record, record_path, write_record
+from harness.task import CaseSpec, Task
+from harness.timing import reference_workload_seconds, synchronize
+
+
+@dataclass
+class CaseResult:
+    record: dict
+    path: Path | None
+    resumed: bool = False
+    benchmark_step: Callable[[], None] | None = None
+
+    @property
+    def diverged(self) -> bool:
+        return self.record["status"] == "diverged"
+
+    def primary(self) -> tuple[float | None, float | None]:
+        m = self.record["metrics"].get(self.record["primary_metric"], {})
+        return m.get("mean"), m.get("std")
+
+
+def _finite(v: float) -> float | None:
+    return float(v) if v is not None and math.isfinite(v) else None
+
+
+def build_record(task: Task, method: Method, overrides: dict, seeds: list[int], results: list[SeedResult],
+                 device: torch.device, diverged: Diverged | None, wall: float, reference: float) -> dict:
+    names = sorted({k for r in results for k in r.metrics})
+    metrics = {}
+    for name in names:
+        per_seed = [_finite(r.metrics.get(name, float("nan"))) for r in results]
+        vals = [v for v in per_seed if v is not None]
+        s = summarize(vals) if vals else {"mean": None, "std": None, "sem": None}
+        metrics[name] = {"per_seed": per_seed, "mean": _finite(s["mean"]), "std": _finite(s["std"]),
+                         "sem": _finite(s.get("sem"))}
+    per_domain: dict[str, Any] = {}
+    for dom in sorted({k for r in results for k in r.per_domain}):
+        vals = [r.per_domain[dom] for r in results if dom in r.per_domain]
+        per_domain[dom] = {"per_seed": vals, "mean": float(sum(vals) / len(vals))}
+    timing_runs = [r.timing for r in results if r.timing.steps > 0]
+    if timing_runs:
+        med = float(sorted(t.median_s for t in timing_runs)[len(timing_runs) // 2])
+        timing = {
+            "step_time_median_s": med,
+            "step_time_iqr_s": float(max(t.iqr_s for t in timing_runs)),
+            "samples_per_s": float(sum(t.samples_per_s for t in timing_runs) / len(timing_runs)),
+            "peak_memory_bytes": int(max(t.peak_memory_bytes for t in timing_runs)),
+            "memory_kind": timing_runs[0].memory_kind,
+            "steps_timed": int(sum(t.steps for t in timing_runs)),
+        }
+    else:
+        timing = {"step_time_median_s": None, "step_time_iqr_s": None, "samples_per_s": None,
+                  "peak_memory_bytes": 0, "memory_kind": "none"}
+    timing["reference_time_s"] = reference
+    timing["normalised_step_time"] = (timing["step_time_median_s"] / reference
+                                      if timing["step_time_median_s"] and reference else None)
+    timing["wall_time_s"] = wall
+    return {
+        "schema_version": 1,
+        "suite": task.suite,
+        "case": task.case,
+        "method": method.name,
+        "family": method.family,
+        "profile": task.spec.profile,
+        "status": "diverged" if diverged else "ok",
+        "diverged": None if diverged is None else {"step": diverged.step, "seed": diverged.seed,
+                                                   "value": str(diverged.value)},
+        "seeds": seeds[: len(results) + (1 if diverged else 0)],
+        "primary_metric": task.primary_metric,
+        "higher_is_better": task.higher_is_better,
+        "metrics": metrics,
+        "per_domain": per_domain,
+        "timing": timing,
+        "hparams": method.hparams,
+        "hparam_overrides": overrides,
+        "fingerprint": task.fingerprint,
+        "data_fingerprint": task.data.fingerprint,
+        "task": task.spec.describe(),
+        "model_selection": task.selection_rule + (" (+ oracle test-domain validation as oracle_*)"
+                                                  if task.oracle_split else ""),
+        "notes": list(task.notes) + ([f"{method.name}: {method.multiclass_note}"]
+                                     if method.multiclass_note and task.num_classes > 2 else []),
+        "environment": environment(device),
+    }
+
+
+def existing_record(path: Path, spec: CaseSpec, seeds: list[int]) -> dict | None:
+    """A finished record with the same fingerprint and seeds, for ``--resume``."""
+    if not path.is_file():
+        return None
+    record = load_record(path)
+    if record["fingerprint"] == spec.fingerprint and record["seeds"] == seeds and record["status"] == "ok":
+        return record
+    return None
+
+
+def run_case(spec: CaseSpec, method: Method, seeds: list[int], device: torch.device,
+             results_dir: Path | None = None, overrides: dict | None = None, resume: bool = False,
+             task: Task | None = None, postprocess: Callable[[dict], Any] | None = None) -> CaseResult:
+    """Build the task (unless given), check support, run every seed, write the record.
+
+    Raises :class:`harness.errors.Unsupported` or ``DataMissing`` before any
+    work; a divergence still writes a ``diverged`` record and is reported by
+    the returned result, never raised.
+    """
+    overrides = overrides or {}
+    path = record_path(results_dir, spec.suite, spec.case, method.name, spec.profile, overrides) \
+        if results_dir is not None else None
+    if resume and path is not None:
+        old = existing_record(path, spec, seeds)
+        if old is not None:
+            return CaseResult(old, path, resumed=True)
+    task = task or spec.build(spec)
+    method.check_task(task)
+    runner = PROTOCOL_RUNNERS[task.protocol]
+    reference = reference_workload_seconds(device)
+    results: list[SeedResult] = []
+    diverged = None
+    t0 = time.perf_counter()
+    for seed in seeds:
+        try:
+            results.append(runner(task, method, device, seed))
+        except Diverged as err:
+            diverged = err
+            break
+    wall = time.perf_counter() - t0
+    record = build_record(task, method, overrides, seeds, results, device, diverged, wall, reference)
+    if postprocess is not None:  # user hook, e.g. extra environment fields
+        postprocess(record)
+    if path is not None:
+        write_record(record, path)
+    step = None
+    if results and results[-1].train_step is not None:
+        inner = results[-1].train_step
+
+        def step() -> None:
+            inner()
+            synchronize(device)
+
+    return CaseResult(record, path, benchmark_step=step)

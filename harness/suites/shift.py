@@ -1,0 +1,229 @@
+"""WILDS-like distribution-shift suite (domain generalisation).
+
+Cases, each leave-domain(s)-out:
+
+* ``digits-<held out>``: MNIST test set, USPS and sklearn digits at 16 px,
+  domain = source (real data). ``digits_embedded-<held out>``: the offline
+  pair MNIST-5k and sklearn digits.
+* ``rotated-<angle>``: RotatedMNIST (DomainBed) on MNIST-5k, angles 0-75°.
+* ``colored``: Colored-MNIST (IRM): colour agrees with the label with p=0.9
+  and 0.8 in the training environments and 0.1 at test. Primary metric is
+  worst-group accuracy over (label, colour) groups, as for Waterbirds.
+* ``pacs-<held out>``: PACS, each of the four domains held out (real data).
+* ``rsscn7-scale``: RSSCN7, train on the two finest ground scales, test on
+  the two coarsest (real remote-sensing data).
+
+Splits (fixed per case by ``data_seed``): each training domain 70/15/15 into
+train / val / id_test; each held-out domain 15% oracle-val, 15% unlabeled
+(handed only to methods with ``uses_unlabeled``, as in WILDS 2.0) and 70%
+test. Model selection is training-domain validation (DomainBed's default);
+test-domain validation is reported separately as ``oracle_*`` metrics and
+never drives the primary numbers. Nothing is ever selected on ``test``.
+
+Metrics: ``id_acc`` (training domains' id_test), ``ood_acc`` (mean over
+held-out domains), ``worst_domain_acc`` (min over held-out domains),
+``worst_group_acc`` (where groups exist) and per-domain accuracy in the record.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+import torch
+
+from harness import data as hdata
+from harness.data.dataset import ArrayDataset
+from harness.metrics import accuracy, domain_accuracy, paired_ttest, worst_group_accuracy
+from harness.models import small_cnn, timm_model
+from harness.task import Budget, CaseSpec, Task
+
+NAME = "shift"
+PROTOCOL = "supervised"
+BASELINE = "erm"
+DESCRIPTION = "WILDS-like shifts: digit sources, rotations, spurious colour, PACS styles, RSSCN7 ground scale"
+LEADERBOARD_COLUMNS = ["id_acc", "worst_domain_acc", "worst_group_acc", "oracle_ood_acc"]
+SHOW_SELECTION = True
+DATASETS = ["digits_multi", "mnist5k", "digits", "rotated_digits", "colored_digits", "pacs", "rsscn7"]
+VERSION = "1"
+
+PACS_DOMAINS = ("art_painting", "cartoon", "photo", "sketch")
+ANGLES = (0, 15, 30, 45, 60, 75)
+
+# per profile: which held-out choices run, the per-domain sample cap, image sizes, backbones, budgets
+PROFILE = {
+    "smoke": dict(rotated=(75,), digits_cap=600, pacs_cap=250, pacs_size=32, rs_size=32, timm="test_resnet",
+                  digits_budget=Budget(epochs=2, batch_size=64, benchmark_rounds=5),
+                  image_budget=Budget(epochs=2, batch_size=48, benchmark_rounds=3)),
+    "standard": dict(rotated=(0, 75), digits_cap=1500, pacs_cap=600, pacs_size=32, rs_size=32, timm="test_resnet",
+                     digits_budget=Budget(epochs=8, batch_size=64, benchmark_rounds=10),
+                     image_budget=Budget(epochs=6, batch_size=48, benchmark_rounds=5)),
+    "full": dict(rotated=ANGLES, digits_cap=None, pacs_cap=None, pacs_size=96, rs_size=128, timm="resnet18",
+                 digits_budget=Budget(epochs=30, batch_size=128, benchmark_rounds=20),
+                 image_budget=Budget(epochs=30, batch_size=64, lr=5e-5, benchmark_rounds=20)),
+}
+
+
+def case_specs(profile: str) -> list[CaseSpec]:
+    cfg = PROFILE[profile]
+    db, ib = cfg["digits_budget"], cfg["image_budget"]
+    common = dict(data_seed=0, cap=cfg["digits_cap"])
+    specs: list[tuple[str, dict[str, Any], Budget]] = []
+    for held in ("mnist", "usps", "digits"):
+        specs.append((f"digits-{held}", dict(common, dataset="digits_multi", sources=["mnist", "usps", "digits"],
+                                             size=16, test=[held], model="cnn"), db))
+    for held in ("mnist5k", "digits"):
+        specs.append((f"digits_embedded-{held}", dict(common, dataset="digits_multi", sources=["mnist5k", "digits"],
+                                                      size=16, test=[held], model="cnn"), db))
+    for angle in cfg["rotated"]:
+        specs.append((f"rotated-{angle}deg", dict(common, dataset="rotated_digits", test=[f"{angle}deg"],
+                                                  model="cnn"), db))
+    specs.append(("colored", dict(common, dataset="colored_digits", test=["env2_p0.10"], model="cnn",
+                                  primary="worst_group_acc"), db))
+    for held in PACS_DOMAINS:
+        specs.append((f"pacs-{held}", dict(dataset="pacs", size=cfg["pacs_size"], test=[held], data_seed=0,
+                                           cap=cfg["pacs_cap"], model=cfg["timm"]), ib))
+    specs.append(("rsscn7-scale", dict(dataset="rsscn7", size=cfg["rs_size"], test=["scale3", "scale4"], data_seed=0,
+                                       cap=None, model=cfg["timm"]), ib))
+    return [CaseSpec(NAME, case, profile, params, budget, build, VERSION) for case, params, budget in specs]
+
+
+@lru_cache(maxsize=4)
+def _load(dataset: str, frozen: tuple) -> ArrayDataset:
+    return hdata.load(dataset, **dict(frozen))
+
+
+def _dataset(p: dict[str, Any]) -> ArrayDataset:
+    kwargs: dict[str, Any] = {}
+    if p["dataset"] == "digits_multi":
+        kwargs = {"sources": tuple(p["sources"]), "size": p["size"]}
+    elif p["dataset"] in ("pacs", "rsscn7"):
+        kwargs = {"size": p["size"]}
+    ds = _load(p["dataset"], tuple(sorted(kwargs.items())))
+    if p["dataset"] == "rsscn7" and ds.domain_names and not ds.domain_names[0].startswith("scale"):
+        raise RuntimeError(f"rsscn7 domains are {ds.domain_names}, expected scale1..scale4")
+    return ds
+
+
+def _split(ds: ArrayDataset, test_domains: list[int], cap: int | None, seed: int) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    parts: dict[str, list[torch.Tensor]] = {k: [] for k in ("train", "val", "id_test", "oracle", "unlabeled", "test")}
+    for d in range(len(ds.domain_names)):
+        idx = torch.nonzero(ds.domain == d).flatten()
+        idx = idx[torch.randperm(len(idx), generator=g)]
+        if cap is not None:
+            idx = idx[:cap]
+        n = len(idx)
+        a, b = int(0.7 * n), int(0.85 * n)
+        if d in test_domains:
+            o, u = int(0.15 * n), int(0.3 * n)
+            parts["oracle"].append(idx[:o])
+            parts["unlabeled"].append(idx[o:u])
+            parts["test"].append(idx[u:])
+        else:
+            parts["train"].append(idx[:a])
+            parts["val"].append(idx[a:b])
+            parts["id_test"].append(idx[b:])
+    return {k: torch.cat(v) for k, v in parts.items()}
+
+
+def build(spec: CaseSpec) -> Task:
+    p = spec.params
+    ds = _dataset(p)
+    names = ds.domain_names
+    missing = [t for t in p["test"] if t not in names]
+    if missing:
+        raise RuntimeError(f"{spec.case}: held-out domain(s) {missing} not in {ds.name} domains {names}")
+    test_ids = [names.index(t) for t in p["test"]]
+    train_ids = [d for d in range(len(names)) if d not in test_ids]
+    idx = _split(ds, test_ids, p["cap"], p["data_seed"])
+    # training-domain labels 0..k-1 for methods; held-out domains keep their own ids after those
+    remap = torch.empty(len(names), dtype=torch.long)
+    order = train_ids + test_ids
+    remap[torch.tensor(order)] = torch.arange(len(order))
+    ordered_names = [names[d] for d in order]
+    data = ArrayDataset(ds.x, ds.y, ds.classes, ds.name, remap[ds.domain], ordered_names, ds.group, ds.group_names,
+                        ds.meta)
+    splits = {k: data.subset(v) for k, v in idx.items()}
+    xs = ds.x[idx["train"]]
+    normalize = (tuple(xs.mean((0, 2, 3)).tolist()), tuple(xs.std((0, 2, 3)).clamp_min(1e-6).tolist()))
+    in_chans, k = ds.x.shape[1], ds.num_classes
+    if p["model"] == "cnn":
+        def factory():
+            return small_cnn(in_chans, k, width=16)
+    else:
+        def factory():
+            return timm_model(p["model"], in_chans, k)
+    n_train = len(train_ids)
+    has_groups = ds.group is not None
+    notes = [f"train domains: {', '.join(ordered_names[:n_train])}; held out: {', '.join(p['test'])}"]
+    if p["model"] != "cnn":
+        notes.append(f"timm {p['model']} from random initialisation (no weights can be downloaded here)")
+    return Task(
+        spec=spec, data=data, splits=splits, num_classes=k, model_factory=factory,
+        metrics_fn=lambda out: shift_metrics(out, n_train, ordered_names, ds.group_names),
+        primary_metric=p.get("primary", "ood_acc"), num_domains=n_train,
+        num_groups=len(ds.group_names) if has_groups else 1, balanced_domains=n_train > 1,
+        oracle_split="oracle", unlabeled_split="unlabeled", normalize=normalize,
+        selection_rule="training-domain validation (best epoch by val accuracy)", notes=notes,
+    )
+
+
+def shift_metrics(outputs: dict, n_train: int, domain_names: list[str], group_names: list[str] | None
+                  ) -> dict[str, Any]:
+    test, id_test = outputs["test"], outputs["id_test"]
+    held = list(range(n_train, len(domain_names)))
+    dom = domain_accuracy(test.pred.numpy(), test.y.numpy(), test.domain.numpy(), expected_domains=held)
+    id_dom = domain_accuracy(id_test.pred.numpy(), id_test.y.numpy(), id_test.domain.numpy(),
+                             expected_domains=list(range(n_train)))
+    out: dict[str, Any] = {
+        "id_acc": accuracy(id_test.pred.numpy(), id_test.y.numpy()),
+        "ood_acc": dom.average,
+        "worst_domain_acc": dom.worst,
+        "val_acc": accuracy(outputs["val"].pred.numpy(), outputs["val"].y.numpy()),
+    }
+    if group_names is not None and test.group is not None:
+        out["worst_group_acc"] = float(worst_group_accuracy(test.pred.numpy(), test.y.numpy(), test.group.numpy(),
+                                                            expected_groups=list(range(len(group_names)))))
+    per = {f"ood:{domain_names[d]}": float(a) for d, a in dom.per_domain.items()}
+    per.update({f"id:{domain_names[d]}": float(a) for d, a in id_dom.per_domain.items()})
+    out["per_domain"] = per
+    return out
+
+
+def findings(records: list[dict]) -> list[str]:
+    """Plain-language comparisons with ERM, generated from the records (never asserted in tests)."""
+    by_case: dict[str, dict[str, dict]] = {}
+    for r in records:
+        if r["status"] == "ok" and not r["hparam_overrides"]:
+            by_case.setdefault(r["case"], {})[r["method"]] = r
+    lines = []
+    for case, recs in sorted(by_case.items()):
+        erm = recs.get("erm")
+        metric = next(iter(recs.values()))["primary_metric"]
+        best = max(recs.values(), key=lambda r: r["metrics"][metric]["mean"])
+        line = f"`{case}`: best {metric} is {best['method']} ({best['metrics'][metric]['mean']:.4f})"
+        if erm is not None and best is not erm:
+            t = _paired(best, erm, metric)
+            line += f", {t} against ERM ({erm['metrics'][metric]['mean']:.4f})"
+        lines.append(line + ".")
+    colored = by_case.get("colored", {})
+    if "groupdro" in colored and "erm" in colored:
+        g, e = colored["groupdro"], colored["erm"]
+        diff = g["metrics"]["worst_group_acc"]["mean"] - e["metrics"]["worst_group_acc"]["mean"]
+        lines.append(
+            f"Coloured digits: GroupDRO {'beats' if diff > 0 else 'does not beat'} ERM on worst-group accuracy "
+            f"({g['metrics']['worst_group_acc']['mean']:.4f} vs {e['metrics']['worst_group_acc']['mean']:.4f}, "
+            f"Δ {diff:+.4f}; {_paired(g, e, 'worst_group_acc')})."
+        )
+    return lines
+
+
+def _paired(a: dict, b: dict, metric: str) -> str:
+    x = dict(zip(a["seeds"], a["metrics"][metric]["per_seed"]))
+    y = dict(zip(b["seeds"], b["metrics"][metric]["per_seed"]))
+    seeds = [s for s in x if s in y and x[s] is not None and y[s] is not None]
+    if len(seeds) < 2:
+        return f"{len(seeds)} paired seed(s), no test"
+    t = paired_ttest([x[s] for s in seeds], [y[s] for s in seeds])
+    return f"paired t-test over {len(seeds)} seeds: {t.verdict}"

@@ -1,0 +1,119 @@
+"""Step timing: synchronised wall time per training step, after warm-up.
+
+On CUDA each step is bracketed by a pair of ``torch.cuda.Event``s and the
+events are read once at the end, so timing adds no per-step synchronisation.
+On CPU ``time.perf_counter`` brackets the step (CPU ops are synchronous).
+Peak memory is ``torch.cuda.max_memory_allocated`` on CUDA and the process's
+peak RSS on CPU (a process-wide high-water mark: it never goes down between
+cases, which the record says through ``memory_kind``).
+"""
+
+from __future__ import annotations
+
+import resource
+import sys
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+
+@dataclass
+class StepStats:
+    median_s: float
+    iqr_s: float
+    steps: int
+    samples_per_s: float
+    peak_memory_bytes: int
+    memory_kind: str
+
+    def as_dict(self) -> dict:
+        return dict(
+            step_time_median_s=self.median_s, step_time_iqr_s=self.iqr_s, steps_timed=self.steps,
+            samples_per_s=self.samples_per_s, peak_memory_bytes=self.peak_memory_bytes, memory_kind=self.memory_kind,
+        )
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def peak_rss_bytes() -> int:
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(rss if sys.platform == "darwin" else rss * 1024)  # Linux reports KiB
+
+
+class StepTimer:
+    """Collects per-step durations; the first ``warmup`` steps are discarded."""
+
+    def __init__(self, device: torch.device, warmup: int = 3) -> None:
+        self.device, self.warmup = device, warmup
+        self.cuda = device.type == "cuda"
+        self._pairs: list[tuple[torch.cuda.Event, torch.cuda.Event]] = []
+        self._cpu: list[float] = []
+        self._samples: list[int] = []
+        self._t0 = 0.0
+        self._start_event = None
+        if self.cuda:
+            torch.cuda.reset_peak_memory_stats(device)
+
+    def start(self) -> None:
+        if self.cuda:
+            self._start_event = torch.cuda.Event(enable_timing=True)
+            self._start_event.record()
+        else:
+            self._t0 = time.perf_counter()
+
+    def stop(self, n_samples: int) -> None:
+        if self.cuda:
+            end = torch.cuda.Event(enable_timing=True)
+            end.record()
+            self._pairs.append((self._start_event, end))
+        else:
+            self._cpu.append(time.perf_counter() - self._t0)
+        self._samples.append(n_samples)
+
+    def durations(self) -> np.ndarray:
+        if self.cuda:
+            torch.cuda.synchronize(self.device)
+            return np.array([s.elapsed_time(e) / 1e3 for s, e in self._pairs])
+        return np.array(self._cpu)
+
+    def summary(self) -> StepStats:
+        d = self.durations()
+        n = np.array(self._samples)
+        if len(d) > self.warmup:
+            d, n = d[self.warmup:], n[self.warmup:]
+        if len(d) == 0:
+            return StepStats(float("nan"), float("nan"), 0, float("nan"), 0, "none")
+        q1, med, q3 = np.percentile(d, [25, 50, 75])
+        if self.cuda:
+            peak, kind = int(torch.cuda.max_memory_allocated(self.device)), "cuda_max_allocated"
+        else:
+            peak, kind = peak_rss_bytes(), "process_peak_rss"
+        return StepStats(float(med), float(q3 - q1), int(len(d)), float(n.sum() / d.sum()), peak, kind)
+
+
+def reference_workload_seconds(device: torch.device, repeats: int = 5) -> float:
+    """Median time of a fixed matmul+conv workload, the yardstick for machine-normalised times.
+
+    Timed in the same process as the case, so ``step_time / reference`` can be
+    compared across machines as a ratio.
+    """
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(256, 256, generator=g).to(device)
+    x = torch.randn(16, 8, 28, 28, generator=g).to(device)
+    w = torch.randn(16, 8, 3, 3, generator=g).to(device)
+    times = []
+    for _ in range(repeats + 1):
+        synchronize(device)
+        t0 = time.perf_counter()
+        for _ in range(4):
+            b = a @ a
+            y = torch.nn.functional.conv2d(x, w, padding=1)
+        synchronize(device)
+        times.append(time.perf_counter() - t0)
+        del b, y
+    return float(np.median(times[1:]))

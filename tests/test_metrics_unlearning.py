@@ -1,0 +1,125 @@
+"""Unlearning metrics: UA/RA/TA, MIA-efficacy, RTE, average gap, margins, KLoM."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy.special import softmax
+
+from harness.metrics import (
+    MetricError,
+    average_gap,
+    klom,
+    margins,
+    mia_efficacy,
+    retain_accuracy,
+    run_time_efficiency,
+    true_class_probability,
+    unlearning_accuracy,
+)
+from harness.metrics import test_accuracy as ta_metric
+
+
+def test_ua_ra_ta() -> None:
+    logits = np.array([[3.0, 0.0], [0.0, 3.0], [3.0, 0.0], [3.0, 0.0]])
+    y = np.array([0, 1, 1, 1])
+    assert unlearning_accuracy(logits, y) == 0.5
+    assert retain_accuracy(logits, y) == 0.5
+    assert ta_metric([0, 1, 1], [0, 1, 0]) == pytest.approx(2 / 3)
+
+
+def test_margins_against_loop() -> None:
+    rng = np.random.default_rng(0)
+    logits = rng.normal(0, 3, (50, 6))
+    y = rng.integers(0, 6, 50)
+    expected = [
+        logits[i, y[i]] - math.log(sum(math.exp(logits[i, k]) for k in range(6) if k != y[i])) for i in range(50)
+    ]
+    np.testing.assert_allclose(margins(logits, y), expected, rtol=1e-12)
+    np.testing.assert_allclose(margins(torch.tensor(logits), torch.tensor(y)), expected, rtol=1e-12)
+    # One binary logit f is the two-class logits (0, f).
+    f = rng.normal(size=10)
+    yb = rng.integers(0, 2, 10)
+    np.testing.assert_allclose(margins(f, yb), margins(np.c_[np.zeros(10), f], yb))
+
+
+def test_true_class_probability() -> None:
+    logits = np.array([[1.0, 2.0, 0.5], [0.0, 0.0, 0.0]])
+    np.testing.assert_allclose(true_class_probability(logits, [1, 2]), softmax(logits, axis=1)[[0, 1], [1, 2]])
+    np.testing.assert_allclose(true_class_probability(np.array([0.0, 2.0]), [0, 0]), [0.5, 1 / (1 + math.e**2)])
+    with pytest.raises(MetricError, match="lie in"):
+        true_class_probability(logits, [0, 3])
+
+
+def _confident_logits(rng: np.random.Generator, n: int, y: np.ndarray, gap: float) -> np.ndarray:
+    logits = rng.normal(0, 0.3, (n, 3))
+    logits[np.arange(n), y] += gap
+    return logits
+
+
+def test_mia_efficacy_separates_members_from_non_members() -> None:
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 400)
+    retain = _confident_logits(rng, 400, y, 8.0)  # members: true-class prob ~1
+    test = _confident_logits(rng, 150, y[:150], 0.0)  # non-members: ~1/3
+    like_member = _confident_logits(rng, 100, y[:100], 8.0)
+    like_test = _confident_logits(rng, 100, y[:100], 0.0)
+    args = (retain, y, test, y[:150])
+    assert mia_efficacy(*args, like_member, y[:100]) <= 0.05  # forget set still looks trained on
+    assert mia_efficacy(*args, like_test, y[:100]) >= 0.95  # forget set looks unseen
+    # Seeded subsampling: same seed, same answer.
+    mixed = np.r_[like_member[:50], like_test[:50]]
+    assert mia_efficacy(*args, mixed, y[:100], seed=3) == mia_efficacy(*args, mixed, y[:100], seed=3)
+    assert mia_efficacy(*args, mixed, y[:100]) == pytest.approx(0.5, abs=0.05)
+
+
+def test_rte_and_average_gap() -> None:
+    assert run_time_efficiency(30.0, 120.0) == 0.25
+    with pytest.raises(MetricError):
+        run_time_efficiency(0.0, 10.0)
+    m = {"UA": 0.10, "RA": 0.95, "TA": 0.90, "MIA": 0.20, "extra": 5.0}
+    r = {"UA": 0.05, "RA": 0.99, "TA": 0.91, "MIA": 0.25}
+    assert average_gap(m, r) == pytest.approx((0.05 + 0.04 + 0.01 + 0.05) / 4)
+    with pytest.raises(MetricError, match="missing"):
+        average_gap({"UA": 0.1}, r)
+
+
+def brute_klom(p_m: np.ndarray, q_m: np.ndarray, bins: int, eps: float) -> np.ndarray:
+    out = []
+    for j in range(p_m.shape[1]):
+        p_s, q_s = np.clip(p_m[:, j], -100, 100), np.clip(q_m[:, j], -100, 100)
+        lo, hi = min(p_s.min(), q_s.min()), max(p_s.max(), q_s.max())
+        if hi <= lo:
+            hi = lo + 1.0
+        p = np.histogram(p_s, bins=bins, range=(lo, hi))[0] / len(p_s)
+        q = np.histogram(q_s, bins=bins, range=(lo, hi))[0] / len(q_s)
+        out.append(sum(p[b] * math.log(p[b] / max(q[b], eps)) for b in range(bins) if p[b] > 0))
+    return np.array(out)
+
+
+def test_klom_against_histogram_loop() -> None:
+    rng = np.random.default_rng(1)
+    unl = rng.normal(0, 1, (12, 40)) + np.linspace(0, 3, 40)  # later samples drift from the retrained ones
+    ret = rng.normal(0, 1, (9, 40))
+    ret[:, 0] = 2.0
+    unl[:, 0] = 2.0  # a sample whose margins are all equal: KLoM 0
+    ret[:, 1] = 150.0  # clipped at 100
+    res = klom(unl, ret, bins=10, eps=1e-5)
+    expected = brute_klom(unl, ret, 10, 1e-5)
+    np.testing.assert_allclose(res.per_sample, expected, rtol=1e-10, atol=1e-12)
+    assert res.per_sample[0] == 0.0
+    assert res.mean == pytest.approx(expected.mean())
+    assert res.percentiles["p50"] == pytest.approx(np.median(expected))
+    # Identical distributions give 0; drifted samples score higher than early ones.
+    assert np.all(klom(ret, ret).per_sample == 0)
+    assert res.per_sample[-10:].mean() > res.per_sample[2:12].mean()
+
+
+def test_klom_errors() -> None:
+    with pytest.raises(MetricError, match="sample counts"):
+        klom(np.zeros((3, 4)), np.zeros((3, 5)))
+    with pytest.raises(MetricError, match="NaN"):
+        klom(np.full((3, 4), np.nan), np.zeros((3, 4)))
