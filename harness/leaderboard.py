@@ -127,7 +127,7 @@ def build_markdown(results_dir: Path) -> str:
             primary = recs[0]["primary_metric"]
             parts += ["", f"## {name} ({profile} profile)", "", f"{suite.DESCRIPTION}. Primary metric: `{primary}`."]
             frame = suite_frame(recs, suite)
-            parts += ["", tabulate(frame, headers="keys", tablefmt="github", showindex=False)]
+            parts += ["", tabulate(frame, headers="keys", tablefmt="github", showindex=False, disable_numparse=True)]
             findings = getattr(suite, "findings", None)
             if findings is not None:
                 lines = findings(recs)

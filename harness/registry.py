@@ -139,12 +139,11 @@ def load_method_module(path: str | Path) -> list[str]:
     path = Path(path)
     if not path.is_file():
         raise UsageError(f"--method-module: no such file {path}")
-    before = set(_METHODS)
     spec = importlib.util.spec_from_file_location(f"harness_user_methods.{path.stem}", path)
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    added = [n for n in _METHODS if n not in before or _METHODS[n].target.startswith(module.__name__)]
+    added = [n for n, e in _METHODS.items() if e.cls is not None and getattr(module, e.cls.__name__, None) is e.cls]
     for name in added:
         _METHODS[name].source = str(path)
     return added

@@ -13,6 +13,7 @@ stores them as built and :func:`finalize` turns them into float32 in [0, 1].
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -127,9 +128,10 @@ def _write(path: Path, tensors: dict[str, Tensor], header: dict[str, Any], finge
         path.parent.mkdir(parents=True, exist_ok=True)
         save_file(tensors, str(tmp), metadata=md)
         os.replace(tmp, path)
-    except OSError as e:  # a read-only or full cache disk costs speed, not correctness
+    except Exception as e:  # a read-only or full cache disk costs speed, not correctness
         warnings.warn(f"could not write dataset cache {path}: {e}", stacklevel=3)
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
 
 
 def cached(
@@ -143,7 +145,9 @@ def cached(
     """Return ``build()`` finalized, from the cache when an entry for (params, source listing) exists."""
     if not enabled:
         return finalize(build())
-    phash = _hash({"name": name, "params": params, "format": FORMAT})[:16]
+    # the source folders' own location is a parameter too, so two copies never evict each other's entries
+    where = [str(Path(s).resolve()) for s in sources]
+    phash = _hash({"name": name, "params": params, "format": FORMAT, "sources": where})[:16]
     lhash = _hash(source_listing(sources))[:16]
     folder = cache_root() / "datasets"
     path = folder / f"{name}-{phash}-{lhash}.safetensors"
@@ -152,7 +156,8 @@ def cached(
             return _read(path)
         except Exception as e:  # any unreadable entry is rebuilt, never fatal
             warnings.warn(f"dataset cache {path} is corrupt ({e}); rebuilding it", stacklevel=2)
-            path.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                path.unlink(missing_ok=True)
     raw = build()
     tensors, header = _pack(raw)  # keeps the uint8 tensors before finalize swaps in floats
     header = json.loads(json.dumps(header, default=str))
@@ -162,5 +167,6 @@ def cached(
     _write(path, tensors, header, ds.fingerprint)
     for stale in folder.glob(f"{name}-{phash}-*.safetensors"):  # older listings of the same source
         if stale != path:
-            stale.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                stale.unlink(missing_ok=True)
     return ds

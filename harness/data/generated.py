@@ -13,7 +13,6 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
-import torchvision.transforms.functional as TF
 from torch import Tensor
 
 from harness.data.dataset import ArrayDataset
@@ -58,6 +57,8 @@ def _derived_meta(base: ArrayDataset, **extra: object) -> dict[str, object]:
 def rotated_digits(
     source: str = "mnist5k", angles: Sequence[float] = (0, 15, 30, 45, 60, 75), seed: int = 0
 ) -> ArrayDataset:
+    import torchvision.transforms.functional as TF  # lazy: importing torchvision costs ~1 s
+
     base, g = _grey_source(source), _gen(seed)
     xs, ys, ds = [], [], []
     for d, (angle, idx) in enumerate(zip(angles, _shares(len(base), len(angles), g))):
@@ -104,8 +105,10 @@ def colored_digits(
         colour = torch.where(torch.rand(len(idx), generator=g) < p, y, 1 - y)
         img = torch.zeros(len(idx), channels, *base.x.shape[2:])
         img[torch.arange(len(idx)), colour] = base.x[idx, 0]
-        for store, t in ((xs, img), (ys, y), (cs, colour), (digits, digit)):
-            store.append(t)
+        xs.append(img)
+        ys.append(y)
+        cs.append(colour)
+        digits.append(digit)
         es.append(torch.full((len(idx),), e, dtype=torch.long))
     y, colour = torch.cat(ys), torch.cat(cs)
     meta = _derived_meta(
@@ -145,6 +148,8 @@ def corrupt(x: Tensor, kind: str, severity: int, g: torch.Generator) -> Tensor:
     if kind == "noise":
         return (x + NOISE_STD[s] * torch.randn(x.shape, generator=g)).clamp(0, 1)
     if kind == "blur":
+        import torchvision.transforms.functional as TF
+
         sigma = BLUR_SIGMA[s]
         k = 2 * math.ceil(3 * sigma) + 1
         return TF.gaussian_blur(x, [k, k], [sigma, sigma])

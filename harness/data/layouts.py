@@ -68,25 +68,31 @@ def image_dataset(
         raise DataError(f"no image files ({', '.join(IMAGE_EXTS)}) found under {root}")
 
     def build() -> ArrayDataset:
-        as_t = lambda v: None if v is None else torch.tensor(v, dtype=torch.long)  # noqa: E731
         m = {"source": str(root), "synthetic": False, "tier": "user", "size": size, "mode": mode}
         skip = len(str(root)) + 1
         m["files"] = [str(f)[skip:] for f in files]  # sample i came from files[i], relative to root
         m.update(meta or {})
         return ArrayDataset(
             decode_images(files, size, mode),
-            as_t(y),
+            _as_long(y),
             classes,
             name,
-            as_t(domain),
+            _as_long(domain),
             domain_names,
-            as_t(group),
+            _as_long(group),
             group_names,
             m,
         )
 
-    key = {"size": size, "mode": mode, **(params or {})}
+    # everything that shapes the result beyond the file listing goes into the key
+    plain_meta = {k: v for k, v in (meta or {}).items() if not isinstance(v, torch.Tensor)}
+    key = {"size": size, "mode": mode, "names": [classes, domain_names, group_names], "meta": plain_meta}
+    key.update(params or {})
     return cached(name, key, [root], build, enabled=cache)
+
+
+def _as_long(v: list[int] | None) -> torch.Tensor | None:
+    return None if v is None else torch.tensor(v, dtype=torch.long)
 
 
 def _require_dir(path: PathLike, name: str, layout: str) -> Path:

@@ -197,10 +197,16 @@ def mnist(split: str = "test", root: Root = None) -> ArrayDataset:
     return ArrayDataset(x, torch.cat(ys), DIGIT_CLASSES, "mnist", meta=meta)
 
 
+def _digits_multi_count(mnist_dir: Path) -> int | None:
+    parts = (_mnist_count(mnist_dir), _usps_count(mnist_dir.parent / "USPS"))
+    return None if None in parts else sum(parts) + 1797  # + sklearn digits
+
+
 @register_dataset(
     "digits_multi",
     tier="real",
     rel="MNIST",
+    counter=_digits_multi_count,
     description="digit domains at one resolution: MNIST test + USPS + sklearn digits, domain = source "
     "(sources=('mnist5k','digits') works offline)",
 )

@@ -30,6 +30,7 @@ NAME = "losses"
 PROTOCOL = "supervised"
 BASELINE = "bce"
 PRIMARY = "test_acc"
+LEADERBOARD_COLUMNS = ["test_auroc", "gap"]
 DESCRIPTION = "binary digit pairs (MNIST-5k) and breast cancer, label noise 0 / 0.2 (ensLoss protocol)"
 DATASETS = ["mnist5k", "breast_cancer"]
 VERSION = "1"

@@ -60,7 +60,7 @@ PROFILE = {
                      image_budget=Budget(epochs=6, batch_size=48, benchmark_rounds=5)),
     "full": dict(rotated=ANGLES, digits_cap=None, pacs_cap=None, pacs_size=96, rs_size=128, timm="resnet18",
                  digits_budget=Budget(epochs=30, batch_size=128, benchmark_rounds=20),
-                 image_budget=Budget(epochs=30, batch_size=64, lr=5e-5, benchmark_rounds=20)),
+                 image_budget=Budget(epochs=30, batch_size=64, benchmark_rounds=20)),
 }
 
 
