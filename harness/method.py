@@ -89,6 +89,19 @@ def group_means(values: Tensor, groups: Tensor, num_groups: int) -> tuple[Tensor
     return sums / counts.clamp_min(1), present
 
 
+def annealed_penalty_weight(state: State, optimizer: torch.optim.Optimizer, lam: float, anneal_frac: float,
+                            reset_optimizer: bool) -> float:
+    """DomainBed's penalty schedule (IRM, VREx): weight 1 for the first ``anneal_frac`` of the steps, then ``lam``.
+
+    With ``reset_optimizer`` the optimizer's state is cleared at the jump, as DomainBed rebuilds Adam:
+    its moments were scaled for the small penalty.
+    """
+    anneal = int(anneal_frac * state.total_steps)
+    if state.step == anneal and reset_optimizer:
+        optimizer.state.clear()
+    return lam if state.step >= anneal else 1.0
+
+
 def _coerce(key: str, raw: Any, default: Any, owner: str) -> Any:
     """Type a user value (often a ``--hparam`` string) against the default's type."""
     if isinstance(raw, str) and not isinstance(default, str):
@@ -194,5 +207,5 @@ class Method:
 
 __all__ = [
     "Batch", "State", "Method", "cross_entropy", "signed_margin_targets", "group_means",
-    "resolve_hparams", "is_binary",
+    "resolve_hparams", "is_binary", "annealed_penalty_weight",
 ]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from harness.method import Batch, Method, State, cross_entropy
+from harness.method import Batch, Method, State, annealed_penalty_weight, cross_entropy
 from harness.registry import register_method
 
 
@@ -37,14 +37,9 @@ class IRM(Method):
     needs_domains = True
     hparams = dict(lam=100.0, anneal_frac=0.1, reset_optimizer=True)
 
-    def penalty_weight(self, state: State, optimizer: torch.optim.Optimizer) -> float:
-        anneal = int(self.hparams["anneal_frac"] * state.total_steps)
-        if state.step == anneal and self.hparams["reset_optimizer"]:
-            optimizer.state.clear()  # Adam's moments were scaled for the small penalty
-        return self.hparams["lam"] if state.step >= anneal else 1.0
-
     def train_step(self, model: nn.Module, batch: Batch, optimizer: torch.optim.Optimizer, state: State) -> dict:
-        weight = self.penalty_weight(state, optimizer)
+        h = self.hparams
+        weight = annealed_penalty_weight(state, optimizer, h["lam"], h["anneal_frac"], h["reset_optimizer"])
         optimizer.zero_grad(set_to_none=True)
         logits = model(batch.x)
         ids, inv = torch.unique(batch.domain, return_inverse=True)
