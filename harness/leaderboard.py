@@ -57,57 +57,59 @@ def _fmt(mean: float | None, std: float | None) -> str:
     return f"{mean:.4f} ± {std:.4f}" if std is not None else f"{mean:.4f}"
 
 
-def _verdict(rec: dict, base: dict | None) -> str:
-    if base is None or rec is base:
-        return "—" if base is not None else "no baseline run"
-    metric = rec["primary_metric"]
+def paired_verdict(rec: dict, base: dict, metric: str):
+    """Paired one-sided t-test of ``rec`` against ``base`` on seed-matched values; None below 2 pairs."""
     a = dict(zip(rec["seeds"], rec["metrics"][metric]["per_seed"]))
     b = dict(zip(base["seeds"], base["metrics"][metric]["per_seed"]))
     seeds = [s for s in a if s in b and a[s] is not None and b[s] is not None]
     if len(seeds) < 2:
-        return f"n={len(seeds)} paired seeds"
-    t = paired_ttest([a[s] for s in seeds], [b[s] for s in seeds], higher_is_better=rec["higher_is_better"])
+        return None
+    return paired_ttest([a[s] for s in seeds], [b[s] for s in seeds], higher_is_better=rec["higher_is_better"])
+
+
+def _verdict(rec: dict, base: dict | None) -> str:
+    if base is None:
+        return "no baseline run"
+    if rec is base:
+        return "—"
+    t = paired_verdict(rec, base, rec["primary_metric"])
+    if t is None:
+        return "fewer than 2 paired seeds"
     p = t.p_better if t.verdict == "better" else t.p_worse if t.verdict == "worse" else min(t.p_better, t.p_worse)
     return f"{t.verdict} (Δ {t.mean_diff:+.4f}, p={p:.3f})"
 
 
-def suite_frame(records: list[dict], suite_module) -> pd.DataFrame:
+def case_frame(records: list[dict], suite_module) -> pd.DataFrame:
+    """One case's rows: primary metric first, then the suite's extra columns, sorted by the primary metric."""
     baseline = suite_module.BASELINE
-    extra = getattr(suite_module, "LEADERBOARD_COLUMNS", [])
+    primary = records[0]["primary_metric"]
+    extra = [c for c in getattr(suite_module, "LEADERBOARD_COLUMNS", []) if c != primary]
+    base = next((r for r in records if r["method"] == baseline and not r["hparam_overrides"]), None)
     rows = []
-    by_case: dict[str, dict[str, dict]] = {}
     for rec in records:
-        if not rec["hparam_overrides"]:
-            by_case.setdefault(rec["case"], {})[rec["method"]] = rec
-    for rec in records:
-        metric = rec["metrics"].get(rec["primary_metric"], {})
-        label = rec["method"] + (f" {rec['hparam_overrides']}" if rec["hparam_overrides"] else "")
-        step = rec["timing"]["step_time_median_s"]
+        metric = rec["metrics"].get(primary, {})
+        ok = rec["status"] == "ok"
         row = {
-            "case": rec["case"], "method": label, "_sort": metric.get("mean") if metric.get("mean") is not None
-            else float("-inf"),
-            rec["primary_metric"]: _fmt(metric.get("mean"), metric.get("std")) if rec["status"] == "ok"
+            "method": rec["method"] + (f" {rec['hparam_overrides']}" if rec["hparam_overrides"] else ""),
+            primary: _fmt(metric.get("mean"), metric.get("std")) if ok
             else f"diverged at step {rec['diverged']['step']}",
         }
         for col in extra:
             m = rec["metrics"].get(col)
-            row[col] = _fmt(m["mean"], m["std"]) if m else ""
+            row[col] = _fmt(m["mean"], m["std"]) if m and m["mean"] is not None else ""
+        step = rec["timing"]["step_time_median_s"]
         row.update({
-            "n": len(rec["seeds"]),
-            f"vs {baseline}": _verdict(rec, by_case.get(rec["case"], {}).get(baseline)),
+            "n": str(len(rec["seeds"])),
+            f"vs {baseline}": _verdict(rec, base) if ok else "",
             "step ms": f"{step * 1e3:.2f}" if step else "n/a",
             "device": rec["environment"]["device"],
+            "_key": metric.get("mean") if ok and metric.get("mean") is not None else float("-inf"),
         })
-        if getattr(suite_module, "SHOW_SELECTION", False):
-            row["selection"] = rec["model_selection"]
         rows.append(row)
     frame = pd.DataFrame(rows)
-    if frame.empty:
-        return frame
-    sign = -1 if records and not records[0]["higher_is_better"] else 1
-    frame["_key"] = sign * frame["_sort"]
-    frame = frame.sort_values(["case", "_key", "method"], ascending=[True, False, True])
-    return frame.drop(columns=["_sort", "_key"])
+    frame["_key"] = frame["_key"] * (1 if records[0]["higher_is_better"] else -1)
+    frame = frame.sort_values(["_key", "method"], ascending=[False, True]).drop(columns="_key")
+    return frame.loc[:, (frame != "").any(axis=0)]  # drop extra columns this case never fills
 
 
 def build_markdown(results_dir: Path) -> str:
@@ -116,7 +118,9 @@ def build_markdown(results_dir: Path) -> str:
     parts.append(
         "Rows come from run records in `results/` whose fingerprint matches the current suite definition. "
         "Values are mean ± std (sample std, ddof=1) over seeds; `vs <baseline>` is a paired one-sided t-test "
-        "on seed-matched values at p < 0.05. Step time is the median training-step wall time after warm-up."
+        "on seed-matched values at p < 0.05. Step time is the median training-step wall time after warm-up. "
+        "`standard` budgets are short CPU budgets (a few epochs, small or randomly initialised backbones, capped "
+        "data): absolute accuracies sit far below published numbers, and rankings may change at `full`."
     )
     for name in SUITES:
         suite = get_suite(name)
@@ -124,10 +128,14 @@ def build_markdown(results_dir: Path) -> str:
             recs = [r for r in collected.current if r["suite"] == name and r["profile"] == profile]
             if not recs:
                 continue
-            primary = recs[0]["primary_metric"]
-            parts += ["", f"## {name} ({profile} profile)", "", f"{suite.DESCRIPTION}. Primary metric: `{primary}`."]
-            frame = suite_frame(recs, suite)
-            parts += ["", tabulate(frame, headers="keys", tablefmt="github", showindex=False, disable_numparse=True)]
+            parts += ["", f"## {name} ({profile} profile)", "", f"{suite.DESCRIPTION}."]
+            for case in sorted({r["case"] for r in recs}):
+                rows = [r for r in recs if r["case"] == case]
+                selection = sorted({r["model_selection"] for r in rows})
+                parts += ["", f"### {name} / `{case}`", "",
+                          f"Primary metric `{rows[0]['primary_metric']}`; model selection: {'; '.join(selection)}.",
+                          "", tabulate(case_frame(rows, suite), headers="keys", tablefmt="github", showindex=False,
+                                       disable_numparse=True)]
             findings = getattr(suite, "findings", None)
             if findings is not None:
                 lines = findings(recs)

@@ -43,7 +43,10 @@ class MethodEntry:
     def load(self) -> type[Method]:
         if self.cls is None:
             module_name, _, attr = self.target.partition(":")
-            module = importlib.import_module(module_name)
+            try:
+                module = importlib.import_module(module_name)
+            except Exception as err:  # a broken method breaks only its own entry, with a clear message
+                raise UsageError(f"method {self.name!r} ({self.target}) failed to import: {err!r}") from err
             # importing runs the decorator, which fills in self.cls
             self.cls = _METHODS[self.name].cls or getattr(module, attr)
         return self.cls

@@ -105,10 +105,12 @@ def test_leaderboard_from_fixture_records(tmp_path):
     md = leaderboard.build_markdown(tmp_path)
     assert md.startswith(leaderboard.HEADER)
     assert "## losses (standard profile)" in md
-    rows = [line for line in md.splitlines() if line.startswith(f"| {case}")]
-    assert [r.split("|")[2].strip() for r in rows] == ["ensloss", "focal", "bce", "hinge"]  # by test_acc
+    section = md.split(f"### losses / `{case}`")[1].split("###")[0]
+    rows = [line for line in section.splitlines() if line.startswith("| ") and "---" not in line][1:]
+    assert [r.split("|")[1].strip() for r in rows] == ["ensloss", "focal", "bce", "hinge"]  # by test_acc
     assert "0.8600 ± 0.0100" in rows[0] and "better (Δ +0.0500" in rows[0]
     assert "worse" in rows[3] and "equal" in rows[1] and "—" in rows[2]
+    assert "ensloss vs bce on test_acc, paired one-sided t-test per case: better in 1, equal in 0, worse in 0" in md
     assert "exponential" not in "\n".join(rows)
     assert "Stale records" in md and "ldr-kl__standard.json`: fingerprint differs" in md
 

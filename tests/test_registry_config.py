@@ -90,6 +90,8 @@ def test_broken_method_file_breaks_only_its_entry(tmp_path):
     path.write_text('import not_a_real_package\n\n@register_method("broken")\nclass B:\n    family = "loss"\n')
     entries = registry._scan_file(path, "broken_module")
     assert [e.name for e in entries] == ["broken"] and entries[0].family == "loss"
+    with pytest.raises(UsageError, match="method 'broken' .* failed to import"):
+        registry.MethodEntry("broken", "no_such_module_xyz:B").load()
 
 
 def test_hparams_are_typed_against_defaults():

@@ -117,3 +117,21 @@ def binary_metrics(outputs: dict) -> dict[str, float]:
         "gap": train_acc - test_acc,
         "val_acc": float(outputs["val"].correct.mean()),
     }
+
+
+def findings(records: list[dict]) -> list[str]:
+    """Tally of paired t-test verdicts against ``bce`` per method over cases (generated, never asserted)."""
+    from harness.leaderboard import paired_verdict
+
+    base = {r["case"]: r for r in records if r["method"] == BASELINE and not r["hparam_overrides"]}
+    tally: dict[str, dict[str, int]] = {}
+    for rec in records:
+        if rec["method"] == BASELINE or rec["hparam_overrides"] or rec["case"] not in base or rec["status"] != "ok":
+            continue
+        verdict = paired_verdict(rec, base[rec["case"]], PRIMARY)
+        if verdict is not None:
+            counts = tally.setdefault(rec["method"], {"better": 0, "equal": 0, "worse": 0})
+            counts[verdict.verdict] += 1
+    return [f"{m} vs {BASELINE} on {PRIMARY}, paired one-sided t-test per case: better in {c['better']}, "
+            f"equal in {c['equal']}, worse in {c['worse']} of {sum(c.values())} cases"
+            for m, c in sorted(tally.items())]

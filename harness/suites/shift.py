@@ -34,7 +34,7 @@ import torch
 
 from harness import data as hdata
 from harness.data.dataset import ArrayDataset
-from harness.metrics import accuracy, domain_accuracy, paired_ttest, worst_group_accuracy
+from harness.metrics import accuracy, domain_accuracy, worst_group_accuracy
 from harness.models import small_cnn, timm_model
 from harness.task import Budget, CaseSpec, Task
 
@@ -42,8 +42,7 @@ NAME = "shift"
 PROTOCOL = "supervised"
 BASELINE = "erm"
 DESCRIPTION = "WILDS-like shifts: digit sources, rotations, spurious colour, PACS styles, RSSCN7 ground scale"
-LEADERBOARD_COLUMNS = ["id_acc", "worst_domain_acc", "worst_group_acc", "oracle_ood_acc"]
-SHOW_SELECTION = True
+LEADERBOARD_COLUMNS = ["ood_acc", "worst_group_acc", "id_acc", "worst_domain_acc", "oracle_ood_acc"]
 DATASETS = ["digits_multi", "mnist5k", "digits", "rotated_digits", "colored_digits", "pacs", "rsscn7"]
 VERSION = "1"
 
@@ -220,10 +219,7 @@ def findings(records: list[dict]) -> list[str]:
 
 
 def _paired(a: dict, b: dict, metric: str) -> str:
-    x = dict(zip(a["seeds"], a["metrics"][metric]["per_seed"]))
-    y = dict(zip(b["seeds"], b["metrics"][metric]["per_seed"]))
-    seeds = [s for s in x if s in y and x[s] is not None and y[s] is not None]
-    if len(seeds) < 2:
-        return f"{len(seeds)} paired seed(s), no test"
-    t = paired_ttest([x[s] for s in seeds], [y[s] for s in seeds])
-    return f"paired t-test over {len(seeds)} seeds: {t.verdict}"
+    from harness.leaderboard import paired_verdict
+
+    t = paired_verdict(a, b, metric)
+    return "fewer than 2 paired seeds, no test" if t is None else f"paired t-test over {t.n} seeds: {t.verdict}"
