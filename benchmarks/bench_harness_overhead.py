@@ -25,7 +25,7 @@ from harness.suites import losses, shift
 from harness.timing import StepTimer
 
 CPU = torch.device("cpu")
-ROUNDS = 7
+ROUNDS = 15
 
 
 def plain_epoch(model, optimizer, x, y, batches, binary):
