@@ -15,7 +15,7 @@ $(VENV)/.installed: pyproject.toml
 
 .PHONY: run test lint leaderboard bench
 run: $(VENV)/.installed
-	$(PY) -m pytest suites/ --method=$(METHOD) --profile=$(PROFILE) --results-dir=$(RESULTS) $(PYTEST_ARGS)
+	$(PY) -m pytest suites/ --method=$(METHOD) --profile=$(PROFILE) --results-dir=$(RESULTS) -rs $(PYTEST_ARGS)
 
 test: $(VENV)/.installed
 	$(PY) -m pytest $(PYTEST_ARGS)

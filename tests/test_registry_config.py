@@ -127,3 +127,14 @@ def test_make_config_defaults_and_errors():
         make_config("erm", seeds=0, device="cpu")
     with pytest.raises(UsageError, match="unknown method"):
         make_config("nosuch", device="cpu")
+
+
+def test_unavailable_device_is_a_usage_error():
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA; the error path needs one without")
+    with pytest.raises(UsageError, match="CUDA is not available"):
+        make_config("erm", device="cuda")
+    with pytest.raises(UsageError, match="--device 'tpu9'"):
+        make_config("erm", device="tpu9")

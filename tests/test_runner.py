@@ -123,3 +123,36 @@ def test_shift_task_splits_never_leak(tmp_path):
     assert (task.data.domain[task.splits["train"].indices] != held).all()
     assert (task.data.domain[task.splits["test"].indices] == held).all()
     assert task.num_domains == 5 and task.balanced_domains
+
+
+@register_method("test-sees-unlabeled")
+class SeesUnlabeled(Method):
+    family, protocols = "dg", frozenset({"supervised"})
+    uses_unlabeled = True
+    seen: list = []
+
+    def loss(self, logits, batch, state):
+        type(self).seen.append(None if batch.unlabeled_x is None else batch.unlabeled_x.clone())
+        return super().loss(logits, batch, state)
+
+
+def test_unlabeled_target_data_only_for_methods_that_declare_it():
+    spec = spec_named(shift, "digits_embedded-digits")
+    task = spec.build(spec)
+    task.spec = type(spec)(spec.suite, spec.case, spec.profile, spec.params,
+                           type(spec.budget)(epochs=1, batch_size=64), spec.build)
+    from harness.protocols.supervised import to_device
+
+    pool = to_device(task, CPU).x[task.splits["unlabeled"].indices].flatten(1)
+    SeesUnlabeled.seen = []
+    run_case(task.spec, create_method("test-sees-unlabeled"), [0], CPU, task=task)
+    assert SeesUnlabeled.seen and all(u is not None for u in SeesUnlabeled.seen)
+    first = SeesUnlabeled.seen[0].flatten(1)
+    exact = torch.cdist(first, pool, compute_mode="donot_use_mm_for_euclid_dist")
+    assert exact.min(dim=1).values.max() < 1e-5  # every row comes from the unlabeled split
+    seen_by_erm = []
+    erm = create_method("erm")
+    erm.loss = lambda logits, batch, state: seen_by_erm.append(batch.unlabeled_x) or \
+        type(erm).loss(erm, logits, batch, state)
+    run_case(task.spec, erm, [0], CPU, task=task)
+    assert seen_by_erm and all(u is None for u in seen_by_erm)
