@@ -55,7 +55,7 @@ PROFILE = {
                   digits_budget=Budget(epochs=2, batch_size=64, benchmark_rounds=5),
                   image_budget=Budget(epochs=2, batch_size=48, benchmark_rounds=3)),
     "standard": dict(rotated=(0, 75), digits_cap=1500, pacs_cap=600, pacs_size=32, rs_size=32, timm="test_resnet",
-                     digits_budget=Budget(epochs=8, batch_size=64, benchmark_rounds=10),
+                     digits_budget=Budget(epochs=16, batch_size=64, lr=2e-3, benchmark_rounds=10),
                      image_budget=Budget(epochs=6, batch_size=48, benchmark_rounds=5)),
     "full": dict(rotated=ANGLES, digits_cap=None, pacs_cap=None, pacs_size=96, rs_size=128, timm="resnet18",
                  digits_budget=Budget(epochs=30, batch_size=128, benchmark_rounds=20),
