@@ -176,7 +176,6 @@ def run_supervised(task: Task, method: Method, device: torch.device, seed: int) 
         unlabeled = task.splits[task.unlabeled_split].indices.to(device)
 
     timer = StepTimer(device)
-    sel_idx = task.splits[task.selection_split].indices
     best = {"val": (-1.0, -1, None), "oracle": (-1.0, -1, None)}
     for epoch in range(task.budget.epochs):
         state.epoch = epoch
@@ -185,8 +184,7 @@ def run_supervised(task: Task, method: Method, device: torch.device, seed: int) 
         for rule, split in (("val", task.selection_split), ("oracle", task.oracle_split)):
             if split is None:
                 continue
-            out = predict(model, data, task.splits[split].indices if rule == "oracle" else sel_idx,
-                          task.budget.eval_batch_size)
+            out = predict(model, data, task.splits[split].indices, task.budget.eval_batch_size)
             acc = float(out.correct.mean())
             if acc > best[rule][0]:  # strict: earliest best epoch wins ties
                 best[rule] = (acc, epoch, copy.deepcopy(model.state_dict()))
