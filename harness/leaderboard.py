@@ -17,8 +17,7 @@ import pandas as pd
 from tabulate import tabulate
 
 from harness.errors import UsageError
-from harness.metrics import paired_ttest
-from harness.records import iter_records
+from harness.records import iter_records, paired_verdict
 from harness.suites import SUITES, get_suite
 
 RANKED_PROFILES = ("full", "standard")
@@ -55,16 +54,6 @@ def _fmt(mean: float | None, std: float | None) -> str:
     if mean is None:
         return "n/a"
     return f"{mean:.4f} ± {std:.4f}" if std is not None else f"{mean:.4f}"
-
-
-def paired_verdict(rec: dict, base: dict, metric: str):
-    """Paired one-sided t-test of ``rec`` against ``base`` on seed-matched values; None below 2 pairs."""
-    a = dict(zip(rec["seeds"], rec["metrics"][metric]["per_seed"]))
-    b = dict(zip(base["seeds"], base["metrics"][metric]["per_seed"]))
-    seeds = [s for s in a if s in b and a[s] is not None and b[s] is not None]
-    if len(seeds) < 2:
-        return None
-    return paired_ttest([a[s] for s in seeds], [b[s] for s in seeds], higher_is_better=rec["higher_is_better"])
 
 
 def _verdict(rec: dict, base: dict | None) -> str:

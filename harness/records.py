@@ -21,6 +21,7 @@ from typing import Any
 import jsonschema
 
 from harness.errors import RecordError
+from harness.metrics import PairedTTest, paired_ttest
 
 SCHEMA_VERSION = 1
 
@@ -158,3 +159,13 @@ def load_record(path: Path) -> dict:
 def iter_records(results_dir: Path) -> list[tuple[Path, dict]]:
     """All records under ``results_dir``, validated; a bad file is a RecordError naming it."""
     return [(p, load_record(p)) for p in sorted(Path(results_dir).rglob("*.json")) if not p.name.startswith(".")]
+
+
+def paired_verdict(rec: dict, base: dict, metric: str) -> PairedTTest | None:
+    """Paired one-sided t-test of ``rec`` against ``base`` on seed-matched values; None below 2 pairs."""
+    a = dict(zip(rec["seeds"], rec["metrics"][metric]["per_seed"]))
+    b = dict(zip(base["seeds"], base["metrics"][metric]["per_seed"]))
+    seeds = [s for s in a if s in b and a[s] is not None and b[s] is not None]
+    if len(seeds) < 2:
+        return None
+    return paired_ttest([a[s] for s in seeds], [b[s] for s in seeds], higher_is_better=rec["higher_is_better"])

@@ -24,6 +24,7 @@ from sklearn.metrics import roc_auc_score
 from harness import data as hdata
 from harness.data.dataset import ArrayDataset
 from harness.models import mlp, small_cnn
+from harness.records import paired_verdict
 from harness.task import Budget, CaseSpec, Task
 
 NAME = "losses"
@@ -121,8 +122,6 @@ def binary_metrics(outputs: dict) -> dict[str, float]:
 
 def findings(records: list[dict]) -> list[str]:
     """Tally of paired t-test verdicts against ``bce`` per method over cases (generated, never asserted)."""
-    from harness.leaderboard import paired_verdict
-
     base = {r["case"]: r for r in records if r["method"] == BASELINE and not r["hparam_overrides"]}
     tally: dict[str, dict[str, int]] = {}
     for rec in records:

@@ -36,6 +36,7 @@ from harness import data as hdata
 from harness.data.dataset import ArrayDataset
 from harness.metrics import accuracy, domain_accuracy, worst_group_accuracy
 from harness.models import small_cnn, timm_model
+from harness.records import paired_verdict
 from harness.task import Budget, CaseSpec, Task
 
 NAME = "shift"
@@ -219,7 +220,5 @@ def findings(records: list[dict]) -> list[str]:
 
 
 def _paired(a: dict, b: dict, metric: str) -> str:
-    from harness.leaderboard import paired_verdict
-
     t = paired_verdict(a, b, metric)
     return "fewer than 2 paired seeds, no test" if t is None else f"paired t-test over {t.n} seeds: {t.verdict}"
