@@ -166,13 +166,17 @@ class Method:
         self.hparams = resolve_hparams(type(self).hparams, hparams or {}, self.name or type(self).__name__)
 
     # -- lifecycle -----------------------------------------------------------
+    def check_protocol(self, protocol: str) -> None:
+        """Raise :class:`Unsupported` when this method has no part in ``protocol`` (checked before data loads)."""
+        if protocol not in self.protocols:
+            raise Unsupported(
+                f"{self.name} ({self.family}) has no {protocol!r} protocol part, so it does not take part in the "
+                f"{protocol!r} protocol (it supports: {', '.join(sorted(self.protocols)) or 'none'})"
+            )
+
     def check_task(self, task: Any) -> None:
         """Raise :class:`Unsupported` with a reason when this method cannot run ``task``."""
-        if task.protocol not in self.protocols:
-            raise Unsupported(
-                f"{self.name} ({self.family}) does not take part in the {task.protocol!r} protocol "
-                f"(it supports: {', '.join(sorted(self.protocols)) or 'none'})"
-            )
+        self.check_protocol(task.protocol)
         if self.binary_only and task.num_classes > 2:
             raise Unsupported(f"{self.name} is binary-only and {task.suite}/{task.case} has {task.num_classes} classes")
         if self.needs_domains and task.num_domains < 2:

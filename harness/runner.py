@@ -126,6 +126,7 @@ def run_case(spec: CaseSpec, method: Method, seeds: list[int], device: torch.dev
     the returned result, never raised.
     """
     overrides = overrides or {}
+    method.check_protocol(spec.protocol)
     path = record_path(results_dir, spec.suite, spec.case, method.name, spec.profile, overrides) \
         if results_dir is not None else None
     if resume and path is not None:

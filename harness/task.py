@@ -43,6 +43,7 @@ class CaseSpec:
     budget: Budget
     build: Callable[[CaseSpec], Task] = field(compare=False, repr=False)
     suite_version: str = "1"
+    protocol: str = "supervised"
 
     @property
     def fingerprint(self) -> str:
@@ -73,7 +74,6 @@ class Task:
     model_factory: Callable[[], nn.Module]
     metrics_fn: Callable[[dict[str, Any]], dict[str, float]]
     primary_metric: str
-    protocol: str = "supervised"
     higher_is_better: bool = True
     selection_split: str = "val"
     selection_rule: str = "training-domain validation (best epoch by val accuracy)"
@@ -88,6 +88,10 @@ class Task:
     @property
     def suite(self) -> str:
         return self.spec.suite
+
+    @property
+    def protocol(self) -> str:
+        return self.spec.protocol
 
     @property
     def case(self) -> str:

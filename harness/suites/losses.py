@@ -57,9 +57,11 @@ def case_specs(profile: str) -> list[CaseSpec]:
         for a, b in PAIRS[profile]:
             params = dict(dataset="mnist5k", digits=[a, b], noise=noise, model=model, data_seed=0,
                           split=[0.6, 0.2, 0.2])
-            specs.append(CaseSpec(NAME, f"mnist{a}v{b}-noise{noise:g}", profile, params, budget, build, VERSION))
+            specs.append(CaseSpec(NAME, f"mnist{a}v{b}-noise{noise:g}", profile, params, budget, build, VERSION,
+                                  PROTOCOL))
         params = dict(dataset="breast_cancer", noise=noise, model="mlp", data_seed=0, split=[0.6, 0.2, 0.2])
-        specs.append(CaseSpec(NAME, f"breast_cancer-noise{noise:g}", profile, params, budget, build, VERSION))
+        specs.append(CaseSpec(NAME, f"breast_cancer-noise{noise:g}", profile, params, budget, build, VERSION,
+                              PROTOCOL))
     return specs
 
 

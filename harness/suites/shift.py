@@ -85,7 +85,7 @@ def case_specs(profile: str) -> list[CaseSpec]:
                                            cap=cfg["pacs_cap"], model=cfg["timm"]), ib))
     specs.append(("rsscn7-scale", dict(dataset="rsscn7", size=cfg["rs_size"], test=["scale3", "scale4"], data_seed=0,
                                        cap=None, model=cfg["timm"]), ib))
-    return [CaseSpec(NAME, case, profile, params, budget, build, VERSION) for case, params, budget in specs]
+    return [CaseSpec(NAME, case, profile, params, budget, build, VERSION, PROTOCOL) for case, params, budget in specs]
 
 
 @lru_cache(maxsize=4)
