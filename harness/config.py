@@ -28,6 +28,8 @@ class RunConfig:
     results_dir: Path | None = Path("results")
     resume: bool = False
     strict_data: bool = False
+    datasets: list[str] = field(default_factory=list)  # --dataset values, e.g. imagefolder:PATH
+    data_path: str = "auto"  # auto | memory | stream (harness.data.source)
 
     def make_method(self, name: str) -> Method:
         return create_method(name, self.overrides.get(name, {}))
@@ -70,7 +72,8 @@ def parse_hparams(items: list[str], methods: list[str]) -> dict[str, dict[str, A
 
 def make_config(method: str | None, profile: str = "smoke", seeds: int | None = None, device: str = "auto",
                 hparams: list[str] | None = None, results_dir: str | None = "results", resume: bool = False,
-                method_modules: list[str] | None = None, strict_data: bool = False) -> RunConfig:
+                method_modules: list[str] | None = None, strict_data: bool = False,
+                datasets: list[str] | None = None, data_path: str = "auto") -> RunConfig:
     for path in method_modules or []:
         load_method_module(path)
     if profile not in PROFILES:
@@ -79,8 +82,12 @@ def make_config(method: str | None, profile: str = "smoke", seeds: int | None = 
     if n_seeds < 1:
         raise UsageError(f"--seeds must be at least 1, got {n_seeds}")
     methods = parse_methods(method)
+    from harness.data.source import DATA_PATHS
+
+    if data_path not in DATA_PATHS:
+        raise UsageError(f"--data-path {data_path!r}: choose one of {', '.join(DATA_PATHS)}")
     return RunConfig(
         methods=methods, profile=profile, seeds=list(range(n_seeds)), device=resolve_device(device),
         overrides=parse_hparams(hparams or [], methods), results_dir=Path(results_dir) if results_dir else None,
-        resume=resume, strict_data=strict_data,
+        resume=resume, strict_data=strict_data, datasets=list(datasets or []), data_path=data_path,
     )

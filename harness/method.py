@@ -161,6 +161,9 @@ class Method:
     needs_domains: ClassVar[bool] = False  # needs batch.domain (GroupDRO, VREx, IRM, CORAL)
     uses_unlabeled: ClassVar[bool] = False  # receives batch.unlabeled_x when the task has target data
     multiclass_note: ClassVar[str] = ""  # how a binary method extends to K classes, shown in records
+    # changes to the case's Budget this method needs (e.g. erm-strong's cosine schedule and augmentation);
+    # ``epochs_factor`` scales the epochs. Applied by the protocol and written to each record's ``run``.
+    budget_overrides: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, hparams: dict[str, Any] | None = None) -> None:
         self.hparams = resolve_hparams(type(self).hparams, hparams or {}, self.name or type(self).__name__)

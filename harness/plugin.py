@@ -12,6 +12,7 @@ from tabulate import tabulate
 from harness.config import RunConfig, make_config
 from harness.errors import DataMissing, HarnessError, Unsupported
 from harness.runner import CaseResult, run_case
+from harness.suites import case_specs
 from harness.task import CaseSpec
 
 RESULTS_KEY = pytest.StashKey[list]()
@@ -32,6 +33,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--resume", action="store_true", help="skip cases whose record exists with the same fingerprint")
     group.addoption("--strict-data", action="store_true", default=None,
                     help="missing datasets fail instead of skip (default on when CI=true)")
+    group.addoption("--dataset", action="append", default=[], metavar="KIND:PATH",
+                    help="your own data as extra cases, e.g. imagefolder:PATH (repeatable)")
+    group.addoption("--data-path", default="auto", choices=("auto", "memory", "stream"),
+                    help="keep each dataset on the device (memory) or stream it through a DataLoader (default: auto)")
 
 
 def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
@@ -53,6 +58,7 @@ def _run_config(config: pytest.Config) -> RunConfig:
                 opt("--method"), opt("--profile"), opt("--seeds"), opt("--device"), opt("--hparam"),
                 opt("--results-dir") or str(Path(config.rootpath) / "results"), opt("--resume"),
                 opt("--method-module"), _strict_default() if strict is None else strict,
+                opt("--dataset"), opt("--data-path"),
             )
         except HarnessError as err:
             raise pytest.UsageError(str(err)) from None
@@ -73,10 +79,16 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         raise pytest.UsageError(f"{metafunc.module.__name__} uses harness_case but defines no SUITE module")
     cfg = _run_config(metafunc.config)
     params, ids = [], []
-    for spec in suite.case_specs(cfg.profile):
+    try:
+        specs = case_specs(suite, cfg.profile, cfg.datasets)
+    except HarnessError as err:
+        raise pytest.UsageError(str(err)) from None
+    for spec in specs:
         for name in cfg.methods:
             params.append((spec, name))
             ids.append(f"{name}-{spec.case}")
+    if not params and getattr(suite, "DATASET_OPTION", False):
+        params, ids = [(None, suite.NAME)], [f"{suite.NAME}-no-dataset"]
     metafunc.parametrize("harness_case", params, ids=ids, indirect=True)
 
 
@@ -89,19 +101,23 @@ class CaseRun:
 
     def run(self, benchmark=None) -> CaseResult:
         cfg = self.cfg
+        if self.spec is None:
+            pytest.skip(f"suite {self.method_name!r} runs on data you name: pass --dataset=imagefolder:PATH")
         method = cfg.make_method(self.method_name)
         hook = self.pytest_config.hook.pytest_harness_update_record
         try:
             result = run_case(self.spec, method, cfg.seeds, cfg.device, cfg.results_dir,
                               cfg.overrides.get(method.name, {}), cfg.resume,
-                              postprocess=lambda rec: hook(record=rec, config=self.pytest_config))
+                              postprocess=lambda rec: hook(record=rec, config=self.pytest_config),
+                              data_path=cfg.data_path)
         except DataMissing as err:
             if cfg.strict_data:
                 pytest.fail(f"{err} (--strict-data)", pytrace=False)
             pytest.skip(str(err))
         except Unsupported as err:
             pytest.skip(str(err))
-        self.pytest_config.stash[RESULTS_KEY].append(result)
+        # the summary keeps the record only: nothing that holds data or a model outlives its test
+        self.pytest_config.stash[RESULTS_KEY].append(CaseResult(result.record, result.path, result.resumed))
         if result.resumed:
             pytest.skip(f"--resume: {result.path} already holds this case (same fingerprint and seeds)")
         rec = result.record
@@ -119,6 +135,7 @@ class CaseRun:
             })
             benchmark.pedantic(result.benchmark_step, rounds=self.spec.budget.benchmark_rounds, iterations=1,
                                warmup_rounds=1)
+        result.benchmark_step = None
         return result
 
 

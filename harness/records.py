@@ -33,6 +33,7 @@ _metric = {
         "mean": {"type": ["number", "null"]},
         "std": {"type": ["number", "null"]},
         "sem": {"type": ["number", "null"]},
+        "higher_is_better": {"type": "boolean"},
     },
 }
 
@@ -82,6 +83,15 @@ RECORD_SCHEMA: dict[str, Any] = {
         "task": {"type": "object"},
         "model_selection": {"type": "string"},
         "notes": {"type": "array", "items": {"type": "string"}},
+        "case_metrics": {
+            "type": "object",
+            "additionalProperties": {
+                "type": "object", "required": ["value"],
+                "properties": {"value": {"type": ["number", "null"]}, "higher_is_better": {"type": "boolean"}},
+            },
+        },
+        "run": {"type": "object"},
+        "task_info": {"type": "object"},
         "environment": {
             "type": "object",
             "required": ["device", "torch", "harness_version", "git_commit", "date"],

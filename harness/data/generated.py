@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from harness.data.dataset import ArrayDataset
+from harness.data.dataset import ArrayDataset, to_float
 from harness.data.layouts import S2_BANDS
 from harness.data.registry import load, register_dataset
 from harness.errors import UsageError
@@ -29,7 +29,7 @@ def _grey_source(source: str) -> ArrayDataset:
     base = load(source)
     if base.x.ndim != 4 or base.x.shape[1] != 1:
         raise UsageError(f"source {source!r} must be a 1-channel image set (mnist5k, digits, mnist, usps)")
-    return base
+    return ArrayDataset(to_float(base.x), base.y, base.classes, base.name, meta=base.meta)  # rotations resample
 
 
 def _shares(n: int, k: int, g: torch.Generator) -> list[Tensor]:

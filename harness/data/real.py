@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from harness.data.dataset import ArrayDataset
+from harness.data.dataset import ArrayDataset, to_float
 from harness.data.decode import IMAGE_EXTS, read_idx, resize
 from harness.data.embedded import DIGIT_CLASSES
 from harness.data.layouts import _files, _subdirs, image_dataset, load_eurosat, load_imagefolder, load_wilds
@@ -192,7 +192,7 @@ def mnist(split: str = "test", root: Root = None) -> ArrayDataset:
         xs.append(torch.from_numpy(images.copy()))
         ys.append(torch.from_numpy(labels.astype(np.int64)))
     codes = torch.cat([torch.full((len(b),), ["train", "test"].index(p)) for p, b in zip(parts, ys)])
-    x = torch.cat(xs).unsqueeze(1).float().div_(255)
+    x = torch.cat(xs).unsqueeze(1)  # uint8
     meta = _real_meta(raw, split=codes, split_names=["train", "test"])
     return ArrayDataset(x, torch.cat(ys), DIGIT_CLASSES, "mnist", meta=meta)
 
@@ -221,7 +221,7 @@ def digits_multi(
         if src not in allowed:
             raise UsageError(f"digits_multi: unknown source {src!r}; choose from {allowed}")
         part = load(src, root=root) if src in ("mnist", "usps") else load(src)
-        xs.append(resize(part.x, size))
+        xs.append(resize(to_float(part.x), size))
         ys.append(part.y)
         ds.append(torch.full((len(part),), d, dtype=torch.long))
         tiers.append(part.meta.get("tier"))

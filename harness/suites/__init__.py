@@ -2,26 +2,89 @@
 wrappers). Each module exposes ``NAME``, ``DESCRIPTION``, ``BASELINE`` (the
 method every other is compared with), ``PROTOCOL`` and
 ``case_specs(profile) -> list[CaseSpec]``; listing cases loads no data.
+
+Suites are discovered, not listed by hand: every module in this package with a
+module-level ``NAME = "..."`` is a built-in suite (read with ``ast``, so
+discovery imports nothing), and third-party packages add suites through the
+entry-point group ``harness.suites`` (``name = "package.module"``).
+
+Optional module attributes: ``LEADERBOARD_COLUMNS``, ``LOWER_IS_BETTER``,
+``findings(records)``, ``DATASET_OPTION`` (``case_specs`` then also takes
+``datasets=[...]`` from ``--dataset``) and ``spec_for_record(record)`` for
+suites whose cases depend on user input, so the leaderboard can still verify
+their records.
 """
 
 from __future__ import annotations
 
+import ast
+import difflib
 import importlib
+from functools import lru_cache
+from importlib.metadata import entry_points
+from pathlib import Path
 from types import ModuleType
 
 from harness.errors import UsageError
 
-SUITES = {
-    "losses": "harness.suites.losses",
-    "shift": "harness.suites.shift",
-}
+ENTRY_POINT_GROUP = "harness.suites"
+_HERE = Path(__file__).resolve().parent
+
+
+def _declared_name(path: Path) -> str | None:
+    try:
+        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    except SyntaxError:
+        return None
+    for node in tree.body:
+        if (isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)
+                and node.targets[0].id == "NAME" and isinstance(node.value, ast.Constant)
+                and isinstance(node.value.value, str)):
+            return node.value.value
+    return None
+
+
+@lru_cache(maxsize=1)
+def _registry() -> dict[str, str]:
+    """Suite name -> module path: built-ins (sorted by file name), then entry points."""
+    found: dict[str, str] = {}
+    for path in sorted(_HERE.glob("*.py")):
+        if path.name.startswith("_"):
+            continue
+        name = _declared_name(path)
+        if name is not None:
+            found[name] = f"{__name__}.{path.stem}"
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        found.setdefault(ep.name, ep.value.partition(":")[0])
+    return found
+
+
+def suite_names() -> list[str]:
+    return list(_registry())
+
+
+def is_suite(name: str) -> bool:
+    return name in _registry()
 
 
 def get_suite(name: str) -> ModuleType:
-    if name not in SUITES:
-        raise UsageError(f"unknown suite {name!r}; suites: {', '.join(SUITES)}")
-    return importlib.import_module(SUITES[name])
+    registry = _registry()
+    if name not in registry:
+        near = difflib.get_close_matches(name, list(registry), n=1)
+        hint = f" Did you mean {near[0]!r}?" if near else ""
+        raise UsageError(f"unknown suite {name!r}.{hint} Suites: {', '.join(registry)}")
+    try:
+        return importlib.import_module(registry[name])
+    except Exception as err:  # a broken third-party suite breaks only itself
+        raise UsageError(f"suite {name!r} ({registry[name]}) failed to import: {err!r}") from err
 
 
 def all_suites() -> list[ModuleType]:
-    return [get_suite(n) for n in SUITES]
+    return [get_suite(n) for n in suite_names()]
+
+
+def case_specs(suite: ModuleType, profile: str, datasets: list[str] | None = None) -> list:
+    """The suite's cases for a profile; ``--dataset`` values reach suites that declare ``DATASET_OPTION``."""
+    if getattr(suite, "DATASET_OPTION", False):
+        return suite.case_specs(profile, datasets=list(datasets or []))
+    return suite.case_specs(profile)

@@ -22,7 +22,7 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 from harness import data as hdata
-from harness.data.dataset import ArrayDataset
+from harness.data.dataset import ArrayDataset, to_float
 from harness.models import mlp, small_cnn
 from harness.records import paired_verdict
 from harness.task import Budget, CaseSpec, Task
@@ -89,7 +89,7 @@ def build(spec: CaseSpec) -> Task:
     y[flip] = 1 - y[flip]
     ds = ArrayDataset(base.x, y, base.classes, base.name, meta=dict(base.meta, label_noise=p["noise"],
                                                                     flipped=int(len(flip))))
-    xs = base.x[tr]
+    xs = to_float(base.x[tr])
     dims = (0,) if xs.ndim == 2 else (0, 2, 3)
     normalize = (tuple(xs.mean(dims).tolist()), tuple(xs.std(dims).clamp_min(1e-6).tolist()))
     if p["model"] == "cnn":

@@ -33,7 +33,7 @@ from typing import Any
 import torch
 
 from harness import data as hdata
-from harness.data.dataset import ArrayDataset
+from harness.data.dataset import ArrayDataset, to_float
 from harness.metrics import accuracy, domain_accuracy, worst_group_accuracy
 from harness.models import small_cnn, timm_model
 from harness.records import paired_verdict
@@ -145,7 +145,7 @@ def build(spec: CaseSpec) -> Task:
     data = ArrayDataset(ds.x, ds.y, ds.classes, ds.name, remap[ds.domain], ordered_names, ds.group, ds.group_names,
                         ds.meta)
     splits = {k: data.subset(v) for k, v in idx.items()}
-    xs = ds.x[idx["train"]]
+    xs = to_float(ds.x[idx["train"]])
     normalize = (tuple(xs.mean((0, 2, 3)).tolist()), tuple(xs.std((0, 2, 3)).clamp_min(1e-6).tolist()))
     in_chans, k = ds.x.shape[1], ds.num_classes
     if p["model"] == "cnn":
