@@ -10,8 +10,10 @@ All decoded image sets go through the tensor cache (``cache=False`` skips it).
 
 from __future__ import annotations
 
+import fnmatch
 import os
 import pickle
+import warnings
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -22,7 +24,7 @@ import torch
 
 from harness.data.cache import cached
 from harness.data.dataset import ArrayDataset
-from harness.data.decode import IMAGE_EXTS, Size, decode_images, read_tiffs
+from harness.data.decode import IMAGE_EXTS, Size, decode_images, decode_images_skipping, read_tiffs
 from harness.errors import DataError, DataMissing
 
 PathLike = str | os.PathLike[str]
@@ -62,24 +64,43 @@ def image_dataset(
     group: list[int] | None = None,
     group_names: list[str] | None = None,
     meta: dict[str, Any] | None = None,
+    skip_corrupt: bool = False,
 ) -> ArrayDataset:
-    """Decode ``files`` (through the cache) into an :class:`ArrayDataset` with the given labels."""
+    """Decode ``files`` (through the cache) into an :class:`ArrayDataset` with the given labels.
+
+    An undecodable file raises a :class:`DataError` naming it. With ``skip_corrupt`` such files are
+    dropped instead, with their labels, and listed (relative to ``root``) in ``meta["skipped_files"]``
+    with ``meta["skipped_count"]``; tensors in ``meta`` are per-sample (as load_wilds's split codes)
+    and lose the same rows.
+    """
     if not files:
         raise DataError(f"no image files ({', '.join(IMAGE_EXTS)}) found under {root}")
+    strip = len(str(root)) + 1  # cuts root/ off a path
 
     def build() -> ArrayDataset:
         m = {"source": str(root), "synthetic": False, "tier": "user", "size": size, "mode": mode}
-        skip = len(str(root)) + 1
-        m["files"] = [str(f)[skip:] for f in files]  # sample i came from files[i], relative to root
+        m["files"] = [str(f)[strip:] for f in files]  # sample i came from files[i], relative to root
         m.update(meta or {})
+        keep = None  # rows that decoded, when some did not
+        if not skip_corrupt:
+            x = decode_images(files, size, mode)
+        else:
+            x, failed = decode_images_skipping(files, size, mode)
+            keep = torch.ones(len(files), dtype=torch.bool)
+            keep[failed] = False
+            _check_classes_survive(y, keep, classes, files)
+            m = {k: v[keep] if isinstance(v, torch.Tensor) else v for k, v in m.items()}
+            m["files"] = [f for f, k in zip(m["files"], keep.tolist()) if k]
+            m["skipped_files"] = [str(files[i])[strip:] for i in failed]
+            m["skipped_count"] = len(failed)
         return ArrayDataset(
-            decode_images(files, size, mode),
-            _as_long(y),
+            x,
+            _as_long(y, keep),
             classes,
             name,
-            _as_long(domain),
+            _as_long(domain, keep),
             domain_names,
-            _as_long(group),
+            _as_long(group, keep),
             group_names,
             m,
         )
@@ -88,11 +109,31 @@ def image_dataset(
     plain_meta = {k: v for k, v in (meta or {}).items() if not isinstance(v, torch.Tensor)}
     key = {"size": size, "mode": mode, "names": [classes, domain_names, group_names], "meta": plain_meta}
     key.update(params or {})
+    if skip_corrupt:  # only when on, so entries built before the option existed stay valid
+        key["skip_corrupt"] = True
     return cached(name, key, [root], build, enabled=cache)
 
 
-def _as_long(v: list[int] | None) -> torch.Tensor | None:
-    return None if v is None else torch.tensor(v, dtype=torch.long)
+def _check_classes_survive(y: list[int], keep: torch.Tensor, classes: list[str], files: list[Path]) -> None:
+    """Skipping must not empty a class: a class all of whose images are corrupt is an error, not 0 samples."""
+    labels = torch.tensor(y, dtype=torch.long)
+    before = torch.bincount(labels, minlength=len(classes))
+    after = torch.bincount(labels[keep], minlength=len(classes))
+    lost = next((c for c in range(len(classes)) if before[c] > 0 and after[c] == 0), None)
+    if lost is not None:
+        example = next(f for f, label in zip(files, y) if label == lost)
+        raise DataError(
+            f"every image of class {classes[lost]!r} failed to decode (e.g. {example}); "
+            "fix or remove its files, or exclude the class"
+        )
+
+
+def _as_long(v: list[int] | None, keep: torch.Tensor | None = None) -> torch.Tensor | None:
+    """``v`` as an int64 tensor, only the rows ``keep`` marks when given."""
+    if v is None:
+        return None
+    t = torch.tensor(v, dtype=torch.long)
+    return t if keep is None else t[keep]
 
 
 def _require_dir(path: PathLike, name: str, layout: str) -> Path:
@@ -111,26 +152,42 @@ def load_imagefolder(
     name: str | None = None,
     cache: bool = True,
     meta: dict[str, Any] | None = None,
+    exclude: Sequence[str] = (),
+    skip_corrupt: bool = False,
 ) -> ArrayDataset:
     """``root/<class>/*`` (or ``root/<domain>/<class>/*`` with ``domain_level``) -> labelled images.
 
     Classes (and domains) are the sorted folder names; images nested deeper inside a class
     folder count for that class. ``size`` resizes at decode time (required when sizes differ);
     ``mode`` is a PIL mode ("RGB", "L").
+    ``exclude`` drops class folders by name or fnmatch pattern (``("BACKGROUND_Google",)``, ``("_*",)``);
+    the names dropped are in ``meta["excluded_classes"]``, and a pattern that matches nothing warns.
+    A class (or domain) without images is an error; ``skip_corrupt`` drops undecodable images
+    (see :func:`image_dataset`) instead of raising on the first.
     """
     layout = "root/<domain>/<class>/*.jpg" if domain_level else "root/<class>/*.jpg"
     name = name or Path(path).name.lower()
     root = _require_dir(path, name, layout)
+    exclude = [exclude] if isinstance(exclude, str) else list(exclude)  # one name is not a list of letters
     domain_dirs = _subdirs(root) if domain_level else [root]
-    classes = sorted({c.name for d in domain_dirs for c in _subdirs(d)})
+    class_dirs = {d: _subdirs(d) for d in domain_dirs}
+    names = {c.name for dirs in class_dirs.values() for c in dirs}
+    excluded = sorted(n for n in names if any(fnmatch.fnmatchcase(n, pat) for pat in exclude))
+    for pat in exclude:
+        if not any(fnmatch.fnmatchcase(n, pat) for n in names):
+            warnings.warn(f"{name}: exclude={pat!r} matches no class folder under {root}", stacklevel=2)
+    classes = sorted(names - set(excluded))
     index = {c: i for i, c in enumerate(classes)}
     files, y, dom = [], [], []
     for di, d in enumerate(domain_dirs):
-        for c in _subdirs(d):
-            found = _files(c, IMAGE_EXTS)
-            files += found
-            y += [index[c.name]] * len(found)
-            dom += [di] * len(found)
+        for c in class_dirs[d]:
+            if c.name in index:
+                found = _files(c, IMAGE_EXTS)
+                files += found
+                y += [index[c.name]] * len(found)
+                dom += [di] * len(found)
+    _check_not_empty(root, classes, y, dom, domain_dirs if domain_level else None, exclude)
+    extra = {"excluded_classes": excluded} if exclude else {}
     return image_dataset(
         name,
         root,
@@ -140,11 +197,31 @@ def load_imagefolder(
         size=size,
         mode=mode,
         cache=cache,
-        params={"layout": "imagefolder", "domain_level": domain_level},
+        params={"layout": "imagefolder", "domain_level": domain_level, **({"exclude": exclude} if exclude else {})},
         domain=dom if domain_level else None,
         domain_names=[d.name for d in domain_dirs] if domain_level else None,
-        meta=meta,
+        meta={**(meta or {}), **extra},
+        skip_corrupt=skip_corrupt,
     )
+
+
+def _check_not_empty(
+    root: Path, classes: list[str], y: list[int], dom: list[int], domain_dirs: list[Path] | None, exclude: list[str]
+) -> None:
+    """A class or domain folder without images would become a label with no samples: name it and say the fix."""
+    exts = ", ".join(IMAGE_EXTS)
+    has_class, has_domain = set(y), set(dom)
+    for i, c in enumerate(classes):
+        if i not in has_class:
+            where = [d / c for d in (domain_dirs or [root]) if (d / c).is_dir()]
+            shown = ", ".join(map(str, where))
+            raise DataError(
+                f"class folder {shown} holds no image files ({exts}); "
+                f"remove it, or pass exclude={(*exclude, c)!r} to leave it out"
+            )
+    for i, d in enumerate(domain_dirs or []):
+        if i not in has_domain:
+            raise DataError(f"domain folder {d} holds no image files ({exts}) in any class folder; remove it")
 
 
 def _codes(values: Any, column: str, where: Path) -> tuple[list[int], list[str]]:
@@ -173,6 +250,7 @@ def load_wilds(
     mode: str = "RGB",
     name: str | None = None,
     cache: bool = True,
+    skip_corrupt: bool = False,
 ) -> ArrayDataset:
     """WILDS-style folder: ``metadata.csv`` (one row per image) plus the image files it names.
 
@@ -182,6 +260,7 @@ def load_wilds(
     ``group = y * n_attr + attr`` with names like ``"y1_place0"``; ``meta["split"]`` holds the split
     code per sample (0 train, 1 val, 2 test) and ``meta["split_names"]`` the names, so
     ``ds.splits()`` returns ``{"train": Split, "val": Split, "test": Split}``.
+    ``skip_corrupt`` drops undecodable images, as in :func:`image_dataset`.
     """
     import pandas as pd
 
@@ -235,6 +314,7 @@ def load_wilds(
             "split_names": list(split_names),
             "group_cols": list(group_cols),
         },
+        skip_corrupt=skip_corrupt,
     )
 
 

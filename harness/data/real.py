@@ -36,11 +36,15 @@ def _real_meta(path: Path, **extra: object) -> dict[str, object]:
     counter=lambda p: count_files(p, IMAGE_EXTS),
     description="PACS domain generalisation: 4 domains x 7 classes, 9,991 images (real); domain = style",
 )
-def pacs(size: int = 96, root: Root = None, cache: bool = True) -> ArrayDataset:
+def pacs(size: int = 96, root: Root = None, cache: bool = True, skip_corrupt: bool = False) -> ArrayDataset:
     """PACS/<domain>/<class>/*.jpg. Domains (sorted): art_painting, cartoon, photo, sketch.
-    ``size`` resizes at decode time (96 = the shared copy's native size; the original is 227)."""
+    ``size`` resizes at decode time (96 = the shared copy's native size; the original is 227).
+    ``skip_corrupt`` drops undecodable images and lists them in ``meta["skipped_files"]``."""
     path = real_path("pacs", "PACS", root)
-    return load_imagefolder(path, domain_level=True, size=size, name="pacs", cache=cache, meta=_real_meta(path))
+    meta = _real_meta(path)
+    return load_imagefolder(
+        path, domain_level=True, size=size, name="pacs", cache=cache, meta=meta, skip_corrupt=skip_corrupt
+    )
 
 
 _NUMBER = re.compile(r"(\d+)\.[A-Za-z]+$")
@@ -53,10 +57,10 @@ _NUMBER = re.compile(r"(\d+)\.[A-Za-z]+$")
     counter=lambda p: count_files(p, IMAGE_EXTS),
     description="RSSCN7 aerial scenes: 7 classes x 400 (real); domain = ground scale 1-4 from file number",
 )
-def rsscn7(size: int | None = 64, root: Root = None, cache: bool = True) -> ArrayDataset:
+def rsscn7(size: int | None = 64, root: Root = None, cache: bool = True, skip_corrupt: bool = False) -> ArrayDataset:
     """RSSCN7/<class>/<letter><NNN>.jpg. Files 001-100 are scale 1, 101-200 scale 2, ... 301-400
     scale 4 (each coarser than the one before). Default ``size=64`` keeps decoding and training fast;
-    ``size=None`` keeps the native 256 px."""
+    ``size=None`` keeps the native 256 px. ``skip_corrupt`` drops undecodable images (``meta["skipped_files"]``)."""
     path = real_path("rsscn7", "RSSCN7", root)
     classes = [d.name for d in _subdirs(path)]
     files, y, scale = [], [], []
@@ -81,6 +85,7 @@ def rsscn7(size: int | None = 64, root: Root = None, cache: bool = True) -> Arra
         domain=scale,
         domain_names=[f"scale{s}" for s in range(1, 5)],
         meta=_real_meta(path),
+        skip_corrupt=skip_corrupt,
     )
 
 
@@ -268,6 +273,7 @@ def eurosat_ms(size: int | None = None, root: Root = None, cache: bool = True) -
     counter=lambda p: count_files(p, IMAGE_EXTS),
     description="Waterbirds (WILDS layout: metadata.csv + images); group = y*2 + place, meta['split']",
 )
-def waterbirds(size: int = 64, root: Root = None, cache: bool = True) -> ArrayDataset:
+def waterbirds(size: int = 64, root: Root = None, cache: bool = True, skip_corrupt: bool = False) -> ArrayDataset:
     path = real_path("waterbirds", "waterbirds", root)
-    return load_wilds(path, size, classes=["landbird", "waterbird"], name="waterbirds", cache=cache)
+    classes = ["landbird", "waterbird"]
+    return load_wilds(path, size, classes=classes, name="waterbirds", cache=cache, skip_corrupt=skip_corrupt)
