@@ -34,11 +34,11 @@ everywhere in this module).
   which is the step-down rule "reject while p_(i) < alpha / (m - i + 1)". NaN p-values (tests that did not run)
   are not counted in m, stay NaN and are never rejected.
 * :func:`friedman`: over a cases x methods score matrix (N complete cases, k methods; ``higher_is_better=False``
-  for errors), each case's scores are ranked
-  1 = best, ties getting their average rank; R_j is method j's mean rank. Statistic (tie-corrected, as
-  ``scipy.stats.friedmanchisquare``): chi2 = [12 N / (k (k + 1)) sum_j (R_j - (k + 1) / 2)^2] / C with
-  C = 1 - sum_ties (t^3 - t) / (N k (k^2 - 1)), p from chi-square with k - 1 degrees of freedom. For k = 2 (scipy
-  refuses) the same formula is the normal-approximation two-sided sign test, (wins - losses)^2 / (wins + losses).
+  for errors), each case's scores are ranked 1 = best, ties getting their average rank; R_j is method j's mean
+  rank. Statistic (tie-corrected, as ``scipy.stats.friedmanchisquare``):
+  chi2 = [12 N / (k (k + 1)) sum_j (R_j - (k + 1) / 2)^2] / C with C = 1 - sum_ties (t^3 - t) / (N k (k^2 - 1)),
+  p from chi-square with k - 1 degrees of freedom. For k = 2 (scipy refuses) the same
+  formula is the normal-approximation two-sided sign test, (wins - losses)^2 / (wins + losses).
   If every case is a full tie (C = 0) all rankings are identical, the exact null distribution is a point mass and
   p = 1 with statistic 0. Nemenyi critical difference (Demsar 2006): CD = q_alpha sqrt(k (k + 1) / (6 N)),
   q_alpha = studentized_range.ppf(1 - alpha, k, inf) / sqrt(2); two methods differ when their mean ranks differ
