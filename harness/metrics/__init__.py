@@ -3,7 +3,8 @@ converted). Bad or degenerate input raises :class:`MetricError`; no metric retur
 
 Modules: ``classification`` (accuracy, macro-F1, group/domain accuracy, ECE), ``openset`` (AUROC, AUPR, FPR@95,
 OSCR), ``unlearning`` (UA/RA/TA, MIA-efficacy, RTE, average gap, margins, KLoM), ``probes`` (kNN and linear
-probes, linear CKA), ``stats`` (mean/std/sem over seeds, paired t-test, bootstrap CI). Each module's docstring
+probes, linear CKA), ``stats`` (mean/std/sem over seeds, two-sided paired t and sign-flip permutation tests,
+Holm correction, Friedman test with Nemenyi CD, bootstrap CIs over seeds and over cases). Each module's docstring
 gives the exact definitions.
 """
 
@@ -22,7 +23,21 @@ from harness.metrics.classification import (
 )
 from harness.metrics.openset import aupr_in, aupr_out, auroc, fpr_at_95_tpr, fpr_at_tpr, openset_metrics, oscr
 from harness.metrics.probes import knn_accuracy, knn_predict, linear_cka, linear_probe_accuracy
-from harness.metrics.stats import PairedTTest, bootstrap_ci, mean_std, paired_ttest, standard_error, summarize
+from harness.metrics.stats import (
+    FriedmanResult,
+    PairedComparison,
+    PairedTTest,
+    bootstrap_ci,
+    bootstrap_mean_diff_ci,
+    case_bootstrap_ci,
+    friedman,
+    holm,
+    mean_std,
+    paired_test,
+    paired_ttest,
+    standard_error,
+    summarize,
+)
 from harness.metrics.unlearning import (
     KLoMResult,
     average_gap,
@@ -38,9 +53,11 @@ from harness.metrics.unlearning import (
 
 __all__ = [
     "DomainAccuracy",
+    "FriedmanResult",
     "GroupAccuracy",
     "KLoMResult",
     "MetricError",
+    "PairedComparison",
     "PairedTTest",
     "WorstGroupAccuracy",
     "accuracy",
@@ -50,11 +67,15 @@ __all__ = [
     "auroc",
     "average_gap",
     "bootstrap_ci",
+    "bootstrap_mean_diff_ci",
+    "case_bootstrap_ci",
     "domain_accuracy",
     "expected_calibration_error",
     "fpr_at_95_tpr",
     "fpr_at_tpr",
+    "friedman",
     "group_accuracies",
+    "holm",
     "klom",
     "knn_accuracy",
     "knn_predict",
@@ -66,6 +87,7 @@ __all__ = [
     "mia_efficacy",
     "openset_metrics",
     "oscr",
+    "paired_test",
     "paired_ttest",
     "per_class_accuracy",
     "retain_accuracy",
