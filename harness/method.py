@@ -201,9 +201,28 @@ class Method:
         return {"loss": loss.detach()}
 
     # -- openset -------------------------------------------------------------
+    def calibrate(self, model: nn.Module, train: Any, state: State) -> None:
+        """Fit what the score needs from the closed-set training data (class means, a feature bank...).
+
+        ``train`` is a :class:`~harness.protocols.kit.SplitLoader`. Default: nothing to fit.
+        """
+
     def score(self, logits: Tensor, features: Tensor | None = None) -> Tensor:
         """Known-ness score, higher = more likely known. Default: maximum logit (MLS)."""
         return logits.max(dim=1).values
+
+    # -- unlearn -------------------------------------------------------------
+    def unlearn(self, model: nn.Module, forget: Any, retain: Any, state: State) -> nn.Module:
+        """Return the unlearned model, starting from the original ``model``; ``forget``/``retain`` are SplitLoaders."""
+        raise NotImplementedError(f"{self.name} defines no unlearn step")
+
+    # -- pretrain ------------------------------------------------------------
+    num_views: ClassVar[int] = 2  # views per sample the pretrain protocol draws with the ssl augmentation policy
+
+    def pretrain_step(self, encoder: nn.Module, views: list[Tensor], optimizer: torch.optim.Optimizer,
+                      state: State) -> dict:
+        """One self-supervised step on a batch of views; returns scalars to log (``"loss"`` is checked)."""
+        raise NotImplementedError(f"{self.name} defines no pretrain step")
 
     def describe(self) -> dict[str, Any]:
         out = {"name": self.name, "family": self.family, "protocols": sorted(self.protocols), "hparams": self.hparams}

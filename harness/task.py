@@ -130,6 +130,8 @@ class Task:
     notes: list[str] = field(default_factory=list)
     lower_is_better: frozenset[str] = frozenset()
     case_metrics_fn: Callable[[list[Any]], dict[str, float]] | None = None
+    # metrics of one seed recomputed from that seed's SeedResult.arrays (the compact evidence kept beside the record)
+    recompute_fn: Callable[[dict[str, Any]], dict[str, float]] | None = None
     info: dict[str, Any] = field(default_factory=dict)  # JSON-able facts for the record (classes present, splits...)
 
     def higher_is_better_for(self, metric: str) -> bool:

@@ -241,6 +241,38 @@ def digits_multi(
     return ArrayDataset(x, y, DIGIT_CLASSES, "digits_multi", domain, list(sources), meta=meta)
 
 
+CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+
+
+@register_dataset(
+    "cifar10",
+    tier="real",
+    rel="CIFAR-10",
+    counter=lambda p: count_files(p, IMAGE_EXTS),
+    description="CIFAR-10 in the per-class image layout {train,test}/<class>/*.jpg, 32x32 RGB (real); "
+    "meta['split']: 0 train, 1 test",
+)
+def cifar10(root: Root = None, cache: bool = True) -> ArrayDataset:
+    """CIFAR-10/{train,test}/<class>/*.{jpg,png}: both parts in one set, ``meta["split"]`` = 0 (train) / 1 (test),
+    classes in CIFAR's label order (airplane = 0 ... truck = 9). The shared copy holds 1,000 train images per class
+    (files 0000-0999) and the full 10,000-image test set; the full 50,000 train images load the same way."""
+    path = real_path("cifar10", "CIFAR-10", root)
+    files, y, split = [], [], []
+    for code, part in enumerate(("train", "test")):
+        if not (path / part).is_dir():
+            raise DataMissing("cifar10", str(path / part), "expected CIFAR-10/{train,test}/<class>/ image folders")
+        for i, c in enumerate(CIFAR10_CLASSES):
+            found = _files(path / part / c, IMAGE_EXTS) if (path / part / c).is_dir() else []
+            if not found:
+                raise DataError(f"CIFAR-10 class folder {path / part / c} is missing or holds no images")
+            files += found
+            y += [i] * len(found)
+            split += [code] * len(found)
+    return image_dataset("cifar10", path, files, y, CIFAR10_CLASSES, size=None, cache=cache,
+                         params={"layout": "cifar10-folders"},
+                         meta=_real_meta(path, split=torch.tensor(split), split_names=["train", "test"]))
+
+
 # Users' full datasets in their own layouts, found under $HARNESS_DATA when present --------------
 
 

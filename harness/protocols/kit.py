@@ -73,7 +73,12 @@ SplitOutput = Outputs  # the name metric functions of the first suites use
 
 @dataclass
 class SeedResult:
-    """One seed's outcome. ``arrays`` carries what case-level metrics need across seeds (e.g. margins for KLoM)."""
+    """One seed's outcome.
+
+    ``arrays`` is the seed's compact evidence (predictions, labels, scores, margins): what the task's
+    ``recompute_fn`` recomputes ``metrics`` from, and what its ``case_metrics_fn`` combines across seeds
+    (e.g. margins for KLoM). Keep it small: it is stored beside the record.
+    """
 
     metrics: dict[str, float]
     timing: StepStats | None = None
