@@ -26,6 +26,9 @@ from harness.errors import HparamError, Unsupported
 
 PROTOCOLS = ("supervised", "openset", "unlearn", "pretrain", "probe")
 FAMILIES = ("loss", "dg", "osr", "unlearning", "ssl")
+# Protocols a method also takes part in through another part it provides: a supervised method trains the
+# open-set protocol's closed-set model, which is then scored with the method's ``score`` (MLS by default).
+JOINS_THROUGH: dict[str, frozenset[str]] = {"openset": frozenset({"supervised"})}
 
 
 @dataclass
@@ -170,8 +173,11 @@ class Method:
 
     # -- lifecycle -----------------------------------------------------------
     def check_protocol(self, protocol: str) -> None:
-        """Raise :class:`Unsupported` when this method has no part in ``protocol`` (checked before data loads)."""
-        if protocol not in self.protocols:
+        """Raise :class:`Unsupported` when this method has no part in ``protocol`` (checked before data loads).
+
+        A method also takes part through a part it provides that the protocol uses (:data:`JOINS_THROUGH`).
+        """
+        if protocol not in self.protocols and not self.protocols & JOINS_THROUGH.get(protocol, frozenset()):
             raise Unsupported(
                 f"{self.name} ({self.family}) has no {protocol!r} protocol part, so it does not take part in the "
                 f"{protocol!r} protocol (it supports: {', '.join(sorted(self.protocols)) or 'none'})"
@@ -201,15 +207,27 @@ class Method:
         return {"loss": loss.detach()}
 
     # -- openset -------------------------------------------------------------
+    # The open-set protocol scores a closed-set classifier trained on the known classes. A method with a
+    # ``trainer`` hparam (the scores in baselines/osr/) scores the model that the named method trains (default
+    # "erm"); any other method trains the model itself and is scored with its own ``score`` (MLS by default).
+    scores_inputs: ClassVar[bool] = False  # True: the protocol calls score_inputs (input perturbation, ODIN)
+
     def calibrate(self, model: nn.Module, train: Any, state: State) -> None:
         """Fit what the score needs from the closed-set training data (class means, a feature bank...).
 
-        ``train`` is a :class:`~harness.protocols.kit.SplitLoader`. Default: nothing to fit.
+        ``train`` holds the training split's outputs in eval mode, unaugmented, on the CPU
+        (:class:`~harness.protocols.kit.Outputs`: ``logits``, ``features``, ``y``). Called once per seed, before
+        any score. Default: nothing to fit.
         """
 
     def score(self, logits: Tensor, features: Tensor | None = None) -> Tensor:
         """Known-ness score, higher = more likely known. Default: maximum logit (MLS)."""
         return logits.max(dim=1).values
+
+    def score_inputs(self, model: nn.Module, x: Tensor, state: State) -> Tensor:
+        """Known-ness score from a batch of model inputs (only with ``scores_inputs``); may take gradients
+        with respect to ``x``. ``state.input_std`` is the per-channel std that normalised the inputs."""
+        raise NotImplementedError(f"{self.name} sets scores_inputs but defines no score_inputs")
 
     # -- unlearn -------------------------------------------------------------
     def unlearn(self, model: nn.Module, forget: Any, retain: Any, state: State) -> nn.Module:

@@ -7,6 +7,7 @@ Every loader takes ``root=`` to override ``$HARNESS_DATA`` and raises :class:`Da
 from __future__ import annotations
 
 import bz2
+import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -309,3 +310,62 @@ def waterbirds(size: int = 64, root: Root = None, cache: bool = True, skip_corru
     path = real_path("waterbirds", "waterbirds", root)
     classes = ["landbird", "waterbird"]
     return load_wilds(path, size, classes=classes, name="waterbirds", cache=cache, skip_corrupt=skip_corrupt)
+
+
+def _cub_table(path: Path, columns: int) -> dict[int, list[str]]:
+    """A CUB metadata file (``<image or class id> <value>...`` per line) as id -> values; bad lines name the file."""
+    if not path.is_file():
+        raise DataMissing("cub", str(path), "expected the CUB_200_2011 metadata files beside images/")
+    rows: dict[int, list[str]] = {}
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        parts = line.split()
+        if len(parts) != columns or not parts[0].isdigit():
+            raise DataError(f"{path}, line {n}: expected {columns} fields starting with an id, got {line!r}")
+        rows[int(parts[0])] = parts[1:]
+    return rows
+
+
+@register_dataset(
+    "cub",
+    tier="real",
+    rel="CUB_200_2011",
+    counter=lambda p: count_files(p / "images", IMAGE_EXTS),
+    description="Caltech-UCSD Birds-200-2011 in its original layout: the images present on disk (the shared copy "
+    "holds classes 001-050); meta['split']: 0 train, 1 test (train_test_split.txt)",
+)
+def cub(size: int = 64, root: Root = None, cache: bool = True) -> ArrayDataset:
+    """CUB_200_2011/{images.txt, image_class_labels.txt, train_test_split.txt, classes.txt, images/<NNN.Name>/*.jpg}.
+
+    Labels are 0-based class ids (CUB's 1-200 minus one, the convention of the SSB split files) and ``classes``
+    lists all classes of ``classes.txt``, present or not. Images listed in ``images.txt`` but absent from disk are
+    left out, so a partial copy loads what it has: ``meta["classes_present"]`` (0-based ids with at least one image),
+    ``meta["images_listed"]`` and ``meta["images_present"]`` say what was there. ``meta["split"]`` is the official
+    train (0) / test (1) split per sample. Images are squashed to ``size`` x ``size`` (as the SSB code resizes).
+    """
+    path = real_path("cub", "CUB_200_2011", root)
+    images, labels = _cub_table(path / "images.txt", 2), _cub_table(path / "image_class_labels.txt", 2)
+    is_train, class_rows = _cub_table(path / "train_test_split.txt", 2), _cub_table(path / "classes.txt", 2)
+    classes = [class_rows[i][0] for i in sorted(class_rows)]
+    if sorted(class_rows) != list(range(1, len(classes) + 1)):
+        raise DataError(f"{path / 'classes.txt'}: class ids must run 1..{len(classes)}")
+    on_disk = {os.path.relpath(f, path / "images").replace(os.sep, "/") for f in _files(path / "images", IMAGE_EXTS)}
+    files, y, split = [], [], []
+    for image_id, (rel,) in sorted(images.items()):
+        if rel not in on_disk:
+            continue
+        if image_id not in labels or image_id not in is_train:
+            raise DataError(f"{path}: image {image_id} ({rel}) has no class label or train/test entry")
+        label = int(labels[image_id][0]) - 1
+        if not 0 <= label < len(classes):
+            raise DataError(f"{path / 'image_class_labels.txt'}: image {image_id} has class {label + 1}, "
+                            f"outside 1..{len(classes)}")
+        files.append(path / "images" / rel)
+        y.append(label)
+        split.append(0 if is_train[image_id][0] == "1" else 1)
+    if not files:
+        raise DataError(f"none of the {len(images)} images listed in {path / 'images.txt'} is under {path / 'images'}")
+    meta = _real_meta(path, split=torch.tensor(split), split_names=["train", "test"],
+                      classes_present=sorted(set(y)), images_listed=len(images), images_present=len(files))
+    return image_dataset("cub", path, files, y, classes, size=size, cache=cache, params={"layout": "cub"}, meta=meta)

@@ -1,0 +1,171 @@
+"""The open-set protocol on a tiny synthetic case: one closed-set model per (case, trainer, seed), shared by every
+score; trainers as rows; checkpoints; evidence that recomputes the metrics; the trainer hparam; protocol gating."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import harness.protocols.openset as openset_protocol
+from harness.data.dataset import ArrayDataset
+from harness.errors import Unsupported, UsageError
+from harness.method import Method
+from harness.protocols.kit import RunContext
+from harness.protocols.openset import checkpoint_epochs, run_openset
+from harness.protocols.store import ModelStore
+from harness.registry import create_method
+from harness.runner import run_case
+from harness.suites import openset as suite
+from harness.task import Budget, CaseSpec
+
+CPU = torch.device("cpu")
+KNOWN, UNKNOWN, PER_CLASS = 4, 2, 24
+
+
+def tiny_task(spec: CaseSpec):
+    """6 classes of 8 x 8 grey images, each class a bright pixel block at its own place plus noise; classes 0-3
+    known, 4-5 unknown; half of each class trains, half tests."""
+    g = torch.Generator().manual_seed(0)
+    n = KNOWN + UNKNOWN
+    y = torch.arange(n).repeat_interleave(PER_CLASS)
+    x = torch.randint(0, 60, (len(y), 1, 8, 8), generator=g)
+    for c in range(n):
+        r, col = divmod(c, 3)
+        x[y == c, :, 4 * r:4 * r + 4, 2 * col:2 * col + 3] += 180
+    base = ArrayDataset(x.to(torch.uint8), y, [f"c{c}" for c in range(n)], "tiny")
+    first = (torch.arange(len(y)) % PER_CLASS) < PER_CLASS // 2
+    train = torch.nonzero(first & (y < KNOWN)).flatten()
+    test = torch.nonzero(~first).flatten()
+    return suite.open_task(spec, base, list(range(KNOWN)), list(range(KNOWN, n)), train, test,
+                           torch.zeros(len(y)), suite.SINGLE, dict(name="osr_cnn", width=4), {}, [])
+
+
+SPEC = CaseSpec("openset", "tiny", "smoke", {"tiny": 1}, Budget(epochs=3, batch_size=16, lr=5e-3), tiny_task,
+                "1", "openset")
+
+
+@pytest.fixture
+def task(cache_dir):
+    return SPEC.build(SPEC)
+
+
+def run(task, name: str, hparams: dict | None = None, seeds=(0,)) -> dict:
+    return run_case(SPEC, create_method(name, hparams), list(seeds), CPU, task=task).record
+
+
+def test_one_model_per_trainer_and_seed_shared_by_every_score(task, monkeypatch):
+    calls = []
+    real_infer = openset_protocol.infer
+    monkeypatch.setattr(openset_protocol, "infer", lambda *a, **k: calls.append(a[2]) or real_infer(*a, **k))
+    first = run(task, "msp")
+    key = first["run"]["model_key"][0]
+    assert ModelStore.trainings[key] == 1 and first["run"]["model_reused"] == [False]
+    calls.clear()
+    for name in ("mls", "energy", "erm"):  # erm's own row trains the very model the scores use
+        rec = run(task, name)
+        assert rec["run"]["model_key"] == [key] and rec["run"]["model_reused"] == [True], name
+    assert calls == []  # nor is the test split inferred again: its outputs were kept beside the model
+    run(task, "knn")
+    run(task, "mahalanobis")
+    assert calls == ["train"]  # the training outputs once, for the first score that calibrates
+    assert ModelStore.trainings[key] == 1
+    strong = run(task, "msp", {"trainer": "erm-strong"})
+    other = strong["run"]["model_key"][0]
+    assert other != key and ModelStore.trainings[other] == 1 and strong["run"]["trainer"] == ["erm-strong"]
+    assert run(task, "erm-strong")["run"]["model_key"] == [other]
+    assert ModelStore.trainings[other] == 1
+
+
+def test_rows_scores_checkpoints_and_directions(task):
+    erm, mls, msp = run(task, "erm"), run(task, "mls"), run(task, "msp")
+    assert erm["run"]["score"] == ["mls"] and mls["run"]["score"] == ["mls"] and msp["run"]["score"] == ["msp"]
+    assert erm["metrics"]["acc"] == mls["metrics"]["acc"] == msp["metrics"]["acc"]
+    for metric in ("auroc", "oscr", "fpr95", "aupr_in", "aupr_out"):
+        assert erm["metrics"][metric]["per_seed"] == mls["metrics"][metric]["per_seed"], metric
+        assert erm["metrics"][f"{metric}_msp"]["per_seed"] == msp["metrics"][metric]["per_seed"], metric
+    assert "auroc_msp" not in mls["metrics"]  # a score's row holds only its own score
+    assert not erm["metrics"]["fpr95"]["higher_is_better"] and not erm["metrics"]["fpr95_msp"]["higher_is_better"]
+    assert erm["metrics"]["auroc"]["higher_is_better"] and erm["primary_metric"] == "auroc"
+    checkpoints = erm["run"]["checkpoints"][0]
+    assert [c[0] for c in checkpoints] == [0, 1, 2]
+    assert checkpoints[-1][1:] == [mls["metrics"]["acc"]["mean"], mls["metrics"]["auroc"]["mean"]]
+    assert erm["timing"]["step_time_median_s"] > 0 and erm["timing"]["steps_timed"] > 0  # training steps
+    assert msp["timing"]["steps_timed"] == 1  # scoring: the 60 test samples fit one evaluation batch
+    assert erm["model_selection"] == suite.SELECTION_RULE
+
+
+def test_checkpoint_epochs():
+    assert checkpoint_epochs(1) == [] and checkpoint_epochs(2) == [0] and checkpoint_epochs(3) == [0, 1]
+    assert checkpoint_epochs(8) == [1, 3, 5] and checkpoint_epochs(40) == [9, 19, 29]
+
+
+def test_arrays_recompute_the_metrics_exactly(task):
+    for name in ("erm", "vim", "odin"):
+        method = create_method(name)
+        result = run_openset(task, method, RunContext.create(task, method, CPU, 0))
+        assert set(result.arrays) >= {"y", "pred", "part", "score"}
+        assert result.arrays["y"].dtype.itemsize <= 2 and result.arrays["score"].dtype.name == "float32"
+        assert ("score_msp" in result.arrays) == (name == "erm")
+        assert task.recompute_fn(result.arrays) == result.metrics, name
+
+
+def test_a_retrained_model_gives_the_same_metrics(task, tmp_path, monkeypatch):
+    first = run(task, "mls")
+    monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / "fresh"))
+    again = run(task, "mls")
+    assert again["run"]["model_reused"] == [False] and again["metrics"] == first["metrics"]
+
+
+def test_trainer_hparam_is_checked(task):
+    with pytest.raises(UsageError, match="itself an open-set score"):
+        run(task, "msp", {"trainer": "mls"})
+    with pytest.raises(UsageError, match="unknown method"):
+        run(task, "msp", {"trainer": "no-such-trainer"})
+    with pytest.raises(Unsupported, match="msp with trainer=groupdro: groupdro needs"):
+        run(task, "msp", {"trainer": "groupdro"})
+
+
+def test_supervised_methods_join_the_openset_protocol_and_nothing_else_does():
+    for name in ("erm", "focal", "sam", "erm-strong", "msp"):
+        create_method(name).check_protocol("openset")
+    with pytest.raises(Unsupported, match="no 'supervised' protocol part"):
+        create_method("msp").check_protocol("supervised")
+
+    class UnlearnOnly(Method):
+        name, family, protocols = "unlearn-only", "unlearning", frozenset({"unlearn"})
+
+    with pytest.raises(Unsupported, match="no 'openset' protocol part"):
+        UnlearnOnly().check_protocol("openset")
+
+
+def test_findings_and_figure_from_records(tmp_path):
+    def record(method, seeds, auroc, run_info, case="mnist-split0", extra=None, overrides=None):
+        metrics = {"auroc": {"per_seed": auroc}, **(extra or {})}
+        return {"suite": "openset", "status": "ok", "case": case, "method": method, "seeds": seeds,
+                "hparam_overrides": overrides or {}, "metrics": metrics, "run": run_info}
+
+    ckpt = [[[0, 0.5, 0.6], [1, 0.7, 0.8]], [[0, 0.6, 0.65], [1, 0.9, 0.95]]]
+    records = [
+        record("mls", [0, 1], [0.8, 0.95], {"trainer": ["erm", "erm"], "score": ["mls", "mls"], "checkpoints": ckpt}),
+        record("msp", [0, 1], [0.7, 0.9], {"trainer": ["erm", "erm"], "score": ["msp", "msp"], "checkpoints": ckpt}),
+        record("focal", [0, 1], [0.5, 0.4], {"trainer": ["focal", "focal"], "score": ["mls", "mls"],
+                                             "checkpoints": [[[1, 0.3, 0.5]], [[1, 0.2, 0.4]]]},
+               extra={"auroc_msp": {"per_seed": [0.45, 0.3]}}),
+        record("mls", [0], [0.7], {"trainer": ["erm"], "score": ["mls"]}, case="cub-ssb",
+               extra={"auroc_easy": {"per_seed": [0.8]}, "auroc_hard": {"per_seed": [0.6]}}),
+        record("msp", [0], [0.6], {"trainer": ["erm"], "score": ["msp"]}, case="cub-ssb",
+               extra={"auroc_easy": {"per_seed": [0.7]}, "auroc_hard": {"per_seed": [0.65]}}),
+    ]
+    lines = suite.findings(records)
+    mnist = next(line for line in lines if line.startswith("`mnist`"))
+    # 6 checkpoints: accuracy and AUROC rank the same way (rho = 1); final models (0.7,0.8) (0.9,0.95) (0.3,0.5)
+    # (0.2,0.4) too
+    assert "4 models (2 trainers: erm, focal" in mnist and "ρ = +1.00" in mnist and "n = 6" in mnist
+    mls_msp = next(line for line in lines if line.startswith("MLS vs MSP"))
+    # pairs: erm seed 0 (0.8, 0.7), seed 1 (0.95, 0.9), focal (0.5, 0.45), (0.4, 0.3), cub erm (0.7, 0.6)
+    assert "paired over 5 closed-set models" in mls_msp and "MLS higher in 5 (cub-ssb 1/1, mnist 4/4)" in mls_msp
+    assert "mean Δ +0.0800" in mls_msp
+    cub = next(line for line in lines if line.startswith("CUB"))
+    assert "2 (row, seed) pairs of 2 rows" in cub and "Easy 0.7500 vs Hard 0.6250" in cub
+    (title, path), = suite.figures(records, tmp_path)
+    assert "accuracy against AUROC" in title and path.read_bytes()[:4] == b"\x89PNG"

@@ -1,0 +1,106 @@
+"""The open-set suite: its cases and fingerprints, your own folder with a known/unknown split, and a smoke run on
+the shared data (strict, as CI runs it)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from harness.errors import UsageError
+from harness.suites import case_specs, get_suite
+from harness.suites import openset as suite
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_cases_and_fingerprints():
+    smoke, standard = suite.case_specs("smoke"), suite.case_specs("standard")
+    assert [s.case for s in smoke] == ["mnist-split0", "cifar10-split0", "cub-ssb", "pacs-covariate"]
+    names = [s.case for s in standard]
+    assert names == [f"mnist-split{i}" for i in range(5)] + [f"cifar10-split{i}" for i in range(5)] + \
+        ["cub-ssb", "pacs-covariate"]
+    assert len({s.fingerprint for s in standard}) == len(standard)
+    for spec in standard[:10]:
+        known = spec.params["known"]
+        assert len(set(known)) == 6 and set(known) <= set(range(10)), spec.case
+    assert all(s.protocol == "openset" for s in standard)
+    assert get_suite("openset") is suite and case_specs(suite, "smoke", []) == smoke
+    assert {"fpr95", "fpr95_easy", "fpr95_msp", "fpr95_sketch"} <= set(suite.LOWER_IS_BETTER)
+
+
+def make_folder(root: Path, classes: int = 5, per_class: int = 6) -> Path:
+    for c in range(classes):
+        (root / f"class{c}").mkdir(parents=True)
+        for i in range(per_class):
+            Image.new("RGB", (10, 10), (40 * c, 10 * i, 100)).save(root / f"class{c}" / f"{i}.png")
+    return root
+
+
+def test_own_folder_known_unknown_split(tmp_path, cache_dir):
+    folder = make_folder(tmp_path / "shapes")
+    path, rule = suite.parse_dataset(f"imagefolder:{folder}")
+    assert path == folder.resolve() and rule == {"count": None, "seed": 0}
+    default = suite.folder_spec(path, rule, "smoke")
+    assert default.case == "imagefolder-shapes" and len(default.params["known"]) == 3  # round(0.6 * 5)
+    _, rule = suite.parse_dataset(f"openset:{folder},known=4,seed=2")
+    four = suite.folder_spec(path, rule, "smoke")
+    assert four.case == "imagefolder-shapes-known4-seed2" and len(four.params["known"]) == 4
+    assert four.fingerprint != default.fingerprint
+    listing = tmp_path / "known.txt"
+    listing.write_text("class0\nclass3\nclass4\n")
+    _, rule = suite.parse_dataset(f"openset:{folder},known={listing}")
+    spec = suite.folder_spec(path, rule, "smoke")
+    assert spec.params["known"] == ["class0", "class3", "class4"] and spec.case == "imagefolder-shapes-known-known"
+    task = spec.build(spec)
+    assert task.num_classes == 3 and task.info["unknown"] == ["class1", "class2"]
+    # stratified 70/30 per class: 4 train and 2 test images per class; only known classes train
+    assert task.info["counts"] == {"train_known": 12, "test_known": 6, "test_unknown": 4}
+    assert (task.data.y[task.splits["train"].indices] < 3).all()
+    assert [s.case for s in suite.case_specs("smoke", [f"imagefolder:{folder}"])][-1] == "imagefolder-shapes"
+    record = {"profile": "smoke", "case": spec.case, "task": {"params": spec.params}}
+    assert suite.spec_for_record(record).fingerprint == spec.fingerprint
+    assert suite.spec_for_record({"profile": "standard", "case": "cub-ssb"}).case == "cub-ssb"
+    for bad, why in ((f"openset:{folder},known=9", "9 known of 5"), (f"openset:{folder},known=2", "at least 3"),
+                     (f"openset:{folder},known=nofile.txt", "neither a class count nor a file"),
+                     (f"openset:{folder},seed=x", "non-negative integer")):
+        with pytest.raises(UsageError, match=why):
+            suite.folder_spec(*suite.parse_dataset(bad), "smoke")
+    listing.write_text("class0\nclass9\n")
+    with pytest.raises(UsageError, match="class9"):
+        suite.folder_spec(*suite.parse_dataset(f"openset:{folder},known={listing}"), "smoke")
+
+
+def test_smoke_run_strict_on_shared_data(tmp_path, real_data_root):
+    """erm trains each closed-set model, mls reuses it (same key, no retraining); every case has its metrics."""
+    env = dict(os.environ, HARNESS_DATA=str(real_data_root), OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "pytest", "suites/test_openset.py", "--method=erm,mls", "--strict-data",
+           f"--results-dir={tmp_path / 'results'}", "-q", "-p", "no:cacheprovider", "--benchmark-disable", "-rs"]
+    out = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=1500)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    recs = {(r["case"], r["method"]): r for r in
+            (json.loads(p.read_text()) for p in sorted((tmp_path / "results").rglob("*.json")))}
+    cases = {"mnist-split0", "cifar10-split0", "cub-ssb", "pacs-covariate"}
+    assert {c for c, _ in recs} == cases
+    for case in cases:
+        erm, mls = recs[case, "erm"], recs[case, "mls"]
+        assert erm["status"] == mls["status"] == "ok"
+        assert mls["run"]["model_key"] == erm["run"]["model_key"] and mls["run"]["model_reused"] == [True]
+        assert mls["metrics"]["auroc"] == erm["metrics"]["auroc"]
+        assert {"acc", "auroc", "oscr", "fpr95", "aupr_in", "aupr_out"} <= set(mls["metrics"])
+        assert {"auroc_msp", "oscr_msp"} <= set(erm["metrics"])
+    cub = recs["cub-ssb", "mls"]
+    applied = cub["task_info"]["ssb_applied"]
+    assert len(applied["known"]) == 24 and {k: len(v) for k, v in applied["unknown"].items()} == \
+        {"Easy": 11, "Medium": 7, "Hard": 8}
+    assert cub["task_info"]["classes_present"] == list(range(50))
+    assert {f"auroc_{d}" for d in ("easy", "medium", "hard")} <= set(cub["metrics"])
+    pacs = recs["pacs-covariate", "mls"]
+    assert {"acc_photo", "auroc_art_painting", "auroc_sketch"} <= set(pacs["metrics"])
+    assert pacs["task_info"]["unknown"] == ["horse", "house", "person"]
+    assert recs["mnist-split0", "erm"]["metrics"]["acc"]["mean"] > 0.8  # the digits train in two epochs
