@@ -264,6 +264,14 @@ class SplitLoader:
 # -- training --------------------------------------------------------------------------------------
 
 
+def model_info(model: nn.Module) -> dict[str, Any]:
+    """Facts about a model for the record: parameter count and, for pretrained backbones, the weights' sha256."""
+    info: dict[str, Any] = {"parameters": int(sum(p.numel() for p in model.parameters()))}
+    if getattr(model, "pretrained_info", None):
+        info["pretrained"] = model.pretrained_info
+    return info
+
+
 def check_loss(logs: dict, state: State, seed: int | None) -> None:
     loss = float(logs["loss"])  # one scalar read per step (a sync on CUDA), as DomainBed's loss.item()
     if not math.isfinite(loss):
@@ -416,5 +424,5 @@ def infer_splits(ctx: RunContext, model: nn.Module, splits: Iterable[str] | None
 __all__ = [
     "Checkpoint", "FitResult", "Outputs", "RunContext", "SeedResult", "SplitLoader", "SplitOutput",
     "accuracy_on", "batch_indices", "benchmark_step", "check_loss", "eval_batch_size", "fit", "infer",
-    "infer_splits", "make_optimizer", "make_scheduler", "seed_everything", "train_batches", "train_epoch",
+    "infer_splits", "make_optimizer", "model_info", "make_scheduler", "seed_everything", "train_batches", "train_epoch",
 ]

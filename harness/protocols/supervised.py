@@ -10,7 +10,7 @@ split is inferred once per rule and handed to the task's metric function.
 from __future__ import annotations
 
 from harness.method import Method
-from harness.protocols.kit import RunContext, SeedResult, benchmark_step, fit, infer_splits
+from harness.protocols.kit import RunContext, SeedResult, benchmark_step, fit, infer_splits, model_info
 
 
 def evaluate(ctx: RunContext, fitted, rules: tuple[tuple[str, str], ...] = (("val", ""), ("oracle", "oracle_"))
@@ -36,5 +36,5 @@ def run_supervised(task, method: Method, ctx: RunContext) -> SeedResult:
     fitted = fit(ctx, model, selection={"val": task.selection_split, "oracle": task.oracle_split})
     metrics, per_domain = evaluate(ctx, fitted)
     selected = fitted.load("val")
-    return SeedResult(metrics, ctx.timer.summary(), per_domain, train_step=benchmark_step(ctx, fitted),
-                      selected_epoch=selected)
+    return SeedResult(metrics, ctx.timer.summary(), per_domain, info={"model": model_info(model)},
+                      train_step=benchmark_step(ctx, fitted), selected_epoch=selected)
