@@ -29,7 +29,15 @@ def cmd_list(args: argparse.Namespace) -> int:
         srows.append([s.NAME, s.PROTOCOL, counts, s.BASELINE, s.DESCRIPTION])
     print(tabulate(srows, headers=["suite", "protocol", "cases smoke/standard/full", "baseline", "description"]))
     print("\nDatasets")
-    from harness.data import dataset_info
+    from harness.data import data_root, dataset_info
+    from harness.data.paths import check_data_root
+
+    root = data_root()
+    if root is not None:
+        try:
+            check_data_root(root, from_env=True)
+        except HarnessError as err:
+            print(f"warning: {err}")
 
     drows = [[d.name, d.tier, "found" if d.found else "missing", d.path, "" if d.count is None else d.count,
               "SYNTHETIC" if d.synthetic else ""] for d in dataset_info()]

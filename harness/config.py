@@ -36,7 +36,8 @@ class RunConfig:
 
 
 def parse_methods(value: str | None) -> list[str]:
-    names = [n.strip() for n in (value or "erm").split(",") if n.strip()]
+    """``None`` (no --method) means erm; a given but empty value is an error, never a silent default."""
+    names = [n.strip() for n in ("erm" if value is None else value).split(",") if n.strip()]
     if not names:
         raise UsageError("--method is empty; give a comma-separated list, e.g. --method=ensloss,bce")
     for name in names:

@@ -47,15 +47,25 @@ def environment(device: torch.device) -> dict:
 
 
 def resolve_device(name: str) -> torch.device:
-    """``auto`` picks CUDA when present; an unavailable device is a clear error."""
+    """``auto`` picks CUDA when present; anything unavailable or unknown is a one-line usage error."""
     from harness.errors import UsageError
 
+    fix = "use --device cpu, cuda, cuda:N or auto"
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         device = torch.device(name)
-    except RuntimeError as err:
-        raise UsageError(f"--device {name!r}: {err}") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError(f"--device {name!r}: CUDA is not available on this machine")
-    return device
+    except (RuntimeError, ValueError, TypeError):
+        raise UsageError(f"--device {name!r} is not a device name; {fix}") from None
+    if device.type == "cpu":
+        return device
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UsageError(f"--device {name!r}: CUDA is not available on this machine; {fix.replace('cuda, ', '')}")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise UsageError(f"--device {name!r}: this machine has {torch.cuda.device_count()} CUDA device(s); {fix}")
+        return device
+    if device.type == "mps" and getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return device
+    raise UsageError(f"--device {name!r}: {device.type} is not available here (the harness runs on cpu and cuda); "
+                     f"{fix}")

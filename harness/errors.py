@@ -41,5 +41,9 @@ class Diverged(HarnessError):
         super().__init__(f"diverged at step {step}{where}: loss = {value}")
 
 
+class MethodError(HarnessError):
+    """A method's code failed on the harness's conventions (output shape, target dtype); says which and how."""
+
+
 class Unsupported(HarnessError):
     """A method cannot take part in a case; pytest reports a skip with this reason."""

@@ -116,6 +116,8 @@ class CaseRun:
             pytest.skip(str(err))
         except Unsupported as err:
             pytest.skip(str(err))
+        except HarnessError as err:  # a clear one-line failure, never a traceback into torch
+            pytest.fail(f"{method.name} on {self.spec.case}: {err}", pytrace=False)
         # the summary keeps the record only: nothing that holds data or a model outlives its test
         self.pytest_config.stash[RESULTS_KEY].append(CaseResult(result.record, result.path, result.resumed))
         if result.resumed:

@@ -113,6 +113,12 @@ _VALIDATOR = jsonschema.Draft202012Validator(RECORD_SCHEMA)
 
 def validate(record: Any, source: str = "<record>") -> dict:
     """Raise :class:`RecordError` naming the file and the offending field."""
+    version = record.get("schema_version") if isinstance(record, dict) else None
+    if isinstance(version, int) and not isinstance(version, bool) and version > SCHEMA_VERSION:
+        raise RecordError(
+            f"{source}: written by a newer harness (record schema {version}; this harness reads schema "
+            f"{SCHEMA_VERSION}). Upgrade the harness (git pull, then `pip install -e .`) to read it"
+        )
     errors = sorted(_VALIDATOR.iter_errors(record), key=lambda e: list(e.absolute_path))
     if errors:
         err = errors[0]

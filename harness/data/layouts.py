@@ -395,15 +395,19 @@ class SSBSplit:
     source: str
 
 
+class _ForbiddenPickle(pickle.UnpicklingError):
+    """The pickle asks for something that could run code (a global or a persistent id)."""
+
+
 class _PlainUnpickler(pickle.Unpickler):
     """Unpickler that refuses every global: only the opcodes for lists, dicts, tuples, sets,
     strings, bytes, numbers, bools and None remain, none of which can call anything."""
 
     def find_class(self, module: str, name: str) -> Any:
-        raise pickle.UnpicklingError(f"it references the global {module}.{name}")
+        raise _ForbiddenPickle(f"it references the global {module}.{name}")
 
     def persistent_load(self, pid: Any) -> Any:
-        raise pickle.UnpicklingError("it uses a persistent id")
+        raise _ForbiddenPickle("it uses a persistent id")
 
 
 def read_plain_pickle(path: PathLike) -> Any:
@@ -412,12 +416,16 @@ def read_plain_pickle(path: PathLike) -> Any:
     try:
         with open(path, "rb") as f:
             return _PlainUnpickler(f).load()
-    except pickle.UnpicklingError as e:
+    except _ForbiddenPickle as e:
         raise DataError(
             f"refusing to load {path}: {e}. Split files may hold only plain lists, dicts, strings and numbers; "
             "a global in a pickle can run arbitrary code, so it was not loaded"
         ) from e
-    except (EOFError, ValueError, TypeError, IndexError, KeyError, AttributeError, OverflowError) as e:
+    except (EOFError, pickle.UnpicklingError) as e:
+        if isinstance(e, EOFError) or "truncated" in str(e) or "ran out of input" in str(e).lower():
+            raise DataError(f"{path} is truncated or empty ({e}); download the split file again") from e
+        raise DataError(f"{path} is not a readable pickle file ({e}); download the split file again") from e
+    except (ValueError, TypeError, IndexError, KeyError, AttributeError, OverflowError) as e:
         raise DataError(f"{path} is not a readable pickle file: {e!r}") from e
 
 

@@ -29,7 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from harness.data.source import DataSource, choose_source
-from harness.errors import Diverged
+from harness.errors import Diverged, MethodError
 from harness.method import Batch, Method, State
 from harness.task import Budget, Task
 from harness.timing import StepStats, StepTimer
@@ -272,6 +272,37 @@ def model_info(model: nn.Module) -> dict[str, Any]:
     return info
 
 
+CONVENTIONS = ("model(x) returns (N,) scores on binary tasks and (N, K) logits on K-class tasks; batch.y is int64 "
+               "class indices (binary losses take y.float() themselves, see harness.method.cross_entropy)")
+
+
+def method_failure(method: Method, err: Exception, batch: Batch, model: nn.Module) -> MethodError:
+    """A torch error from a method's step, as one line naming the method and the conventions it may have missed."""
+    try:
+        with torch.no_grad():
+            shape = "(N" + "".join(f", {d}" for d in model(batch.x[:2]).shape[1:]) + ")"
+    except Exception:  # the forward pass itself may be what failed
+        shape = "unknown"
+    first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+    return MethodError(f"{method.name}: its train step failed ({type(err).__name__}: {first}). The model's output "
+                       f"has shape {shape} and y is {batch.y.dtype}; conventions: {CONVENTIONS}")
+
+
+def check_model_output(model: nn.Module, x: Tensor, num_classes: int, where: str) -> None:
+    """Before training: the task's model must follow the output convention, or the loss fails deep in torch."""
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        out = model(x[:2])
+    model.train(was_training)
+    want = (len(x[:2]),) if num_classes == 2 else (len(x[:2]), num_classes)
+    if tuple(out.shape) != want:
+        got = ("N",) + tuple(out.shape[1:])
+        need = "(N,)" if num_classes == 2 else f"(N, {num_classes})"
+        raise MethodError(f"{where}: the model returns shape {got} but this {num_classes}-class task needs {need}. "
+                          f"Conventions: {CONVENTIONS}")
+
+
 def check_loss(logs: dict, state: State, seed: int | None) -> None:
     loss = float(logs["loss"])  # one scalar read per step (a sync on CUDA), as DomainBed's loss.item()
     if not math.isfinite(loss):
@@ -291,7 +322,10 @@ def train_epoch(ctx: RunContext, method: Method, model: nn.Module, optimizer: to
             pick = torch.randint(len(unlabeled), (len(raw.y),), generator=state.generator, device=ctx.device)
             batch.unlabeled_x = source.prepare(source.gather_x(unlabeled[pick.cpu()]))
         timer.start()
-        logs = method.train_step(model, batch, optimizer, state)
+        try:
+            logs = method.train_step(model, batch, optimizer, state)
+        except (RuntimeError, ValueError, TypeError, IndexError) as err:
+            raise method_failure(method, err, batch, model) from err
         timer.stop(len(raw.y))
         check_loss(logs, state, ctx.seed)
         if scheduler is not None:
@@ -353,6 +387,9 @@ def fit(ctx: RunContext, model: nn.Module, *, split: str = "train", method: Meth
     unlabeled = None
     if method.uses_unlabeled and task.unlabeled_split:
         unlabeled = task.splits[task.unlabeled_split].indices
+    first = next(iter(epoch_batches(torch.Generator().manual_seed(0))))
+    check_model_output(model, ctx.source.prepare(ctx.source.gather_x(first[:2])), task.num_classes,
+                       f"{task.suite}/{task.case}")
     rules = {r: s for r, s in (selection or {}).items() if s is not None} if budget.selection == "best" else {}
     best = {rule: Checkpoint(-1.0, -1, None) for rule in rules}
     history = []
