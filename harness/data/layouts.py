@@ -65,8 +65,13 @@ def image_dataset(
     group_names: list[str] | None = None,
     meta: dict[str, Any] | None = None,
     skip_corrupt: bool = False,
+    lazy: bool = False,
 ) -> ArrayDataset:
     """Decode ``files`` (through the cache) into an :class:`ArrayDataset` with the given labels.
+
+    With ``lazy`` nothing is decoded up front: ``x`` is a :class:`~harness.data.source.FileImages` that decodes
+    on access, for sets too large to hold decoded; protocols then stream it through DataLoader workers.
+    ``size`` is required (every sample must come out the same shape) and ``skip_corrupt`` is not available.
 
     An undecodable file raises a :class:`DataError` naming it. With ``skip_corrupt`` such files are
     dropped instead, with their labels, and listed (relative to ``root``) in ``meta["skipped_files"]``
@@ -76,6 +81,9 @@ def image_dataset(
     if not files:
         raise DataError(f"no image files ({', '.join(IMAGE_EXTS)}) found under {root}")
     strip = len(str(root)) + 1  # cuts root/ off a path
+    if lazy:
+        return _lazy_dataset(name, root, files, y, classes, size, mode, domain, domain_names, group, group_names,
+                             meta, skip_corrupt)
 
     def build() -> ArrayDataset:
         m = {"source": str(root), "synthetic": False, "tier": "user", "size": size, "mode": mode}
@@ -112,6 +120,21 @@ def image_dataset(
     if skip_corrupt:  # only when on, so entries built before the option existed stay valid
         key["skip_corrupt"] = True
     return cached(name, key, [root], build, enabled=cache)
+
+
+def _lazy_dataset(name: str, root: Path, files: list[Path], y: list[int], classes: list[str], size: Size, mode: str,
+                  domain: list[int] | None, domain_names: list[str] | None, group: list[int] | None,
+                  group_names: list[str] | None, meta: dict[str, Any] | None, skip_corrupt: bool) -> ArrayDataset:
+    from harness.data.source import FileImages
+
+    if size is None or skip_corrupt:
+        raise DataError(f"{name}: lazy loading needs size=N (samples must share a shape) and no skip_corrupt "
+                        "(files are decoded later, during training)")
+    strip = len(str(root)) + 1
+    m = {"source": str(root), "synthetic": False, "tier": "user", "size": size, "mode": mode, "lazy": True,
+         "files": [str(f)[strip:] for f in files], **(meta or {})}
+    return ArrayDataset(FileImages(files, size, mode), _as_long(y, None), classes, name, _as_long(domain, None),
+                        domain_names, _as_long(group, None), group_names, m)
 
 
 def _check_classes_survive(y: list[int], keep: torch.Tensor, classes: list[str], files: list[Path]) -> None:
@@ -154,6 +177,7 @@ def load_imagefolder(
     meta: dict[str, Any] | None = None,
     exclude: Sequence[str] = (),
     skip_corrupt: bool = False,
+    lazy: bool = False,
 ) -> ArrayDataset:
     """``root/<class>/*`` (or ``root/<domain>/<class>/*`` with ``domain_level``) -> labelled images.
 
@@ -163,7 +187,8 @@ def load_imagefolder(
     ``exclude`` drops class folders by name or fnmatch pattern (``("BACKGROUND_Google",)``, ``("_*",)``);
     the names dropped are in ``meta["excluded_classes"]``, and a pattern that matches nothing warns.
     A class (or domain) without images is an error; ``skip_corrupt`` drops undecodable images
-    (see :func:`image_dataset`) instead of raising on the first.
+    (see :func:`image_dataset`) instead of raising on the first. ``lazy`` decodes nothing up front (for sets
+    too large to hold decoded; they stream through DataLoader workers).
     """
     layout = "root/<domain>/<class>/*.jpg" if domain_level else "root/<class>/*.jpg"
     name = name or Path(path).name.lower()
@@ -202,6 +227,7 @@ def load_imagefolder(
         domain_names=[d.name for d in domain_dirs] if domain_level else None,
         meta={**(meta or {}), **extra},
         skip_corrupt=skip_corrupt,
+        lazy=lazy,
     )
 
 
