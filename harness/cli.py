@@ -1,4 +1,4 @@
-"""``python -m harness``: list, leaderboard, data."""
+"""``python -m harness``: list, leaderboard, validate, regenerate, gate, data."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 from tabulate import tabulate
 
-from harness.errors import HarnessError
+from harness.errors import HarnessError, UsageError
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -49,15 +49,88 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     from harness import leaderboard
 
     results, out = Path(args.results_dir), Path(args.output)
+    figures = Path(args.figures_dir) if args.figures_dir else None
     if args.check:
-        if leaderboard.check(results, out):
+        stale = leaderboard.collect(results).stale
+        for path, why in stale:
+            print(f"stale: {path}: {why}", file=sys.stderr)
+        if stale:
+            print(f"{len(stale)} stale record(s) are not ranked; re-run them with `python -m harness regenerate "
+                  "--stale`", file=sys.stderr)
+        problems = leaderboard.problems(results, out, figures)
+        if not problems:
             print(f"{out} is up to date with {results}/")
             return 0
+        for problem in problems:
+            print(problem, file=sys.stderr)
         print(f"{out} is stale: run `python -m harness leaderboard` and commit the result", file=sys.stderr)
         return 1
-    leaderboard.write(results, out)
+    leaderboard.write(results, out, figures)
     print(f"wrote {out}")
     return 0
+
+
+def _report(outcomes, verb: str) -> int:
+    """Failures one per line; successes counted by message."""
+    from collections import Counter
+
+    bad = [o for o in outcomes if not o.ok]
+    for o in bad:
+        print("FAIL " + (o.message if str(o.path) in o.message else f"{o.path}: {o.message}"), file=sys.stderr)
+    for message, count in sorted(Counter(o.message for o in outcomes if o.ok).items()):
+        print(f"ok   {count} record(s): {message}")
+    print(f"{verb}: {len(outcomes) - len(bad)} ok, {len(bad)} failed")
+    return 1 if bad else 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from harness import verify
+    from harness.environment import resolve_device
+    from harness.records import load_record
+
+    results = Path(args.results_dir)
+    paths = [Path(p) for p in args.paths]
+    code = _report(verify.check_files(results, paths), "schema, consistency and evidence")
+    if args.recompute:
+        tasks: dict = {}
+        outcomes = []
+        for path in paths or [p for p in sorted(results.rglob("*.json")) if not p.name.startswith(".")]:
+            try:
+                outcomes.append(verify.recompute(path, load_record(path), tasks))
+            except HarnessError as err:
+                outcomes.append(verify.Outcome(path, False, str(err)))
+        code = max(code, _report(outcomes, "recomputed from evidence"))
+    if args.rerun:
+        outcomes = verify.rerun_sample(results, args.rerun, resolve_device(args.device), args.sample_seed,
+                                       paths=paths)
+        code = max(code, _report(outcomes, f"re-ran {args.rerun} sampled record(s)"))
+    return code
+
+
+def cmd_regenerate(args: argparse.Namespace) -> int:
+    from harness import verify
+    from harness.environment import resolve_device
+
+    if not args.stale:
+        raise UsageError("regenerate re-runs stale records only: pass --stale (see `leaderboard --check`)")
+    outcomes = verify.regenerate(Path(args.results_dir), resolve_device(args.device), args.suite, args.profile,
+                                 args.method, args.dry_run)
+    code = _report(outcomes, "regenerate")
+    if outcomes and not args.dry_run:
+        print("now rebuild the leaderboard: python -m harness leaderboard")
+    return code
+
+
+def cmd_gate(args: argparse.Namespace) -> int:
+    from harness import gate
+    from harness.environment import resolve_device
+
+    failures = gate.run_gate(args.base, Path(args.results_dir), resolve_device(args.device), args.tolerance,
+                             args.time_tolerance, args.all_methods)
+    for failure in failures:
+        print(f"REGRESSION {failure}", file=sys.stderr)
+    print("gate: " + (f"{len(failures)} regression(s)" if failures else "passed"))
+    return 1 if failures else 0
 
 
 def cmd_data(args: argparse.Namespace) -> int:
@@ -76,8 +149,40 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("leaderboard", help="rebuild leaderboard.md from results/")
     p.add_argument("--results-dir", default=str(REPO / "results"))
     p.add_argument("--output", default=str(REPO / "leaderboard.md"))
-    p.add_argument("--check", action="store_true", help="exit 1 when leaderboard.md is stale")
+    p.add_argument("--figures-dir", default=None, help="where the PNGs go (default: docs/figures beside --output)")
+    p.add_argument("--check", action="store_true",
+                   help="exit 1 when leaderboard.md (or a linked figure) is out of date; lists stale records")
     p.set_defaults(func=cmd_leaderboard)
+    p = sub.add_parser("validate", help="check records: schema, consistency, evidence; optionally recompute or rerun")
+    p.add_argument("paths", nargs="*", help="record files (default: every record under --results-dir); "
+                   "--rerun draws from them")
+    p.add_argument("--results-dir", default=str(REPO / "results"))
+    p.add_argument("--recompute", action="store_true", help="recompute every seed's metrics from the evidence npz")
+    p.add_argument("--rerun", type=int, default=0, metavar="N",
+                   help="re-run N randomly drawn records and report agreement (exact on the same machine)")
+    p.add_argument("--sample-seed", type=int, default=0, help="seed of the --rerun draw")
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(func=cmd_validate)
+    p = sub.add_parser("regenerate", help="re-run stale records with their seeds, profile and hparams, in place")
+    p.add_argument("--stale", action="store_true", help="re-run the records `leaderboard --check` lists as stale")
+    p.add_argument("--results-dir", default=str(REPO / "results"))
+    p.add_argument("--suite", action="append", help="only this suite (repeatable)")
+    p.add_argument("--profile", action="append", help="only this profile (repeatable)")
+    p.add_argument("--method", action="append", help="only this method (repeatable)")
+    p.add_argument("--dry-run", action="store_true", help="list what would be re-run")
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(func=cmd_regenerate)
+    p = sub.add_parser("gate", help="CI regression gate: re-run changed methods at smoke, compare with results/")
+    p.add_argument("--base", default="auto", help="git ref to diff against (auto: merge-base with origin/main, "
+                   "else HEAD~1, else nothing to do)")
+    p.add_argument("--results-dir", default=str(REPO / "results"))
+    p.add_argument("--tolerance", type=float, default=0.05, help="allowed drop of the primary metric (absolute)")
+    p.add_argument("--time-tolerance", type=float, default=2.0,
+                   help="allowed step-time ratio new / committed (fails when normalised and raw ratios both exceed it)")
+    p.add_argument("--all-methods", action="store_true",
+                   help="a suite or protocol change re-runs every method with smoke records, not only the baseline")
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(func=cmd_gate)
     p = sub.add_parser("data", help="dataset listing and download (see `data --help`)", add_help=False)
     p.add_argument("rest", nargs=argparse.REMAINDER)
     p.set_defaults(func=cmd_data)

@@ -29,7 +29,11 @@ class DataError(HarnessError):
 
 
 class RecordError(HarnessError):
-    """A results record is malformed or fails schema validation."""
+    """A results record is malformed, fails schema validation or contradicts itself."""
+
+
+class RecordLocked(RecordError):
+    """Another run holds the lock of the record this run would write."""
 
 
 class Diverged(HarnessError):

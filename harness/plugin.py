@@ -10,9 +10,10 @@ import pytest
 from tabulate import tabulate
 
 from harness.config import RunConfig, make_config
-from harness.errors import DataMissing, HarnessError, Unsupported
+from harness.errors import DataMissing, HarnessError, RecordLocked, Unsupported
+from harness.records import check_writable
 from harness.runner import CaseResult, run_case
-from harness.suites import case_specs
+from harness.suites import case_specs, get_suite, is_suite, seed_count
 from harness.task import CaseSpec
 
 RESULTS_KEY = pytest.StashKey[list]()
@@ -23,11 +24,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("harness", "benchmark harness")
     group.addoption("--method", default=None, help="comma-separated method names (default: erm)")
     group.addoption("--profile", default="smoke", choices=("smoke", "standard", "full"), help="suite size")
-    group.addoption("--seeds", type=int, default=None, help="number of seeds (default: 1 smoke, 3 standard, 5 full)")
+    group.addoption("--seeds", type=int, default=None,
+                    help="number of seeds (default: the suite's SEEDS, else 1 smoke, 3 standard, 5 full)")
     group.addoption("--device", default="auto", help="cpu, cuda, cuda:1 or auto (default)")
     group.addoption("--hparam", action="append", default=[], metavar="KEY=VALUE",
                     help="override a method hparam, typed against its default; method.key=value targets one")
-    group.addoption("--results-dir", default=None, help="where records go (default: <rootdir>/results)")
+    group.addoption("--results-dir", default=None,
+                    help="where records go (default: <rootdir>/out/results; leaderboard rows: --results-dir=results)")
     group.addoption("--method-module", action="append", default=[], metavar="PATH",
                     help="load methods from a Python file")
     group.addoption("--resume", action="store_true", help="skip cases whose record exists with the same fingerprint")
@@ -56,10 +59,11 @@ def _run_config(config: pytest.Config) -> RunConfig:
         try:
             config.stash[CONFIG_KEY] = make_config(
                 opt("--method"), opt("--profile"), opt("--seeds"), opt("--device"), opt("--hparam"),
-                opt("--results-dir") or str(Path(config.rootpath) / "results"), opt("--resume"),
+                opt("--results-dir") or str(Path(config.rootpath) / "out" / "results"), opt("--resume"),
                 opt("--method-module"), _strict_default() if strict is None else strict,
                 opt("--dataset"), opt("--data-path"),
             )
+            check_writable(config.stash[CONFIG_KEY].results_dir)  # before any training, not after it
         except HarnessError as err:
             raise pytest.UsageError(str(err)) from None
     return config.stash[CONFIG_KEY]
@@ -105,8 +109,11 @@ class CaseRun:
             pytest.skip(f"suite {self.method_name!r} runs on data you name: pass --dataset=imagefolder:PATH")
         method = cfg.make_method(self.method_name)
         hook = self.pytest_config.hook.pytest_harness_update_record
+        seeds = cfg.seeds
+        if self.pytest_config.getoption("--seeds") is None and is_suite(self.spec.suite):
+            seeds = list(range(seed_count(get_suite(self.spec.suite), self.spec.profile)))
         try:
-            result = run_case(self.spec, method, cfg.seeds, cfg.device, cfg.results_dir,
+            result = run_case(self.spec, method, seeds, cfg.device, cfg.results_dir,
                               cfg.overrides.get(method.name, {}), cfg.resume,
                               postprocess=lambda rec: hook(record=rec, config=self.pytest_config),
                               data_path=cfg.data_path)
@@ -116,6 +123,8 @@ class CaseRun:
             pytest.skip(str(err))
         except Unsupported as err:
             pytest.skip(str(err))
+        except RecordLocked as err:
+            pytest.fail(str(err), pytrace=False)
         except HarnessError as err:  # a clear one-line failure, never a traceback into torch
             pytest.fail(f"{method.name} on {self.spec.case}: {err}", pytrace=False)
         # the summary keeps the record only: nothing that holds data or a model outlives its test

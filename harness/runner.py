@@ -20,7 +20,8 @@ from harness.errors import Diverged
 from harness.method import Method
 from harness.metrics import summarize
 from harness.protocols import RunContext, SeedResult, get_protocol
-from harness.records import load_record, record_path, write_record
+from harness.provenance import code_versions
+from harness.records import check_writable, load_record, record_lock, record_path, seed_arrays, write_record
 from harness.task import CaseSpec, Task
 from harness.timing import peak_memory, reference_workload_seconds, reset_peak_memory, synchronize
 
@@ -106,6 +107,7 @@ def build_record(task: Task, method: Method, overrides: dict, seeds: list[int], 
                          for k, v in (case_metrics or {}).items()},
         "run": {**(run or {}), **_seed_info(results)},
         "task_info": task.info,
+        "code": code_versions(type(method), task.spec),
     }
 
 
@@ -122,12 +124,13 @@ def _seed_info(results: list[SeedResult]) -> dict[str, Any]:
     return out
 
 
-def existing_record(path: Path, spec: CaseSpec, seeds: list[int]) -> dict | None:
-    """A finished record with the same fingerprint and seeds, for ``--resume``."""
+def existing_record(path: Path, spec: CaseSpec, seeds: list[int], code: dict[str, str] | None = None) -> dict | None:
+    """A finished record with the same fingerprint, seeds and (when given) code versions, for ``--resume``."""
     if not path.is_file():
         return None
     record = load_record(path)
-    if record["fingerprint"] == spec.fingerprint and record["seeds"] == seeds and record["status"] == "ok":
+    if record["fingerprint"] == spec.fingerprint and record["seeds"] == seeds and record["status"] == "ok" \
+            and (code is None or record.get("code") == code):
         return record
     return None
 
@@ -136,18 +139,28 @@ def run_case(spec: CaseSpec, method: Method, seeds: list[int], device: torch.dev
              results_dir: Path | None = None, overrides: dict | None = None, resume: bool = False,
              task: Task | None = None, postprocess: Callable[[dict], Any] | None = None,
              data_path: str = "auto") -> CaseResult:
-    """Build the task (unless given), check support, run every seed, write the record.
+    """Build the task (unless given), check support, run every seed, write the record and its evidence.
 
     Raises :class:`harness.errors.Unsupported` or ``DataMissing`` before any
     work; a divergence still writes a ``diverged`` record and is reported by
-    the returned result, never raised.
+    the returned result, never raised. With ``results_dir`` the folder is
+    checked writable and the record's lock is taken before any training
+    (:class:`harness.errors.RecordLocked` when another run holds it).
     """
     overrides = overrides or {}
     method.check_protocol(spec.protocol)
-    path = record_path(results_dir, spec.suite, spec.case, method.name, spec.profile, overrides) \
-        if results_dir is not None else None
+    if results_dir is None:
+        return _run_case(spec, method, seeds, device, None, overrides, resume, task, postprocess, data_path)
+    path = record_path(check_writable(results_dir), spec.suite, spec.case, method.name, spec.profile, overrides)
+    with record_lock(path):
+        return _run_case(spec, method, seeds, device, path, overrides, resume, task, postprocess, data_path)
+
+
+def _run_case(spec: CaseSpec, method: Method, seeds: list[int], device: torch.device, path: Path | None,
+              overrides: dict, resume: bool, task: Task | None, postprocess: Callable[[dict], Any] | None,
+              data_path: str) -> CaseResult:
     if resume and path is not None:
-        old = existing_record(path, spec, seeds)
+        old = existing_record(path, spec, seeds, code_versions(type(method), spec))
         if old is not None:
             return CaseResult(old, path, resumed=True)
     reset_peak_memory(device)
@@ -181,7 +194,7 @@ def run_case(spec: CaseSpec, method: Method, seeds: list[int], device: torch.dev
     if postprocess is not None:  # user hook, e.g. extra environment fields
         postprocess(record)
     if path is not None:
-        write_record(record, path)
+        write_record(record, path, seed_arrays({seed: r.arrays for seed, r in zip(seeds, results) if r.arrays}))
     step = None
     if results and results[-1].train_step is not None:
         inner = results[-1].train_step

@@ -9,7 +9,9 @@ discovery imports nothing), and third-party packages add suites through the
 entry-point group ``harness.suites`` (``name = "package.module"``).
 
 Optional module attributes: ``LEADERBOARD_COLUMNS``, ``LOWER_IS_BETTER``,
-``findings(records)``, ``DATASET_OPTION`` (``case_specs`` then also takes
+``SEEDS`` (seeds per profile, default :data:`harness.config.DEFAULT_SEEDS`: the
+count runs use without ``--seeds`` and the leaderboard ranks), ``findings(records)``,
+``figures(records, out_dir) -> [(title, png path)]``, ``DATASET_OPTION`` (``case_specs`` then also takes
 ``datasets=[...]`` from ``--dataset``) and ``spec_for_record(record)`` for
 suites whose cases depend on user input, so the leaderboard can still verify
 their records.
@@ -88,3 +90,10 @@ def case_specs(suite: ModuleType, profile: str, datasets: list[str] | None = Non
     if getattr(suite, "DATASET_OPTION", False):
         return suite.case_specs(profile, datasets=list(datasets or []))
     return suite.case_specs(profile)
+
+
+def seed_count(suite: ModuleType, profile: str) -> int:
+    """The suite's standard number of seeds for a profile (``SEEDS``, else the harness default)."""
+    from harness.config import DEFAULT_SEEDS
+
+    return int(getattr(suite, "SEEDS", {}).get(profile, DEFAULT_SEEDS[profile]))

@@ -36,6 +36,7 @@ from harness import data as hdata
 from harness.data.dataset import ArrayDataset, to_float
 from harness.metrics import accuracy, domain_accuracy, worst_group_accuracy
 from harness.models import small_cnn, timm_model
+from harness.protocols.supervised import recompute_with
 from harness.records import paired_verdict
 from harness.task import Budget, CaseSpec, Task
 
@@ -159,9 +160,13 @@ def build(spec: CaseSpec) -> Task:
     notes = [f"train domains: {', '.join(ordered_names[:n_train])}; held out: {', '.join(p['test'])}"]
     if p["model"] != "cnn":
         notes.append(f"timm {p['model']} from random initialisation (no weights can be downloaded here)")
+
+    def metrics(out: dict) -> dict[str, Any]:
+        return shift_metrics(out, n_train, ordered_names, ds.group_names)
+
     return Task(
         spec=spec, data=data, splits=splits, num_classes=k, model_factory=factory,
-        metrics_fn=lambda out: shift_metrics(out, n_train, ordered_names, ds.group_names),
+        metrics_fn=metrics, recompute_fn=recompute_with(metrics),
         primary_metric=p.get("primary", "ood_acc"), num_domains=n_train,
         num_groups=len(ds.group_names) if has_groups else 1, balanced_domains=n_train > 1,
         oracle_split="oracle", unlabeled_split="unlabeled", normalize=normalize,
@@ -221,4 +226,6 @@ def findings(records: list[dict]) -> list[str]:
 
 def _paired(a: dict, b: dict, metric: str) -> str:
     t = paired_verdict(a, b, metric)
-    return "fewer than 2 paired seeds, no test" if t is None else f"paired t-test over {t.n} seeds: {t.verdict}"
+    if t is None:
+        return "fewer than 2 paired seeds, no test"
+    return f"two-sided paired t-test over {t.n} seeds (unadjusted): {t.verdict}"
