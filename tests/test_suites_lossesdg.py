@@ -205,3 +205,5 @@ def test_smoke_caveat_absent_from_other_profiles():
 def _data_env(monkeypatch, request):
     if "real_data_root" in request.fixturenames:
         monkeypatch.setenv("HARNESS_DATA", str(request.getfixturevalue("real_data_root")))
+    yield
+    shift._load.cache_clear()  # in-process pytester runs after this one must not see data loaded here

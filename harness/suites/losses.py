@@ -76,13 +76,13 @@ BUDGETS = {
 
 # The EnsLoss regime (CIFAR2): cat-dog (3, 5), the paper's showcase, and automobile-truck (1, 9), per profile
 CIFAR_PAIRS = {"smoke": [(3, 5)], "standard": [(3, 5), (1, 9)], "full": list(itertools.combinations(range(10), 2))}
-CIFAR_WIDTH = {"smoke": 8, "standard": 24, "full": 64}
+CIFAR_WIDTH = {"smoke": 8, "standard": 16, "full": 64}
 FIXED_LOSSES = ("bce", "hinge", "exponential")  # the paper's fixed-loss baselines
 REFERENCE_SGD = dict(batch_size=128, weight_decay=5e-4, optimizer="sgd", momentum=0.9, schedule="cosine",
                      selection="last")
 CIFAR_BUDGETS = {
     "smoke": Budget(epochs=2, lr=0.05, benchmark_rounds=3, **REFERENCE_SGD),
-    "standard": Budget(epochs=15, lr=0.05, benchmark_rounds=10, **REFERENCE_SGD),
+    "standard": Budget(epochs=12, lr=0.05, benchmark_rounds=10, **REFERENCE_SGD),
     "full": Budget(epochs=200, lr=1e-3, benchmark_rounds=20, **REFERENCE_SGD),  # the reference's own schedule
 }
 
