@@ -295,10 +295,13 @@ def build_markdown(results_dir: Path, figures_dir: Path | None = None, out: Path
 def suite_section(suite, profile: str, recs: list[dict], figures_dir: Path | None, render_dir: Path | None,
                   link: str | None) -> list[str]:
     n_std = seed_count(suite, profile)
-    main = [r for r in recs if len(r["seeds"]) == n_std]
-    apart = [r for r in recs if len(r["seeds"]) != n_std]
+    n_case = {c: seed_count(suite, profile, c) for c in {r["case"] for r in recs}}
+    main = [r for r in recs if len(r["seeds"]) == n_case[r["case"]]]
+    apart = [r for r in recs if len(r["seeds"]) != n_case[r["case"]]]
     parts = ["", f"## {suite.NAME} ({profile} profile)", "",
-             f"{suite.DESCRIPTION}. Standard seed count: {n_std}; baseline: `{suite.BASELINE}`."]
+             f"{suite.DESCRIPTION}. Standard seed count: {n_std}"
+             + (" (more where a case asks for it)" if any(n != n_std for n in n_case.values()) else "")
+             + f"; baseline: `{suite.BASELINE}`."]
     agg = aggregate(main, suite.BASELINE)
     if figures_dir is not None:
         figs = _figures(suite, profile, main, agg, Path(render_dir or figures_dir), link)
@@ -316,8 +319,8 @@ def suite_section(suite, profile: str, recs: list[dict], figures_dir: Path | Non
         if rows:
             parts += ["", _table(case_frame(rows, suite))]
         if others:
-            parts += ["", f"Rows with a seed count other than {n_std} (not tested, not in the aggregate):", "",
-                      _table(case_frame(others, suite, n_std, tested=False))]
+            parts += ["", f"Rows with a seed count other than {n_case[case]} (not tested, not in the aggregate):",
+                      "", _table(case_frame(others, suite, n_case[case], tested=False))]
     parts += ["", f"### {suite.NAME} ({profile}): across cases", ""]
     if agg.summaries:
         parts.append(_table(aggregate_table(agg)))

@@ -81,6 +81,18 @@ def signed_margin_targets(logits: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
     return logits, signs
 
 
+def set_output_bias(model: nn.Module, value: float) -> None:
+    """Fill the bias of the model's output layer (the last ``nn.Linear`` of ``model.classifier``) with ``value``.
+
+    One-vs-all losses use it to start each column at the best constant score for its 1:(K-1) class prior: from
+    a zero bias every column first learns to push its logit down, and margin losses can settle on predicting one
+    class.
+    """
+    head = [m for m in model.classifier.modules() if isinstance(m, nn.Linear)][-1]
+    with torch.no_grad():
+        head.bias.fill_(value)
+
+
 def group_means(values: Tensor, groups: Tensor, num_groups: int) -> tuple[Tensor, Tensor]:
     """Per-group means of ``values`` and a mask of the groups present in the batch."""
     sums = torch.zeros(num_groups, dtype=values.dtype, device=values.device).index_add(0, groups, values)
@@ -160,6 +172,7 @@ class Method:
     binary_only: ClassVar[bool] = False  # cannot run on K-class tasks
     needs_domains: ClassVar[bool] = False  # needs batch.domain (GroupDRO, VREx, IRM, CORAL)
     uses_unlabeled: ClassVar[bool] = False  # receives batch.unlabeled_x when the task has target data
+    needs_unlabeled: ClassVar[bool] = False  # cannot run without target data (DANN, pseudo-labelling, DivDis)
     multiclass_note: ClassVar[str] = ""  # how a binary method extends to K classes, shown in records
     # changes to the case's Budget this method needs (e.g. erm-strong's cosine schedule and augmentation);
     # ``epochs_factor`` scales the epochs. Applied by the protocol and written to each record's ``run``.
@@ -184,9 +197,18 @@ class Method:
             raise Unsupported(f"{self.name} is binary-only and {task.suite}/{task.case} has {task.num_classes} classes")
         if self.needs_domains and task.num_domains < 2:
             raise Unsupported(f"{self.name} needs at least 2 training domains; {task.case} has {task.num_domains}")
+        if self.needs_unlabeled and not task.unlabeled_split:
+            raise Unsupported(f"{self.name} trains on unlabeled target data and {task.suite}/{task.case} has none")
 
     def setup(self, task: Any, state: State) -> None:
         """Create per-run buffers on ``state`` (called once per seed, before training)."""
+
+    def init_model(self, model: nn.Module, task: Any) -> None:
+        """Adjust the model a training run starts from (an output-bias prior, extra heads, a discriminator).
+
+        Called by :func:`~harness.protocols.kit.fit` before the optimizer is built, so modules the method
+        attaches to ``model`` are trained with it and saved in its checkpoints. Default: nothing.
+        """
 
     # -- supervised ----------------------------------------------------------
     def loss(self, logits: Tensor, batch: Batch, state: State) -> Tensor:
@@ -232,6 +254,6 @@ class Method:
 
 
 __all__ = [
-    "Batch", "State", "Method", "cross_entropy", "signed_margin_targets", "group_means",
+    "Batch", "State", "Method", "cross_entropy", "signed_margin_targets", "set_output_bias", "group_means",
     "resolve_hparams", "is_binary", "annealed_penalty_weight",
 ]

@@ -25,7 +25,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--method", default=None, help="comma-separated method names (default: erm)")
     group.addoption("--profile", default="smoke", choices=("smoke", "standard", "full"), help="suite size")
     group.addoption("--seeds", type=int, default=None,
-                    help="number of seeds (default: the suite's SEEDS, else 1 smoke, 3 standard, 5 full)")
+                    help="number of seeds (default: the suite's SEEDS, else 1 smoke, 3 standard, 5 full; a case may ask for more)")
     group.addoption("--device", default="auto", help="cpu, cuda, cuda:1 or auto (default)")
     group.addoption("--hparam", action="append", default=[], metavar="KEY=VALUE",
                     help="override a method hparam, typed against its default; method.key=value targets one")
@@ -111,7 +111,8 @@ class CaseRun:
         hook = self.pytest_config.hook.pytest_harness_update_record
         seeds = cfg.seeds
         if self.pytest_config.getoption("--seeds") is None and is_suite(self.spec.suite):
-            seeds = list(range(seed_count(get_suite(self.spec.suite), self.spec.profile)))
+            n = max(seed_count(get_suite(self.spec.suite), self.spec.profile), self.spec.default_seeds or 0)
+            seeds = list(range(n))
         try:
             result = run_case(self.spec, method, seeds, cfg.device, cfg.results_dir,
                               cfg.overrides.get(method.name, {}), cfg.resume,
@@ -178,6 +179,9 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
     terminalreporter.section("harness results")
     headers = ["suite", "case", "method", "primary (mean ± std)", "seeds", "step time", "status"]
     terminalreporter.write_line(tabulate(summary_rows(results), headers=headers))
+    if any(r.record["profile"] == "smoke" for r in results):
+        terminalreporter.write_line("smoke numbers check the plumbing (tiny data and budgets); they are not "
+                                    "measurements: use --profile=standard or full")
     where = {str(r.path.parent.parent) for r in results if r.path is not None}
     if where:
         terminalreporter.write_line(f"records: {', '.join(sorted(where))}")

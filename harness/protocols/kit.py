@@ -378,6 +378,7 @@ def fit(ctx: RunContext, model: nn.Module, *, split: str = "train", method: Meth
     method = method or ctx.method
     task, budget = ctx.task, ctx.budget
     epochs = budget.epochs if epochs is None else epochs
+    method.init_model(model, task)
     optimizer = make_optimizer(model, budget)
     epoch_batches = train_batches(ctx, split)
     steps_per_epoch = sum(1 for _ in epoch_batches(torch.Generator().manual_seed(0)))

@@ -92,8 +92,17 @@ def case_specs(suite: ModuleType, profile: str, datasets: list[str] | None = Non
     return suite.case_specs(profile)
 
 
-def seed_count(suite: ModuleType, profile: str) -> int:
-    """The suite's standard number of seeds for a profile (``SEEDS``, else the harness default)."""
+def seed_count(suite: ModuleType, profile: str, case: str | None = None) -> int:
+    """The standard number of seeds: the suite's ``SEEDS`` for the profile (else the harness default), raised to
+    the case's own ``CaseSpec.default_seeds`` when ``case`` names one that asks for more."""
     from harness.config import DEFAULT_SEEDS
 
-    return int(getattr(suite, "SEEDS", {}).get(profile, DEFAULT_SEEDS[profile]))
+    n = int(getattr(suite, "SEEDS", {}).get(profile, DEFAULT_SEEDS[profile]))
+    if case is not None and not getattr(suite, "DATASET_OPTION", False):
+        n = max(n, _case_seeds(suite.NAME, profile).get(case) or 0)
+    return n
+
+
+@lru_cache(maxsize=32)
+def _case_seeds(suite: str, profile: str) -> dict[str, int | None]:
+    return {s.case: s.default_seeds for s in get_suite(suite).case_specs(profile)}
