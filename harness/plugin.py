@@ -25,7 +25,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--method", default=None, help="comma-separated method names (default: erm)")
     group.addoption("--profile", default="smoke", choices=("smoke", "standard", "full"), help="suite size")
     group.addoption("--seeds", type=int, default=None,
-                    help="number of seeds (default: the suite's SEEDS, else 1 smoke, 3 standard, 5 full; a case may ask for more)")
+                    help="number of seeds (default: the suite's SEEDS, else 1 smoke, 3 standard, 5 full; "
+                         "a case may ask for more)")
     group.addoption("--device", default="auto", help="cpu, cuda, cuda:1 or auto (default)")
     group.addoption("--hparam", action="append", default=[], metavar="KEY=VALUE",
                     help="override a method hparam, typed against its default; method.key=value targets one")

@@ -239,8 +239,9 @@ def findings(records: list[dict]) -> list[str]:
             counts = tally.setdefault(rec["method"], {"better": 0, "equal": 0, "worse": 0})
             counts[verdict.verdict] += 1
     lines += [f"Quick cases (MNIST-5k pairs, breast cancer; early stopping, not the EnsLoss regime): {m} vs "
-              f"{BASELINE} on {PRIMARY}, two-sided paired t-test per case (unadjusted, descriptive): better in {c['better']}, equal in "
-              f"{c['equal']}, worse in {c['worse']} of {sum(c.values())} cases" for m, c in sorted(tally.items())]
+              f"{BASELINE} on {PRIMARY}, two-sided paired t-test per case (unadjusted, descriptive): better in "
+              f"{c['better']}, equal in {c['equal']}, worse in {c['worse']} of {sum(c.values())} cases"
+              for m, c in sorted(tally.items())]
     return lines
 
 
