@@ -239,11 +239,32 @@ class Method:
         raise NotImplementedError(f"{self.name} defines no unlearn step")
 
     # -- pretrain ------------------------------------------------------------
-    num_views: ClassVar[int] = 2  # views per sample the pretrain protocol draws with the ssl augmentation policy
+    # views per sample the pretrain protocol draws on the device with the budget's augmentation policy (``ssl``);
+    # a method whose ``budget_overrides`` set ``augment="none"`` gets the un-augmented batch instead
+    num_views: ClassVar[int] = 2
+    # the method's teacher is the encoder as initialised, frozen (random-teacher): the protocol probes it too
+    frozen_initial_teacher: ClassVar[bool] = False
+
+    def encoder_spec(self, spec: dict[str, Any], task: Any) -> dict[str, Any]:
+        """The encoder to pretrain, as a spec for ``harness.protocols.pretrain.build_encoder``. Default: the task's."""
+        return spec
+
+    def build(self, encoder: nn.Module, feature_dim: int, state: State) -> list[nn.Module]:
+        """Create the heads (projector, predictor, teacher) on ``state``, once per seed before pretraining.
+
+        Returns the modules whose trainable parameters the protocol optimises, the encoder included when it
+        learns; an empty list means nothing is trained (the random-init floor). Teachers are kept on ``state``
+        and are not returned: they change only through the method's own rule (``ema_update``, or never).
+        """
+        return [encoder]
 
     def pretrain_step(self, encoder: nn.Module, views: list[Tensor], optimizer: torch.optim.Optimizer,
                       state: State) -> dict:
-        """One self-supervised step on a batch of views; returns scalars to log (``"loss"`` is checked)."""
+        """One self-supervised step on ``num_views`` views of a batch; returns scalars to log (``"loss"`` is checked).
+
+        The protocol has put the returned modules in train mode; the step zeroes the gradients, steps the
+        optimizer and updates any teacher.
+        """
         raise NotImplementedError(f"{self.name} defines no pretrain step")
 
     def describe(self) -> dict[str, Any]:
