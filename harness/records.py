@@ -74,8 +74,13 @@ RECORD_SCHEMA: dict[str, Any] = {
                 "reference_time_s": {"type": ["number", "null"]},
                 "normalised_step_time": {"type": ["number", "null"]},
                 "wall_time_s": {"type": ["number", "null"]},
+                "precision": {"enum": ["fp32", "bf16", "fp16"]},
+                "compile": {"type": ["string", "null"]},
+                "compile_time_s": {"type": ["number", "null"]},
+                "speed_fingerprint": {"type": "string"},
             },
         },
+        "kernels": {"type": "object", "required": ["activity", "steps", "top"]},  # harness.profiling
         "hparams": {"type": "object"},
         "hparam_overrides": {"type": "object"},
         "fingerprint": {"type": "string", "pattern": "^[0-9a-f]{16,64}$"},

@@ -21,6 +21,7 @@ from harness.method import Method
 from harness.metrics import summarize
 from harness.protocols import RunContext, SeedResult, get_protocol
 from harness.records import load_record, record_path, write_record
+from harness.speed import CompileClock, SpeedOptions
 from harness.task import CaseSpec, Task
 from harness.timing import peak_memory, reference_workload_seconds, reset_peak_memory, synchronize
 
@@ -118,12 +119,13 @@ def _seed_info(results: list[SeedResult]) -> dict[str, Any]:
     return out
 
 
-def existing_record(path: Path, spec: CaseSpec, seeds: list[int]) -> dict | None:
-    """A finished record with the same fingerprint and seeds, for ``--resume``."""
+def existing_record(path: Path, spec: CaseSpec, seeds: list[int], speed: SpeedOptions | None = None) -> dict | None:
+    """A finished record with the same fingerprint, seeds and speed options, for ``--resume``."""
     if not path.is_file():
         return None
     record = load_record(path)
-    if record["fingerprint"] == spec.fingerprint and record["seeds"] == seeds and record["status"] == "ok":
+    if record["fingerprint"] == spec.fingerprint and record["seeds"] == seeds and record["status"] == "ok" \
+            and (speed or SpeedOptions()).same_speed(record["timing"]):
         return record
     return None
 
@@ -131,7 +133,7 @@ def existing_record(path: Path, spec: CaseSpec, seeds: list[int]) -> dict | None
 def run_case(spec: CaseSpec, method: Method, seeds: list[int], device: torch.device,
              results_dir: Path | None = None, overrides: dict | None = None, resume: bool = False,
              task: Task | None = None, postprocess: Callable[[dict], Any] | None = None,
-             data_path: str = "auto") -> CaseResult:
+             data_path: str = "auto", speed: SpeedOptions | None = None) -> CaseResult:
     """Build the task (unless given), check support, run every seed, write the record.
 
     Raises :class:`harness.errors.Unsupported` or ``DataMissing`` before any
@@ -139,11 +141,12 @@ def run_case(spec: CaseSpec, method: Method, seeds: list[int], device: torch.dev
     the returned result, never raised.
     """
     overrides = overrides or {}
+    speed = speed or SpeedOptions()
     method.check_protocol(spec.protocol)
     path = record_path(results_dir, spec.suite, spec.case, method.name, spec.profile, overrides) \
         if results_dir is not None else None
     if resume and path is not None:
-        old = existing_record(path, spec, seeds)
+        old = existing_record(path, spec, seeds, speed)
         if old is not None:
             return CaseResult(old, path, resumed=True)
     reset_peak_memory(device)
@@ -155,16 +158,17 @@ def run_case(spec: CaseSpec, method: Method, seeds: list[int], device: torch.dev
     diverged = None
     run: dict[str, Any] = {}
     t0 = time.perf_counter()
-    for seed in seeds:
-        ctx = RunContext.create(task, method, device, seed, data_path)
-        run = ctx.describe()
-        try:
-            results.append(protocol(task, method, ctx))
-        except Diverged as err:
-            diverged = err
-            break
-        finally:
-            del ctx
+    with CompileClock(active=speed.compile is not None) as compile_clock:
+        for seed in seeds:
+            ctx = RunContext.create(task, method, device, seed, data_path, speed=speed)
+            run = ctx.describe()
+            try:
+                results.append(protocol(task, method, ctx))
+            except Diverged as err:
+                diverged = err
+                break
+            finally:
+                del ctx
     wall = time.perf_counter() - t0
     for r in results[:-1]:  # only the last seed's model is kept for pytest-benchmark
         r.train_step = None
@@ -174,6 +178,15 @@ def run_case(spec: CaseSpec, method: Method, seeds: list[int], device: torch.dev
         run["method_budget"] = dict(method.budget_overrides)
     record = build_record(task, method, overrides, seeds, results, device, diverged, wall, reference, run,
                           case_metrics)
+    record["timing"].update(precision=speed.precision, compile=speed.compile,
+                            compile_time_s=compile_clock.seconds,
+                            speed_fingerprint=speed.fingerprint(task.fingerprint))
+    if speed.profile_kernels and results and results[-1].train_step is not None and not diverged:
+        from harness.profiling import profile_kernels, trace_path
+
+        # after every seed and its evaluation: the profiled steps touch neither the timed window nor the metrics
+        record["kernels"] = profile_kernels(results[-1].train_step, device, speed.profile_kernels,
+                                            trace=trace_path(path) if speed.profile_trace and path else None)
     if postprocess is not None:  # user hook, e.g. extra environment fields
         postprocess(record)
     if path is not None:

@@ -1,7 +1,9 @@
 """Step timing: synchronised wall time per training step, after warm-up.
 
-On CUDA each step is bracketed by a pair of ``torch.cuda.Event``s and the
-events are read once at the end, so timing adds no per-step synchronisation.
+On CUDA each step is bracketed by a pair of ``torch.cuda.Event``s, recorded on
+the timed device's current stream (not the process's current device: an
+xdist worker may train on ``cuda:1``), and the events are read once at the
+end, so timing adds no per-step synchronisation.
 On CPU ``time.perf_counter`` brackets the step (CPU ops are synchronous).
 Peak memory is ``torch.cuda.max_memory_allocated`` on CUDA (reset per case)
 and the peak resident set size on CPU. On Linux the runner resets the
@@ -94,6 +96,7 @@ class StepTimer:
     def __init__(self, device: torch.device, warmup: int = 3) -> None:
         self.device, self.warmup = device, warmup
         self.cuda = device.type == "cuda"
+        self._stream = torch.cuda.current_stream(device) if self.cuda else None
         self._pairs: list[tuple[torch.cuda.Event, torch.cuda.Event]] = []
         self._cpu: list[float] = []
         self._samples: list[int] = []
@@ -103,14 +106,14 @@ class StepTimer:
     def start(self) -> None:
         if self.cuda:
             self._start_event = torch.cuda.Event(enable_timing=True)
-            self._start_event.record()
+            self._start_event.record(self._stream)
         else:
             self._t0 = time.perf_counter()
 
     def stop(self, n_samples: int) -> None:
         if self.cuda:
             end = torch.cuda.Event(enable_timing=True)
-            end.record()
+            end.record(self._stream)
             self._pairs.append((self._start_event, end))
         else:
             self._cpu.append(time.perf_counter() - self._t0)
