@@ -147,7 +147,7 @@ def check_step_time(step: Callable[[], None], device: torch.device, steps: int =
         "timer_iqr_s": float(measurement.iqr),
         "timer_runs": int(len(measurement.times) * measurement.number_per_run),
         "ratio": harness_s / reference_s,
-        "method": "cuda events" if device.type == "cuda" else "perf_counter",
+        "clock": "cuda events" if device.type == "cuda" else "perf_counter",
     }
 
 
