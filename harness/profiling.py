@@ -19,7 +19,6 @@ them on one.
 
 from __future__ import annotations
 
-import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -30,6 +29,7 @@ import torch
 from torch.autograd import DeviceType
 from torch.profiler import ProfilerActivity, profile
 
+from harness.environment import cuda_driver_version
 from harness.timing import StepTimer, synchronize
 
 PROFILE_STEPS = 5  # at least this many profiled steps ...
@@ -149,24 +149,6 @@ def check_step_time(step: Callable[[], None], device: torch.device, steps: int =
         "ratio": harness_s / reference_s,
         "clock": "cuda events" if device.type == "cuda" else "perf_counter",
     }
-
-
-def cuda_driver_version() -> str | None:
-    """The NVIDIA driver version (pynvml, else ``nvidia-smi``); None when neither answers."""
-    try:
-        import pynvml
-
-        pynvml.nvmlInit()
-        version = pynvml.nvmlSystemGetDriverVersion()
-        return version.decode() if isinstance(version, bytes) else str(version)
-    except Exception:  # not installed, or no NVML on this machine
-        pass
-    try:
-        out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
-                             capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip().splitlines()[0] if out.returncode == 0 and out.stdout.strip() else None
 
 
 def gpu_info(device: torch.device) -> dict[str, Any]:

@@ -104,6 +104,7 @@ RECORD_SCHEMA: dict[str, Any] = {
                 "device": {"type": "string"},
                 "torch": {"type": "string"},
                 "cuda": {"type": ["string", "null"]},
+                "cuda_driver": {"type": ["string", "null"]},
                 "python": {"type": "string"},
                 "harness_version": {"type": "string"},
                 "git_commit": {"type": ["string", "null"]},

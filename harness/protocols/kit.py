@@ -275,6 +275,16 @@ def check_loss(logs: dict, state: State, seed: int | None) -> None:
         raise Diverged(state.step, loss, seed)
 
 
+def training_batch(ctx: RunContext, raw: Any, state: State, unlabeled: Tensor | None = None) -> Batch:
+    """A raw batch prepared for a train step: augmented, plus random unlabeled inputs where the method takes them."""
+    batch = to_batch(ctx, raw, augment=True)
+    if unlabeled is not None:
+        source = ctx.source
+        pick = torch.randint(len(unlabeled), (len(raw.y),), generator=state.generator, device=ctx.device)
+        batch.unlabeled_x = source.prepare(source.gather_x(unlabeled[pick.cpu()]))
+    return batch
+
+
 def train_epoch(ctx: RunContext, method: Method, model: nn.Module, optimizer: torch.optim.Optimizer, state: State,
                 index_batches: Iterable[Tensor], scheduler: Any = None, unlabeled: Tensor | None = None,
                 timer: StepTimer | None = None) -> None:
@@ -283,10 +293,7 @@ def train_epoch(ctx: RunContext, method: Method, model: nn.Module, optimizer: to
     model.train()
     source, amp = ctx.source, ctx.amp
     for raw in source.raw_batches(index_batches):
-        batch = to_batch(ctx, raw, augment=True)
-        if unlabeled is not None:
-            pick = torch.randint(len(unlabeled), (len(raw.y),), generator=state.generator, device=ctx.device)
-            batch.unlabeled_x = source.prepare(source.gather_x(unlabeled[pick.cpu()]))
+        batch = training_batch(ctx, raw, state, unlabeled)
         timer.start()
         logs = method.train_step(model, batch, optimizer, state) if amp is None else \
             amp.train_step(method, model, batch, optimizer, state)
@@ -380,13 +387,9 @@ def benchmark_step(ctx: RunContext, fitted: FitResult, method: Method | None = N
     and the loss check.
     """
     method = method or ctx.method
-    model, optimizer, state, amp, source = fitted.model, fitted.optimizer, fitted.state, ctx.amp, ctx.source
+    model, optimizer, state, amp = fitted.model, fitted.optimizer, fitted.state, ctx.amp
     idx = next(fitted.epoch_batches(torch.Generator().manual_seed(ctx.seed)))
-    for raw in source.raw_batches([idx]):
-        batch = to_batch(ctx, raw, augment=True)
-        if fitted.unlabeled is not None:
-            pick = torch.randint(len(fitted.unlabeled), (len(raw.y),), generator=state.generator, device=ctx.device)
-            batch.unlabeled_x = source.prepare(source.gather_x(fitted.unlabeled[pick.cpu()]))
+    (batch,) = [training_batch(ctx, raw, state, fitted.unlabeled) for raw in ctx.source.raw_batches([idx])]
 
     def step() -> None:
         model.train()
