@@ -108,6 +108,8 @@ def kernel_lines(record: dict, limit: int = 60) -> list[str]:
     k = record.get("kernels")
     if not k:
         return []
+    if not k["steps"]:
+        return [f"{record['suite']}/{record['case']} {record['method']}: not profiled ({k.get('note')})"]
     head = (f"{record['suite']}/{record['case']} {record['method']}: top {len(k['top'])} {k['activity']} "
             f"{'kernels' if k['activity'] == 'cuda' else 'ops'} by {k['ranked_by']}, "
             f"{k['steps']} profiled steps of {k['profiled_step_s'] * 1e3:.2f} ms")

@@ -77,6 +77,7 @@ RECORD_SCHEMA: dict[str, Any] = {
                 "precision": {"enum": ["fp32", "bf16", "fp16"]},
                 "compile": {"type": ["string", "null"]},
                 "compile_time_s": {"type": ["number", "null"]},
+                "steps_compiling": {"type": "integer"},
                 "speed_fingerprint": {"type": "string"},
             },
         },

@@ -180,13 +180,17 @@ def run_case(spec: CaseSpec, method: Method, seeds: list[int], device: torch.dev
                           case_metrics)
     record["timing"].update(precision=speed.precision, compile=speed.compile,
                             compile_time_s=compile_clock.seconds,
+                            steps_compiling=sum(r.timing.compile_steps for r in results if r.timing is not None),
                             speed_fingerprint=speed.fingerprint(task.fingerprint))
-    if speed.profile_kernels and results and results[-1].train_step is not None and not diverged:
+    if speed.profile_kernels:
         from harness.profiling import profile_kernels, trace_path
 
+        step = results[-1].train_step if results and not diverged else None
         # after every seed and its evaluation: the profiled steps touch neither the timed window nor the metrics
-        record["kernels"] = profile_kernels(results[-1].train_step, device, speed.profile_kernels,
-                                            trace=trace_path(path) if speed.profile_trace and path else None)
+        record["kernels"] = profile_kernels(step, device, speed.profile_kernels,
+                                            trace=trace_path(path) if speed.profile_trace and path else None) \
+            if step is not None else {"activity": device.type, "steps": 0, "top": [],
+                                      "note": "diverged" if diverged else "the protocol offers no train step"}
     if postprocess is not None:  # user hook, e.g. extra environment fields
         postprocess(record)
     if path is not None:

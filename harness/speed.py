@@ -23,6 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from harness.errors import UsageError
+from harness.timing import note_compilation
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -91,6 +92,7 @@ class CompileClock:
         self._handler: Any = None
 
     def _start(self, *_: Any) -> None:
+        note_compilation()
         self._t0 = time.perf_counter()
 
     def _end(self, *_: Any) -> None:

@@ -11,6 +11,7 @@ import pytest
 import torch
 from torch.autograd import DeviceType
 
+from harness import Method, register_method
 from harness.profiling import check_step_time, kernel_lines, profile_kernels, rank_events
 from harness.records import iter_records
 from harness.registry import create_method
@@ -51,6 +52,24 @@ def test_profiled_case_records_top_ops_and_trace_without_touching_timing_or_metr
     assert [p for p, _ in iter_records(tmp_path)] == [result.path]  # the trace is not mistaken for a record
     lines = kernel_lines(rec)
     assert lines[0].startswith("losses/breast_cancer-noise0 erm: top 4 cpu ops") and len(lines) == 5
+
+
+@register_method("test-profile-nan")
+class NanAtStep2(Method):
+    family, protocols = "loss", frozenset({"supervised"})
+
+    def loss(self, logits, batch, state):
+        loss = super().loss(logits, batch, state)
+        return loss * float("nan") if state.step == 2 else loss
+
+
+def test_a_diverged_case_says_why_it_has_no_profile(bc_task):
+    spec, task = bc_task
+    rec = run_case(spec, create_method("test-profile-nan"), [0], CPU, task=task,
+                   speed=SpeedOptions(profile_kernels=3)).record
+    assert rec["status"] == "diverged"
+    assert rec["kernels"] == {"activity": "cpu", "steps": 0, "top": [], "note": "diverged"}
+    assert kernel_lines(rec) == ["losses/breast_cancer-noise0 test-profile-nan: not profiled (diverged)"]
 
 
 def _avg(key, count, device_type, self_cpu=0.0, self_device=0.0):

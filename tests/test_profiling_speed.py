@@ -102,8 +102,9 @@ def test_compiled_model_records_compile_time_apart_from_step_time(bc_task):
                         speed=SpeedOptions(compile="aot_eager")).record
     t = compiled["timing"]
     assert t["compile"] == "aot_eager" and t["compile_time_s"] > 0
-    assert t["steps_timed"] == eager["timing"]["steps_timed"]
-    assert t["step_time_median_s"] < t["compile_time_s"]  # compilation stayed out of the step median
+    # steps that compiled after warm-up (a recompile for the last, smaller batch) are left out of the statistics
+    assert t["steps_compiling"] >= 1 and t["steps_timed"] + t["steps_compiling"] == eager["timing"]["steps_timed"]
+    assert t["step_time_median_s"] < t["compile_time_s"]
     assert compiled["fingerprint"] == eager["fingerprint"]
     assert compiled["timing"]["speed_fingerprint"] != eager["timing"]["speed_fingerprint"]
     assert compiled["metrics"]["test_acc"]["mean"] == pytest.approx(eager["metrics"]["test_acc"]["mean"], abs=0.02)
