@@ -1,4 +1,4 @@
-"""``python -m harness``: list, leaderboard, validate, regenerate, gate, data."""
+"""``python -m harness``: list, leaderboard, validate, regenerate, gate, data, launch."""
 
 from __future__ import annotations
 
@@ -139,6 +139,48 @@ def cmd_data(args: argparse.Namespace) -> int:
     return data_main(args.rest)
 
 
+def cmd_launch(args: argparse.Namespace) -> int:
+    from harness.launch import main as launch_main
+
+    return launch_main(args)
+
+
+def _add_launch(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("launch", help="run suite cases as a SLURM (or local) job array through submitit",
+                       description="One array task per (case, method); records land in --results-dir by path. "
+                                   "Requeued tasks resume. Example: python -m harness launch --suite shift "
+                                   "--method erm,sam --seeds 3 --profile standard --executor slurm --partition gpu")
+    p.add_argument("--suite", required=True, help="comma-separated suite names")
+    p.add_argument("--method", default=None, help="comma-separated method names (default: erm)")
+    p.add_argument("--profile", default="smoke", choices=("smoke", "standard", "full"))
+    p.add_argument("--seeds", type=int, default=None, help="number of seeds (default: 1 smoke, 3 standard, 5 full)")
+    p.add_argument("--case", action="append", default=[], metavar="PATTERN",
+                   help="only cases matching this fnmatch pattern (repeatable)")
+    p.add_argument("--hparam", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--method-module", action="append", default=[], metavar="PATH")
+    p.add_argument("--dataset", action="append", default=[], metavar="KIND:PATH")
+    p.add_argument("--data-path", default="auto", choices=("auto", "memory", "stream"))
+    p.add_argument("--device", default="auto", help="device inside each task (default auto: the task's GPU)")
+    p.add_argument("--results-dir", default="results", help="shared folder the records go to (default results)")
+    p.add_argument("--resume", action="store_true", help="skip (case, method) pairs whose record is done")
+    p.add_argument("--strict-data", action="store_true", help="a missing dataset fails its task instead of skipping")
+    p.add_argument("--compile", nargs="?", const="inductor", default=None, metavar="BACKEND")
+    p.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"))
+    p.add_argument("--profile-kernels", nargs="?", const=10, default=0, type=int, metavar="K")
+    p.add_argument("--executor", default="slurm", choices=("slurm", "local"))
+    p.add_argument("--folder", default="launch-logs", help="submitit's folder for pickles and logs")
+    p.add_argument("--partition", default=None, help="SLURM partition")
+    p.add_argument("--gpus", type=int, default=None, help="GPUs per task (default: 1 on slurm, 0 local)")
+    p.add_argument("--cpus", type=int, default=4, help="CPU cores per task (default 4)")
+    p.add_argument("--mem-gb", type=float, default=None)
+    p.add_argument("--timeout-min", type=int, default=120, help="per task; a task past it is requeued and resumes")
+    p.add_argument("--array-parallelism", type=int, default=None, help="most tasks running at once (SLURM)")
+    p.add_argument("--slurm-arg", action="append", default=[], metavar="KEY=VALUE",
+                   help="extra sbatch parameter, e.g. account=myproj or constraint=a100 (repeatable)")
+    p.add_argument("--no-wait", action="store_true", help="submit and return; records appear as tasks finish")
+    p.set_defaults(func=cmd_launch)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m harness", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -186,6 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("data", help="dataset listing and download (see `data --help`)", add_help=False)
     p.add_argument("rest", nargs=argparse.REMAINDER)
     p.set_defaults(func=cmd_data)
+    _add_launch(sub)
     return parser
 
 

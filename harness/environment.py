@@ -34,11 +34,32 @@ def device_name(device: torch.device) -> str:
     return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
 
 
+@lru_cache(maxsize=1)
+def cuda_driver_version() -> str | None:
+    """The NVIDIA driver version (pynvml, else ``nvidia-smi``); None when neither answers."""
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        version = pynvml.nvmlSystemGetDriverVersion()
+        return version.decode() if isinstance(version, bytes) else str(version)
+    except Exception:  # not installed, or no NVML on this machine
+        pass
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip().splitlines()[0] if out.returncode == 0 and out.stdout.strip() else None
+
+
 def environment(device: torch.device) -> dict:
+    cuda = device.type == "cuda"
     return {
         "device": device_name(device),
         "torch": torch.__version__,
-        "cuda": torch.version.cuda if device.type == "cuda" else None,
+        "cuda": torch.version.cuda if cuda else None,
+        "cuda_driver": cuda_driver_version() if cuda else None,
         "python": platform.python_version(),
         "harness_version": harness.__version__,
         "git_commit": git_commit(),

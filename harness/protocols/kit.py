@@ -31,6 +31,7 @@ from torch import Tensor, nn
 from harness.data.source import DataSource, choose_source
 from harness.errors import Diverged, MethodError
 from harness.method import Batch, Method, State
+from harness.speed import MixedPrecision, SpeedOptions, compile_model, mixed_precision
 from harness.task import Budget, Task
 from harness.timing import StepStats, StepTimer
 
@@ -104,10 +105,12 @@ class RunContext:
     augment: Any = None  # harness.augment policy for training batches, or None
     augment_gen: torch.Generator | None = None  # its own stream, so augmenting never shifts the batch order
     store: dict[str, Any] = field(default_factory=dict)
+    speed: SpeedOptions = field(default_factory=SpeedOptions)  # --compile / --precision for the training steps
+    amp: MixedPrecision | None = None  # autocast (+ grad scaler) around train steps; None for fp32
 
     @classmethod
     def create(cls, task: Task, method: Method, device: torch.device, seed: int, data_path: str = "auto",
-               source: DataSource | None = None) -> RunContext:
+               source: DataSource | None = None, speed: SpeedOptions | None = None) -> RunContext:
         seed_everything(seed)
         budget = task.budget.with_overrides(method.budget_overrides) if method.budget_overrides else task.budget
         source = source or choose_source(task.data, device, data_path, task.normalize)
@@ -116,8 +119,10 @@ class RunContext:
             from harness.augment import get_policy
 
             augment = get_policy(budget.augment, task.image_size)
+        speed = speed or SpeedOptions()
         return cls(task, method, device, seed, source, budget, StepTimer(device),
-                   torch.Generator().manual_seed(seed), augment, torch.Generator().manual_seed(seed + 7919))
+                   torch.Generator().manual_seed(seed), augment, torch.Generator().manual_seed(seed + 7919),
+                   speed=speed, amp=mixed_precision(speed.precision, device))
 
     @property
     def eval_batch(self) -> int:
@@ -309,21 +314,29 @@ def check_loss(logs: dict, state: State, seed: int | None) -> None:
         raise Diverged(state.step, loss, seed)
 
 
+def training_batch(ctx: RunContext, raw: Any, state: State, unlabeled: Tensor | None = None) -> Batch:
+    """A raw batch prepared for a train step: augmented, plus random unlabeled inputs where the method takes them."""
+    batch = to_batch(ctx, raw, augment=True)
+    if unlabeled is not None:
+        source = ctx.source
+        pick = torch.randint(len(unlabeled), (len(raw.y),), generator=state.generator, device=ctx.device)
+        batch.unlabeled_x = source.prepare(source.gather_x(unlabeled[pick.cpu()]))
+    return batch
+
+
 def train_epoch(ctx: RunContext, method: Method, model: nn.Module, optimizer: torch.optim.Optimizer, state: State,
                 index_batches: Iterable[Tensor], scheduler: Any = None, unlabeled: Tensor | None = None,
                 timer: StepTimer | None = None) -> None:
     """The hot loop: gather and prepare, step (timed), check the loss. Nothing else."""
     timer = timer or ctx.timer
     model.train()
-    source = ctx.source
+    source, amp = ctx.source, ctx.amp
     for raw in source.raw_batches(index_batches):
-        batch = to_batch(ctx, raw, augment=True)
-        if unlabeled is not None:
-            pick = torch.randint(len(unlabeled), (len(raw.y),), generator=state.generator, device=ctx.device)
-            batch.unlabeled_x = source.prepare(source.gather_x(unlabeled[pick.cpu()]))
+        batch = training_batch(ctx, raw, state, unlabeled)
         timer.start()
         try:
-            logs = method.train_step(model, batch, optimizer, state)
+            logs = method.train_step(model, batch, optimizer, state) if amp is None else \
+                amp.train_step(method, model, batch, optimizer, state)
         except (RuntimeError, ValueError, TypeError, IndexError) as err:
             raise method_failure(method, err, batch, model) from err
         timer.stop(len(raw.y))
@@ -379,6 +392,8 @@ def fit(ctx: RunContext, model: nn.Module, *, split: str = "train", method: Meth
     task, budget = ctx.task, ctx.budget
     epochs = budget.epochs if epochs is None else epochs
     method.init_model(model, task)
+    if ctx.speed.compile:
+        compile_model(model, ctx.speed.compile)
     optimizer = make_optimizer(model, budget)
     epoch_batches = train_batches(ctx, split)
     steps_per_epoch = sum(1 for _ in epoch_batches(torch.Generator().manual_seed(0)))
@@ -410,13 +425,24 @@ def fit(ctx: RunContext, model: nn.Module, *, split: str = "train", method: Meth
 
 
 def benchmark_step(ctx: RunContext, fitted: FitResult, method: Method | None = None) -> Callable[[], None]:
-    """A closure running one more train step on a fixed batch (what pytest-benchmark times)."""
+    """A closure running one more train step on a fixed batch: what pytest-benchmark times and
+    ``--profile-kernels`` profiles.
+
+    The batch is gathered and augmented once, up front, so the closure holds
+    what the timed window holds: the method's step (with the run's precision)
+    and the loss check.
+    """
     method = method or ctx.method
+    model, optimizer, state, amp = fitted.model, fitted.optimizer, fitted.state, ctx.amp
     idx = next(fitted.epoch_batches(torch.Generator().manual_seed(ctx.seed)))
+    (batch,) = [training_batch(ctx, raw, state, fitted.unlabeled) for raw in ctx.source.raw_batches([idx])]
 
     def step() -> None:
-        train_epoch(ctx, method, fitted.model, fitted.optimizer, fitted.state, [idx], None, fitted.unlabeled,
-                    StepTimer(ctx.device))
+        model.train()
+        logs = method.train_step(model, batch, optimizer, state) if amp is None else \
+            amp.train_step(method, model, batch, optimizer, state)
+        check_loss(logs, state, ctx.seed)
+        state.step += 1
 
     return step
 
