@@ -222,7 +222,7 @@ class AugmentPolicy:
             for module in modules:
                 if module is not None:
                     x = module(x)
-        return x
+        return x.clamp_(0.0, 1.0)  # resampling and blur overshoot [0, 1] by float rounding
 
     def views(self, x: Tensor, n: int, generator: torch.Generator) -> list[Tensor]:
         """``n`` independently augmented views of ``x`` (the SSL protocol's input)."""

@@ -1,4 +1,4 @@
-"""``python -m harness``: list, leaderboard, data."""
+"""``python -m harness``: list, leaderboard, validate, regenerate, gate, data, launch."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 from tabulate import tabulate
 
-from harness.errors import HarnessError
+from harness.errors import HarnessError, UsageError
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -29,7 +29,15 @@ def cmd_list(args: argparse.Namespace) -> int:
         srows.append([s.NAME, s.PROTOCOL, counts, s.BASELINE, s.DESCRIPTION])
     print(tabulate(srows, headers=["suite", "protocol", "cases smoke/standard/full", "baseline", "description"]))
     print("\nDatasets")
-    from harness.data import dataset_info
+    from harness.data import data_root, dataset_info
+    from harness.data.paths import check_data_root
+
+    root = data_root()
+    if root is not None:
+        try:
+            check_data_root(root, from_env=True)
+        except HarnessError as err:
+            print(f"warning: {err}")
 
     drows = [[d.name, d.tier, "found" if d.found else "missing", d.path, "" if d.count is None else d.count,
               "SYNTHETIC" if d.synthetic else ""] for d in dataset_info()]
@@ -41,21 +49,136 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     from harness import leaderboard
 
     results, out = Path(args.results_dir), Path(args.output)
+    figures = Path(args.figures_dir) if args.figures_dir else None
     if args.check:
-        if leaderboard.check(results, out):
+        stale = leaderboard.collect(results).stale
+        for path, why in stale:
+            print(f"stale: {path}: {why}", file=sys.stderr)
+        if stale:
+            print(f"{len(stale)} stale record(s) are not ranked; re-run them with `python -m harness regenerate "
+                  "--stale`", file=sys.stderr)
+        problems = leaderboard.problems(results, out, figures)
+        if not problems:
             print(f"{out} is up to date with {results}/")
             return 0
+        for problem in problems:
+            print(problem, file=sys.stderr)
         print(f"{out} is stale: run `python -m harness leaderboard` and commit the result", file=sys.stderr)
         return 1
-    leaderboard.write(results, out)
+    leaderboard.write(results, out, figures)
     print(f"wrote {out}")
     return 0
+
+
+def _report(outcomes, verb: str) -> int:
+    """Failures one per line; successes counted by message."""
+    from collections import Counter
+
+    bad = [o for o in outcomes if not o.ok]
+    for o in bad:
+        print("FAIL " + (o.message if str(o.path) in o.message else f"{o.path}: {o.message}"), file=sys.stderr)
+    for message, count in sorted(Counter(o.message for o in outcomes if o.ok).items()):
+        print(f"ok   {count} record(s): {message}")
+    print(f"{verb}: {len(outcomes) - len(bad)} ok, {len(bad)} failed")
+    return 1 if bad else 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from harness import verify
+    from harness.environment import resolve_device
+    from harness.records import load_record
+
+    results = Path(args.results_dir)
+    paths = [Path(p) for p in args.paths]
+    code = _report(verify.check_files(results, paths), "schema, consistency and evidence")
+    if args.recompute:
+        tasks: dict = {}
+        outcomes = []
+        for path in paths or [p for p in sorted(results.rglob("*.json")) if not p.name.startswith(".")]:
+            try:
+                outcomes.append(verify.recompute(path, load_record(path), tasks))
+            except HarnessError as err:
+                outcomes.append(verify.Outcome(path, False, str(err)))
+        code = max(code, _report(outcomes, "recomputed from evidence"))
+    if args.rerun:
+        outcomes = verify.rerun_sample(results, args.rerun, resolve_device(args.device), args.sample_seed,
+                                       paths=paths)
+        code = max(code, _report(outcomes, f"re-ran {args.rerun} sampled record(s)"))
+    return code
+
+
+def cmd_regenerate(args: argparse.Namespace) -> int:
+    from harness import verify
+    from harness.environment import resolve_device
+
+    if not args.stale:
+        raise UsageError("regenerate re-runs stale records only: pass --stale (see `leaderboard --check`)")
+    outcomes = verify.regenerate(Path(args.results_dir), resolve_device(args.device), args.suite, args.profile,
+                                 args.method, args.dry_run)
+    code = _report(outcomes, "regenerate")
+    if outcomes and not args.dry_run:
+        print("now rebuild the leaderboard: python -m harness leaderboard")
+    return code
+
+
+def cmd_gate(args: argparse.Namespace) -> int:
+    from harness import gate
+    from harness.environment import resolve_device
+
+    failures = gate.run_gate(args.base, Path(args.results_dir), resolve_device(args.device), args.tolerance,
+                             args.time_tolerance, args.all_methods)
+    for failure in failures:
+        print(f"REGRESSION {failure}", file=sys.stderr)
+    print("gate: " + (f"{len(failures)} regression(s)" if failures else "passed"))
+    return 1 if failures else 0
 
 
 def cmd_data(args: argparse.Namespace) -> int:
     from harness.data.cli import main as data_main
 
     return data_main(args.rest)
+
+
+def cmd_launch(args: argparse.Namespace) -> int:
+    from harness.launch import main as launch_main
+
+    return launch_main(args)
+
+
+def _add_launch(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("launch", help="run suite cases as a SLURM (or local) job array through submitit",
+                       description="One array task per (case, method); records land in --results-dir by path. "
+                                   "Requeued tasks resume. Example: python -m harness launch --suite shift "
+                                   "--method erm,sam --seeds 3 --profile standard --executor slurm --partition gpu")
+    p.add_argument("--suite", required=True, help="comma-separated suite names")
+    p.add_argument("--method", default=None, help="comma-separated method names (default: erm)")
+    p.add_argument("--profile", default="smoke", choices=("smoke", "standard", "full"))
+    p.add_argument("--seeds", type=int, default=None, help="number of seeds (default: 1 smoke, 3 standard, 5 full)")
+    p.add_argument("--case", action="append", default=[], metavar="PATTERN",
+                   help="only cases matching this fnmatch pattern (repeatable)")
+    p.add_argument("--hparam", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--method-module", action="append", default=[], metavar="PATH")
+    p.add_argument("--dataset", action="append", default=[], metavar="KIND:PATH")
+    p.add_argument("--data-path", default="auto", choices=("auto", "memory", "stream"))
+    p.add_argument("--device", default="auto", help="device inside each task (default auto: the task's GPU)")
+    p.add_argument("--results-dir", default="results", help="shared folder the records go to (default results)")
+    p.add_argument("--resume", action="store_true", help="skip (case, method) pairs whose record is done")
+    p.add_argument("--strict-data", action="store_true", help="a missing dataset fails its task instead of skipping")
+    p.add_argument("--compile", nargs="?", const="inductor", default=None, metavar="BACKEND")
+    p.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"))
+    p.add_argument("--profile-kernels", nargs="?", const=10, default=0, type=int, metavar="K")
+    p.add_argument("--executor", default="slurm", choices=("slurm", "local"))
+    p.add_argument("--folder", default="launch-logs", help="submitit's folder for pickles and logs")
+    p.add_argument("--partition", default=None, help="SLURM partition")
+    p.add_argument("--gpus", type=int, default=None, help="GPUs per task (default: 1 on slurm, 0 local)")
+    p.add_argument("--cpus", type=int, default=4, help="CPU cores per task (default 4)")
+    p.add_argument("--mem-gb", type=float, default=None)
+    p.add_argument("--timeout-min", type=int, default=120, help="per task; a task past it is requeued and resumes")
+    p.add_argument("--array-parallelism", type=int, default=None, help="most tasks running at once (SLURM)")
+    p.add_argument("--slurm-arg", action="append", default=[], metavar="KEY=VALUE",
+                   help="extra sbatch parameter, e.g. account=myproj or constraint=a100 (repeatable)")
+    p.add_argument("--no-wait", action="store_true", help="submit and return; records appear as tasks finish")
+    p.set_defaults(func=cmd_launch)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -68,11 +191,44 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("leaderboard", help="rebuild leaderboard.md from results/")
     p.add_argument("--results-dir", default=str(REPO / "results"))
     p.add_argument("--output", default=str(REPO / "leaderboard.md"))
-    p.add_argument("--check", action="store_true", help="exit 1 when leaderboard.md is stale")
+    p.add_argument("--figures-dir", default=None, help="where the PNGs go (default: docs/figures beside --output)")
+    p.add_argument("--check", action="store_true",
+                   help="exit 1 when leaderboard.md (or a linked figure) is out of date; lists stale records")
     p.set_defaults(func=cmd_leaderboard)
+    p = sub.add_parser("validate", help="check records: schema, consistency, evidence; optionally recompute or rerun")
+    p.add_argument("paths", nargs="*", help="record files (default: every record under --results-dir); "
+                   "--rerun draws from them")
+    p.add_argument("--results-dir", default=str(REPO / "results"))
+    p.add_argument("--recompute", action="store_true", help="recompute every seed's metrics from the evidence npz")
+    p.add_argument("--rerun", type=int, default=0, metavar="N",
+                   help="re-run N randomly drawn records and report agreement (exact on the same machine)")
+    p.add_argument("--sample-seed", type=int, default=0, help="seed of the --rerun draw")
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(func=cmd_validate)
+    p = sub.add_parser("regenerate", help="re-run stale records with their seeds, profile and hparams, in place")
+    p.add_argument("--stale", action="store_true", help="re-run the records `leaderboard --check` lists as stale")
+    p.add_argument("--results-dir", default=str(REPO / "results"))
+    p.add_argument("--suite", action="append", help="only this suite (repeatable)")
+    p.add_argument("--profile", action="append", help="only this profile (repeatable)")
+    p.add_argument("--method", action="append", help="only this method (repeatable)")
+    p.add_argument("--dry-run", action="store_true", help="list what would be re-run")
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(func=cmd_regenerate)
+    p = sub.add_parser("gate", help="CI regression gate: re-run changed methods at smoke, compare with results/")
+    p.add_argument("--base", default="auto", help="git ref to diff against (auto: merge-base with origin/main, "
+                   "else HEAD~1, else nothing to do)")
+    p.add_argument("--results-dir", default=str(REPO / "results"))
+    p.add_argument("--tolerance", type=float, default=0.05, help="allowed drop of the primary metric (absolute)")
+    p.add_argument("--time-tolerance", type=float, default=2.0,
+                   help="allowed step-time ratio new / committed (fails when normalised and raw ratios both exceed it)")
+    p.add_argument("--all-methods", action="store_true",
+                   help="a suite or protocol change re-runs every method with smoke records, not only the baseline")
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(func=cmd_gate)
     p = sub.add_parser("data", help="dataset listing and download (see `data --help`)", add_help=False)
     p.add_argument("rest", nargs=argparse.REMAINDER)
     p.set_defaults(func=cmd_data)
+    _add_launch(sub)
     return parser
 
 

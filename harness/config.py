@@ -3,6 +3,7 @@ tested without pytest and shared by the plugin and the CLI."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,9 +14,11 @@ from harness.environment import resolve_device
 from harness.errors import HparamError, UsageError
 from harness.method import Method
 from harness.registry import create_method, get_method_class, load_method_module
+from harness.speed import SpeedOptions
 from harness.task import PROFILES
 
 DEFAULT_SEEDS = {"smoke": 1, "standard": 3, "full": 5}
+_START_THREADS = torch.get_num_threads()
 
 
 @dataclass
@@ -30,13 +33,15 @@ class RunConfig:
     strict_data: bool = False
     datasets: list[str] = field(default_factory=list)  # --dataset values, e.g. imagefolder:PATH
     data_path: str = "auto"  # auto | memory | stream (harness.data.source)
+    speed: SpeedOptions = field(default_factory=SpeedOptions)  # --compile, --precision, --profile-kernels
 
     def make_method(self, name: str) -> Method:
         return create_method(name, self.overrides.get(name, {}))
 
 
 def parse_methods(value: str | None) -> list[str]:
-    names = [n.strip() for n in (value or "erm").split(",") if n.strip()]
+    """``None`` (no --method) means erm; a given but empty value is an error, never a silent default."""
+    names = [n.strip() for n in ("erm" if value is None else value).split(",") if n.strip()]
     if not names:
         raise UsageError("--method is empty; give a comma-separated list, e.g. --method=ensloss,bce")
     for name in names:
@@ -73,7 +78,9 @@ def parse_hparams(items: list[str], methods: list[str]) -> dict[str, dict[str, A
 def make_config(method: str | None, profile: str = "smoke", seeds: int | None = None, device: str = "auto",
                 hparams: list[str] | None = None, results_dir: str | None = "results", resume: bool = False,
                 method_modules: list[str] | None = None, strict_data: bool = False,
-                datasets: list[str] | None = None, data_path: str = "auto") -> RunConfig:
+                datasets: list[str] | None = None, data_path: str = "auto", speed: SpeedOptions | None = None,
+                worker: tuple[int, int] | None = None) -> RunConfig:
+    """The run's configuration; ``worker`` is this process's (index, count) under pytest-xdist."""
     for path in method_modules or []:
         load_method_module(path)
     if profile not in PROFILES:
@@ -87,7 +94,46 @@ def make_config(method: str | None, profile: str = "smoke", seeds: int | None = 
     if data_path not in DATA_PATHS:
         raise UsageError(f"--data-path {data_path!r}: choose one of {', '.join(DATA_PATHS)}")
     return RunConfig(
-        methods=methods, profile=profile, seeds=list(range(n_seeds)), device=resolve_device(device),
-        overrides=parse_hparams(hparams or [], methods), results_dir=Path(results_dir) if results_dir else None,
+        methods=methods, profile=profile, seeds=list(range(n_seeds)),
+        device=resolve_device(worker_device(device, worker)), overrides=parse_hparams(hparams or [], methods),
+        results_dir=Path(results_dir) if results_dir else None,
         resume=resume, strict_data=strict_data, datasets=list(datasets or []), data_path=data_path,
+        speed=speed or SpeedOptions(),
     )
+
+
+# -- pytest-xdist workers ----------------------------------------------------------------------------
+
+
+def worker_slot() -> tuple[int, int] | None:
+    """(index, count) of this pytest-xdist worker, from the variables xdist sets in each worker; None outside."""
+    name, count = os.environ.get("PYTEST_XDIST_WORKER", ""), os.environ.get("PYTEST_XDIST_WORKER_COUNT", "")
+    if not name.startswith("gw") or not count.isdigit():
+        return None
+    return int(name[2:]), int(count)
+
+
+def worker_device(device: str, worker: tuple[int, int] | None) -> str:
+    """``auto`` or ``cuda`` become ``cuda:{i % n}`` in worker i when there are n GPUs; anything else is kept."""
+    if worker is None or device not in ("auto", "cuda") or not torch.cuda.is_available():
+        return device
+    return f"cuda:{worker[0] % torch.cuda.device_count()}"
+
+
+def thread_share(total: int, worker: tuple[int, int] | None) -> int:
+    """An even share of ``total`` intra-op threads for one of the workers (at least one)."""
+    return total if worker is None else max(1, total // worker[1])
+
+
+def claim_worker_resources(device: torch.device, worker: tuple[int, int] | None) -> None:
+    """Make this worker's GPU the current device and take its share of the CPU threads.
+
+    The total is torch's thread count when this module was imported, so
+    ``OMP_NUM_THREADS`` set by the user stays the budget the workers share, and
+    a second call takes the same share.
+    """
+    if worker is None:
+        return
+    torch.set_num_threads(thread_share(_START_THREADS, worker))
+    if device.type == "cuda" and device.index is not None:
+        torch.cuda.set_device(device)

@@ -29,7 +29,11 @@ class DataError(HarnessError):
 
 
 class RecordError(HarnessError):
-    """A results record is malformed or fails schema validation."""
+    """A results record is malformed, fails schema validation or contradicts itself."""
+
+
+class RecordLocked(RecordError):
+    """Another run holds the lock of the record this run would write."""
 
 
 class Diverged(HarnessError):
@@ -39,6 +43,10 @@ class Diverged(HarnessError):
         self.step, self.value, self.seed = step, value, seed
         where = f" (seed {seed})" if seed is not None else ""
         super().__init__(f"diverged at step {step}{where}: loss = {value}")
+
+
+class MethodError(HarnessError):
+    """A method's code failed on the harness's conventions (output shape, target dtype); says which and how."""
 
 
 class Unsupported(HarnessError):

@@ -84,6 +84,18 @@ def signed_margin_targets(logits: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
     return logits, signs
 
 
+def set_output_bias(model: nn.Module, value: float) -> None:
+    """Fill the bias of the model's output layer (the last ``nn.Linear`` of ``model.classifier``) with ``value``.
+
+    One-vs-all losses use it to start each column at the best constant score for its 1:(K-1) class prior: from
+    a zero bias every column first learns to push its logit down, and margin losses can settle on predicting one
+    class.
+    """
+    head = [m for m in model.classifier.modules() if isinstance(m, nn.Linear)][-1]
+    with torch.no_grad():
+        head.bias.fill_(value)
+
+
 def group_means(values: Tensor, groups: Tensor, num_groups: int) -> tuple[Tensor, Tensor]:
     """Per-group means of ``values`` and a mask of the groups present in the batch."""
     sums = torch.zeros(num_groups, dtype=values.dtype, device=values.device).index_add(0, groups, values)
@@ -163,6 +175,7 @@ class Method:
     binary_only: ClassVar[bool] = False  # cannot run on K-class tasks
     needs_domains: ClassVar[bool] = False  # needs batch.domain (GroupDRO, VREx, IRM, CORAL)
     uses_unlabeled: ClassVar[bool] = False  # receives batch.unlabeled_x when the task has target data
+    needs_unlabeled: ClassVar[bool] = False  # cannot run without target data (DANN, pseudo-labelling, DivDis)
     multiclass_note: ClassVar[str] = ""  # how a binary method extends to K classes, shown in records
     # changes to the case's Budget this method needs (e.g. erm-strong's cosine schedule and augmentation);
     # ``epochs_factor`` scales the epochs. Applied by the protocol and written to each record's ``run``.
@@ -190,9 +203,18 @@ class Method:
             raise Unsupported(f"{self.name} is binary-only and {task.suite}/{task.case} has {task.num_classes} classes")
         if self.needs_domains and task.num_domains < 2:
             raise Unsupported(f"{self.name} needs at least 2 training domains; {task.case} has {task.num_domains}")
+        if self.needs_unlabeled and not task.unlabeled_split:
+            raise Unsupported(f"{self.name} trains on unlabeled target data and {task.suite}/{task.case} has none")
 
     def setup(self, task: Any, state: State) -> None:
         """Create per-run buffers on ``state`` (called once per seed, before training)."""
+
+    def init_model(self, model: nn.Module, task: Any) -> None:
+        """Adjust the model a training run starts from (an output-bias prior, extra heads, a discriminator).
+
+        Called by :func:`~harness.protocols.kit.fit` before the optimizer is built, so modules the method
+        attaches to ``model`` are trained with it and saved in its checkpoints. Default: nothing.
+        """
 
     # -- supervised ----------------------------------------------------------
     def loss(self, logits: Tensor, batch: Batch, state: State) -> Tensor:
@@ -235,11 +257,32 @@ class Method:
         raise NotImplementedError(f"{self.name} defines no unlearn step")
 
     # -- pretrain ------------------------------------------------------------
-    num_views: ClassVar[int] = 2  # views per sample the pretrain protocol draws with the ssl augmentation policy
+    # views per sample the pretrain protocol draws on the device with the budget's augmentation policy (``ssl``);
+    # a method whose ``budget_overrides`` set ``augment="none"`` gets the un-augmented batch instead
+    num_views: ClassVar[int] = 2
+    # the method's teacher is the encoder as initialised, frozen (random-teacher): the protocol probes it too
+    frozen_initial_teacher: ClassVar[bool] = False
+
+    def encoder_spec(self, spec: dict[str, Any], task: Any) -> dict[str, Any]:
+        """The encoder to pretrain, as a spec for ``harness.protocols.pretrain.build_encoder``. Default: the task's."""
+        return spec
+
+    def build(self, encoder: nn.Module, feature_dim: int, state: State) -> list[nn.Module]:
+        """Create the heads (projector, predictor, teacher) on ``state``, once per seed before pretraining.
+
+        Returns the modules whose trainable parameters the protocol optimises, the encoder included when it
+        learns; an empty list means nothing is trained (the random-init floor). Teachers are kept on ``state``
+        and are not returned: they change only through the method's own rule (``ema_update``, or never).
+        """
+        return [encoder]
 
     def pretrain_step(self, encoder: nn.Module, views: list[Tensor], optimizer: torch.optim.Optimizer,
                       state: State) -> dict:
-        """One self-supervised step on a batch of views; returns scalars to log (``"loss"`` is checked)."""
+        """One self-supervised step on ``num_views`` views of a batch; returns scalars to log (``"loss"`` is checked).
+
+        The protocol has put the returned modules in train mode; the step zeroes the gradients, steps the
+        optimizer and updates any teacher.
+        """
         raise NotImplementedError(f"{self.name} defines no pretrain step")
 
     def describe(self) -> dict[str, Any]:
@@ -250,6 +293,6 @@ class Method:
 
 
 __all__ = [
-    "Batch", "State", "Method", "cross_entropy", "signed_margin_targets", "group_means",
+    "Batch", "State", "Method", "cross_entropy", "signed_margin_targets", "set_output_bias", "group_means",
     "resolve_hparams", "is_binary", "annealed_penalty_weight",
 ]

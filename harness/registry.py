@@ -143,9 +143,15 @@ def load_method_module(path: str | Path) -> list[str]:
     if not path.is_file():
         raise UsageError(f"--method-module: no such file {path}")
     spec = importlib.util.spec_from_file_location(f"harness_user_methods.{path.stem}", path)
-    assert spec and spec.loader
+    if spec is None or spec.loader is None:
+        raise UsageError(f"--method-module {path}: not a Python file (expected a .py file)")
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    try:
+        spec.loader.exec_module(module)
+    except SyntaxError as err:
+        raise UsageError(f"--method-module {path}: syntax error at line {err.lineno}: {err.msg}") from None
+    except Exception as err:  # the module's own import-time failure, shown as one line
+        raise UsageError(f"--method-module {path} failed to import: {type(err).__name__}: {err}") from None
     added = [n for n, e in _METHODS.items() if e.cls is not None and getattr(module, e.cls.__name__, None) is e.cls]
     for name in added:
         _METHODS[name].source = str(path)

@@ -20,7 +20,9 @@ from harness.errors import Diverged
 from harness.method import Method
 from harness.metrics import summarize
 from harness.protocols import RunContext, SeedResult, get_protocol
-from harness.records import load_record, record_path, write_record
+from harness.provenance import code_versions
+from harness.records import check_writable, load_record, record_lock, record_path, seed_arrays, write_record
+from harness.speed import CompileClock, SpeedOptions
 from harness.task import CaseSpec, Task
 from harness.timing import peak_memory, reference_workload_seconds, reset_peak_memory, synchronize
 
@@ -106,24 +108,33 @@ def build_record(task: Task, method: Method, overrides: dict, seeds: list[int], 
                          for k, v in (case_metrics or {}).items()},
         "run": {**(run or {}), **_seed_info(results)},
         "task_info": task.info,
+        "code": code_versions(type(method), task.spec),
     }
 
 
 def _seed_info(results: list[SeedResult]) -> dict[str, Any]:
-    """Per-seed facts the protocol reported (skipped files, selected epochs, ...), keyed by name."""
+    """Per-seed facts the protocol reported (model, selected epochs, ...): one value when every seed agrees,
+    else a list per seed."""
     keys = sorted({k for r in results for k in r.info})
-    out: dict[str, Any] = {k: [r.info.get(k) for r in results] for k in keys}
+    out: dict[str, Any] = {}
+    for k in keys:
+        values = [r.info.get(k) for r in results]
+        out[k] = values[0] if all(v == values[0] for v in values) else values
     if any(r.selected_epoch >= 0 for r in results):
         out["selected_epoch"] = [r.selected_epoch for r in results]
     return out
 
 
-def existing_record(path: Path, spec: CaseSpec, seeds: list[int]) -> dict | None:
-    """A finished record with the same fingerprint and seeds, for ``--resume``."""
+def existing_record(path: Path, spec: CaseSpec, seeds: list[int], code: dict[str, str] | None = None,
+                    speed: SpeedOptions | None = None) -> dict | None:
+    """A finished record with the same fingerprint, seeds, speed options and (when given) code versions,
+    for ``--resume``."""
     if not path.is_file():
         return None
     record = load_record(path)
-    if record["fingerprint"] == spec.fingerprint and record["seeds"] == seeds and record["status"] == "ok":
+    if record["fingerprint"] == spec.fingerprint and record["seeds"] == seeds and record["status"] == "ok" \
+            and (code is None or record.get("code") == code) \
+            and (speed or SpeedOptions()).same_speed(record["timing"]):
         return record
     return None
 
@@ -131,19 +142,30 @@ def existing_record(path: Path, spec: CaseSpec, seeds: list[int]) -> dict | None
 def run_case(spec: CaseSpec, method: Method, seeds: list[int], device: torch.device,
              results_dir: Path | None = None, overrides: dict | None = None, resume: bool = False,
              task: Task | None = None, postprocess: Callable[[dict], Any] | None = None,
-             data_path: str = "auto") -> CaseResult:
-    """Build the task (unless given), check support, run every seed, write the record.
+             data_path: str = "auto", speed: SpeedOptions | None = None) -> CaseResult:
+    """Build the task (unless given), check support, run every seed, write the record and its evidence.
 
     Raises :class:`harness.errors.Unsupported` or ``DataMissing`` before any
     work; a divergence still writes a ``diverged`` record and is reported by
-    the returned result, never raised.
+    the returned result, never raised. With ``results_dir`` the folder is
+    checked writable and the record's lock is taken before any training
+    (:class:`harness.errors.RecordLocked` when another run holds it).
     """
     overrides = overrides or {}
+    speed = speed or SpeedOptions()
     method.check_protocol(spec.protocol)
-    path = record_path(results_dir, spec.suite, spec.case, method.name, spec.profile, overrides) \
-        if results_dir is not None else None
+    if results_dir is None:
+        return _run_case(spec, method, seeds, device, None, overrides, resume, task, postprocess, data_path, speed)
+    path = record_path(check_writable(results_dir), spec.suite, spec.case, method.name, spec.profile, overrides)
+    with record_lock(path):
+        return _run_case(spec, method, seeds, device, path, overrides, resume, task, postprocess, data_path, speed)
+
+
+def _run_case(spec: CaseSpec, method: Method, seeds: list[int], device: torch.device, path: Path | None,
+              overrides: dict, resume: bool, task: Task | None, postprocess: Callable[[dict], Any] | None,
+              data_path: str, speed: SpeedOptions) -> CaseResult:
     if resume and path is not None:
-        old = existing_record(path, spec, seeds)
+        old = existing_record(path, spec, seeds, code_versions(type(method), spec), speed)
         if old is not None:
             return CaseResult(old, path, resumed=True)
     reset_peak_memory(device)
@@ -155,16 +177,17 @@ def run_case(spec: CaseSpec, method: Method, seeds: list[int], device: torch.dev
     diverged = None
     run: dict[str, Any] = {}
     t0 = time.perf_counter()
-    for seed in seeds:
-        ctx = RunContext.create(task, method, device, seed, data_path)
-        run = ctx.describe()
-        try:
-            results.append(protocol(task, method, ctx))
-        except Diverged as err:
-            diverged = err
-            break
-        finally:
-            del ctx
+    with CompileClock(active=speed.compile is not None) as compile_clock:
+        for seed in seeds:
+            ctx = RunContext.create(task, method, device, seed, data_path, speed=speed)
+            run = ctx.describe()
+            try:
+                results.append(protocol(task, method, ctx))
+            except Diverged as err:
+                diverged = err
+                break
+            finally:
+                del ctx
     wall = time.perf_counter() - t0
     for r in results[:-1]:  # only the last seed's model is kept for pytest-benchmark
         r.train_step = None
@@ -174,10 +197,23 @@ def run_case(spec: CaseSpec, method: Method, seeds: list[int], device: torch.dev
         run["method_budget"] = dict(method.budget_overrides)
     record = build_record(task, method, overrides, seeds, results, device, diverged, wall, reference, run,
                           case_metrics)
+    record["timing"].update(precision=speed.precision, compile=speed.compile,
+                            compile_time_s=compile_clock.seconds,
+                            steps_compiling=sum(r.timing.compile_steps for r in results if r.timing is not None),
+                            speed_fingerprint=speed.fingerprint(task.fingerprint))
+    if speed.profile_kernels:
+        from harness.profiling import profile_kernels, trace_path
+
+        step = results[-1].train_step if results and not diverged else None
+        # after every seed and its evaluation: the profiled steps touch neither the timed window nor the metrics
+        record["kernels"] = profile_kernels(step, device, speed.profile_kernels,
+                                            trace=trace_path(path) if speed.profile_trace and path else None) \
+            if step is not None else {"activity": device.type, "steps": 0, "top": [],
+                                      "note": "diverged" if diverged else "the protocol offers no train step"}
     if postprocess is not None:  # user hook, e.g. extra environment fields
         postprocess(record)
     if path is not None:
-        write_record(record, path)
+        write_record(record, path, seed_arrays({seed: r.arrays for seed, r in zip(seeds, results) if r.arrays}))
     step = None
     if results and results[-1].train_step is not None:
         inner = results[-1].train_step

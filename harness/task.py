@@ -85,6 +85,8 @@ class CaseSpec:
     build: Callable[[CaseSpec], Task] = field(compare=False, repr=False)
     suite_version: str = "1"
     protocol: str = "supervised"
+    # seeds to run when the user gives no --seeds (at least the profile's default); not part of the fingerprint
+    default_seeds: int | None = None
 
     @property
     def fingerprint(self) -> str:

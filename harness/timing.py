@@ -1,7 +1,9 @@
 """Step timing: synchronised wall time per training step, after warm-up.
 
-On CUDA each step is bracketed by a pair of ``torch.cuda.Event``s and the
-events are read once at the end, so timing adds no per-step synchronisation.
+On CUDA each step is bracketed by a pair of ``torch.cuda.Event``s, recorded on
+the timed device's current stream (not the process's current device: an
+xdist worker may train on ``cuda:1``), and the events are read once at the
+end, so timing adds no per-step synchronisation.
 On CPU ``time.perf_counter`` brackets the step (CPU ops are synchronous).
 Peak memory is ``torch.cuda.max_memory_allocated`` on CUDA (reset per case)
 and the peak resident set size on CPU. On Linux the runner resets the
@@ -9,6 +11,10 @@ kernel's high-water mark (``/proc/self/clear_refs``) at the start of each case,
 so the CPU figure is that case's own peak (``memory_kind: case_peak_rss``);
 where that is not possible it is the process's peak so far
 (``process_peak_rss``), which never goes down between cases.
+
+With ``--compile``, a step during which torch compiled (the first steps, a
+recompile for a new batch shape) is left out of the statistics, like the
+warm-up steps; its cost is reported as ``compile_time_s`` instead.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ class StepStats:
     samples_per_s: float
     peak_memory_bytes: int
     memory_kind: str
+    compile_steps: int = 0  # steps left out because torch compiled during them
 
     def as_dict(self) -> dict:
         return dict(
@@ -88,32 +95,47 @@ def peak_memory(device: torch.device) -> tuple[int, str]:
     return peak_rss_bytes(), "process_peak_rss"
 
 
+_compiling = False  # set when torch starts compiling; cleared at every step start
+
+
+def note_compilation(*_: object) -> None:
+    """Torch started compiling (a callback of :class:`harness.speed.CompileClock`): the running step is not timed."""
+    global _compiling
+    _compiling = True
+
+
 class StepTimer:
-    """Collects per-step durations; the first ``warmup`` steps are discarded."""
+    """Collects per-step durations; the first ``warmup`` steps and steps that compiled are discarded."""
 
     def __init__(self, device: torch.device, warmup: int = 3) -> None:
         self.device, self.warmup = device, warmup
         self.cuda = device.type == "cuda"
+        self._stream = torch.cuda.current_stream(device) if self.cuda else None
         self._pairs: list[tuple[torch.cuda.Event, torch.cuda.Event]] = []
         self._cpu: list[float] = []
         self._samples: list[int] = []
+        self._compiled: list[int] = []  # indices of steps during which torch compiled
         self._t0 = 0.0
         self._start_event = None
 
     def start(self) -> None:
+        global _compiling
+        _compiling = False
         if self.cuda:
             self._start_event = torch.cuda.Event(enable_timing=True)
-            self._start_event.record()
+            self._start_event.record(self._stream)
         else:
             self._t0 = time.perf_counter()
 
     def stop(self, n_samples: int) -> None:
         if self.cuda:
             end = torch.cuda.Event(enable_timing=True)
-            end.record()
+            end.record(self._stream)
             self._pairs.append((self._start_event, end))
         else:
             self._cpu.append(time.perf_counter() - self._t0)
+        if _compiling:
+            self._compiled.append(len(self._samples))
         self._samples.append(n_samples)
 
     def durations(self) -> np.ndarray:
@@ -125,13 +147,17 @@ class StepTimer:
     def summary(self) -> StepStats:
         d = self.durations()
         n = np.array(self._samples)
+        keep = np.ones(len(d), dtype=bool)
+        keep[self._compiled] = False
         if len(d) > self.warmup:
-            d, n = d[self.warmup:], n[self.warmup:]
+            keep[:self.warmup] = False
+        compiled = int(np.count_nonzero(~keep[self.warmup:])) if len(d) > self.warmup else 0
+        d, n = d[keep], n[keep]
         if len(d) == 0:
-            return StepStats(float("nan"), float("nan"), 0, float("nan"), 0, "none")
+            return StepStats(float("nan"), float("nan"), 0, float("nan"), 0, "none", compiled)
         q1, med, q3 = np.percentile(d, [25, 50, 75])
         peak, kind = peak_memory(self.device)
-        return StepStats(float(med), float(q3 - q1), int(len(d)), float(n.sum() / d.sum()), peak, kind)
+        return StepStats(float(med), float(q3 - q1), int(len(d)), float(n.sum() / d.sum()), peak, kind, compiled)
 
 
 def reference_workload_seconds(device: torch.device, repeats: int = 5) -> float:

@@ -49,7 +49,7 @@ def test_second_load_is_a_cache_hit(tmp_path: Path, cache_dir: Path, decodes: li
     warm = data.load_imagefolder(root)
     assert decodes == [6]
     assert torch.equal(cold.x, warm.x) and torch.equal(cold.y, warm.y) and cold.classes == warm.classes
-    assert warm.meta == cold.meta and warm.x.dtype == torch.float32
+    assert warm.meta == cold.meta and warm.x.dtype == torch.uint8  # uint8 in the cache and in memory
     assert warm._fingerprint == cold.fingerprint == data.tensor_digest(warm.x, warm.y, None, None)
     (entry,) = entries(cache_dir)
     assert entry.suffix == ".safetensors" and entry.read_bytes()[8:9] == b"{"  # safetensors header, no pickle
@@ -144,7 +144,7 @@ def test_cached_keeps_tensor_meta_and_names(tmp_path: Path, cache_dir: Path) -> 
     cold = data.cached("toy", {"k": 1}, [tmp_path / "src"], build)
     warm = data.cached("toy", {"k": 1}, [tmp_path / "src"], lambda: pytest.fail("should hit the cache"))
     for ds in (cold, warm):
-        assert ds.x.dtype == torch.float32 and ds.x.max() == 23 / 255
+        assert ds.x.dtype == torch.uint8 and ds.x.max() == 23
         assert ds.meta["split_names"] == ["a", "b"] and torch.equal(ds.meta["split"], torch.tensor([0, 1]))
         assert ds.group_names == ["g0", "g1", "g2"] and ds.domain_names == ["d"]
     assert set(warm.splits()) == {"a", "b"} and warm.fingerprint == cold.fingerprint

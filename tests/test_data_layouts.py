@@ -43,10 +43,10 @@ def test_imagefolder_class_level(tmp_path: Path) -> None:
     (tmp_path / "pets" / "cat" / "notes.txt").write_text("not an image")
     ds = data.load_imagefolder(tmp_path / "pets")
     assert ds.classes == ["cat", "dog"] and ds.y.tolist() == [0, 0, 0, 1, 1]
-    assert tuple(ds.x.shape) == (5, 3, 10, 12) and ds.x.dtype == torch.float32
+    assert tuple(ds.x.shape) == (5, 3, 10, 12) and ds.x.dtype == torch.uint8  # images stay uint8
     assert ds.domain is None and ds.meta["files"][0] == "cat/0.jpg" and ds.meta["tier"] == "user"
-    png = np.asarray(Image.open(tmp_path / "pets" / "cat" / "1.png"), dtype=np.float32) / 255
-    assert np.allclose(ds.x[1].permute(1, 2, 0).numpy(), png)  # lossless PNG decodes exactly
+    png = np.asarray(Image.open(tmp_path / "pets" / "cat" / "1.png"))
+    assert np.array_equal(ds.x[1].permute(1, 2, 0).numpy(), png)  # lossless PNG decodes exactly
     grey = data.load_imagefolder(tmp_path / "pets", size=4, mode="L")
     assert tuple(grey.x.shape) == (5, 1, 4, 4)
 
@@ -262,7 +262,7 @@ def test_mnist_idx_fixture(tmp_path: Path) -> None:
     images, labels = make_mnist(tmp_path)
     ds = data.load("mnist", root=tmp_path)
     assert torch.equal(ds.y, torch.from_numpy(labels).long())
-    assert np.allclose(ds.x[:, 0].numpy(), images / 255.0)
+    assert np.array_equal(ds.x[:, 0].numpy(), images)
     assert ds.meta["split_names"] == ["train", "test"] and ds.meta["split"].tolist() == [1] * 7
     with pytest.raises(DataMissing, match="train-images"):
         data.load("mnist", root=tmp_path, split="train")

@@ -30,7 +30,8 @@ def real(real_data_root: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch)
 
 
 def assert_plausible_stats(ds: data.ArrayDataset) -> None:
-    assert torch.isfinite(ds.x).all() and ds.x.min() >= 0 and ds.x.max() <= 1
+    x = data.dataset.to_float(ds.x)
+    assert torch.isfinite(x).all() and x.min() >= 0 and x.max() <= 1
     mean, std = data.channel_stats(ds)
     assert ((mean > 0) & (mean < 1)).all(), mean
     assert (std > 0.05).all(), std

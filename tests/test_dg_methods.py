@@ -14,9 +14,9 @@ from baselines.dg.coral import coral_distance
 from baselines.dg.irm import irm_penalty
 from baselines.dg.mixup import mix
 from baselines.dg.sam import ascend, restore, sam_step, trainable
-from baselines.dg.udim import gradient_statistics_gap, perturb_inputs
+from baselines.dg.udim import gradient_statistics_gap, sharpness_gradients
 from baselines.dg.vrex import domain_risks
-from harness.errors import DataError, Unsupported
+from harness.errors import DataError, HparamError, Unsupported
 from harness.method import Batch, State, cross_entropy
 from harness.models import mlp, small_cnn
 from harness.registry import create_method, method_entries, method_names
@@ -307,57 +307,85 @@ def test_udim_warmup_is_sam():
 
 
 @pytest.mark.parametrize("case", list(CASES))
-def test_udim_input_perturbation_has_norm_eta(case):
+def test_udim_input_perturbation_normalised_over_the_batch(case):
+    # the reference normalises the input gradient with F.normalize(dim=0): per input element, across the batch
     factory, shape, k = CASES[case]
     model = factory()
     batch = domain_batch(shape, k)
-    x_tilde, ce = perturb_inputs(model, batch.x, batch.y, rho=0.05, eta=0.3)
-    delta = (x_tilde - batch.x).flatten(1).norm(dim=1)
-    torch.testing.assert_close(delta, torch.full_like(delta, 0.3))
+    ce, grads, x_tilde = sharpness_gradients(model, batch.x, batch.y, rho=0.05, eta=0.3)
+    per_element = (x_tilde - batch.x).norm(dim=0)
+    torch.testing.assert_close(per_element, torch.full_like(per_element, 0.3))
     assert not x_tilde.requires_grad
     torch.testing.assert_close(ce, cross_entropy(model(batch.x), batch.y).detach())
-    # the step is uphill for the loss
-    assert cross_entropy(model(x_tilde), batch.y) > ce
+    expected = torch.autograd.grad(cross_entropy(model(batch.x), batch.y), trainable(model))
+    for g, e in zip(grads, expected):
+        torch.testing.assert_close(g, e)
+    assert cross_entropy(model(x_tilde), batch.y) > ce  # the step is uphill for the loss
+
+
+def _per_sample_head_grads(model, logits, y):
+    head = model.classifier[0] if isinstance(model.classifier, nn.Sequential) else model.classifier
+    ws, bs = [], []
+    for i in range(len(y)):  # per-sample gradients the slow way
+        gw, gb = torch.autograd.grad(cross_entropy(logits[i:i + 1], y[i:i + 1]), [head.weight, head.bias],
+                                     retain_graph=True)
+        ws.append(gw.flatten())
+        bs.append(gb.flatten())
+    return torch.stack(ws), torch.stack(bs)
 
 
 @pytest.mark.parametrize("case", list(CASES))
-def test_udim_closed_form_matches_per_sample_autograd(case):
+def test_udim_penalty_matches_the_reference_formula_by_autograd(case):
     factory, shape, k = CASES[case]
     model = factory()
     batch = domain_batch(shape, k)
-    x_tilde, _ = perturb_inputs(model, batch.x, batch.y, rho=0.05, eta=0.5)
+    _, _, x_tilde = sharpness_gradients(model, batch.x, batch.y, rho=0.05, eta=2.0)
     x, y, n = torch.cat([batch.x, x_tilde]), torch.cat([batch.y, batch.y]), len(batch)
     feats = model.featurizer(x)
     logits = model.classifier(feats)
     gap = gradient_statistics_gap(feats, logits, y, n)
-    head = model.classifier[0] if isinstance(model.classifier, nn.Sequential) else model.classifier
-    rows = []
-    for i in range(len(x)):  # per-sample gradients the slow way
-        gw, gb = torch.autograd.grad(cross_entropy(logits[i:i + 1], y[i:i + 1]), [head.weight, head.bias],
-                                     retain_graph=True)
-        rows.append(torch.cat([gw.flatten(), gb]))
-    grads = torch.stack(rows)
+    w, b = _per_sample_head_grads(model, logits, y)
+    grads = torch.cat([w, b], dim=1)
     centre = grads[:n].mean(0)
-    expected = ((grads[:n] - centre).pow(2).mean(0) - (grads[n:] - centre).pow(2).mean(0)).pow(2).mean()
-    torch.testing.assert_close(gap, expected)
-    assert gap.item() > 0
-    assert gradient_statistics_gap(feats[:n].repeat(2, 1), logits[:n].repeat(2, *[1] * (logits.ndim - 1)),
-                                   y, n).item() == 0.0
+    v_clean, v_pert = (grads[:n] - centre).pow(2).mean(0), (grads[n:] - centre).pow(2).mean(0)
+    # the reference: mean over the two sides of mean_j (v_side - (v_clean + v_pert) / 2)^2
+    middle = (v_clean + v_pert) / 2
+    var_term = ((v_clean - middle).pow(2).mean() + (v_pert - middle).pow(2).mean()) / 2
+    norm_term = w[n:].pow(2).sum(1).mean() / w.shape[1] + b[n:].pow(2).sum(1).mean() / b.shape[1]
+    torch.testing.assert_close(gap, var_term + norm_term)
+    assert var_term.item() > 0
+    same = gradient_statistics_gap(feats[:n].repeat(2, 1), logits[:n].repeat(2, *[1] * (logits.ndim - 1)), y, n)
+    clean_norms = w[:n].pow(2).sum(1).mean() / w.shape[1] + b[:n].pow(2).sum(1).mean() / b.shape[1]
+    torch.testing.assert_close(same, clean_norms)  # identical sides: no variance gap, only the norm term
 
 
-def test_udim_ascent_uses_perturbed_batch_and_descent_the_clean_one():
-    # with λ = 0 and plain SGD the update is θ − lr·∇CE(x; θ + ρ·g̃/‖g̃‖), g̃ = ∇CE(x̃; θ)
-    model, batch = cnn(), domain_batch((1, 8, 8), 3)
-    theta = params_of(model)
-    x_tilde, _ = perturb_inputs(model, batch.x, batch.y, rho=0.05, eta=1.0)
-    shadow = copy.deepcopy(model)
-    sp = trainable(shadow)
-    ascend(sp, torch.autograd.grad(cross_entropy(shadow(x_tilde), batch.y), sp), 0.05)
-    g = torch.autograd.grad(cross_entropy(shadow(batch.x), batch.y), sp)
+def test_udim_without_penalty_is_sam_on_the_clean_batch():
+    # the reference builds ε from the clean batch's gradient (before perturbing x): with λ = 0 UDIM is SAM
+    batch = domain_batch((1, 8, 8), 3)
+    models = [cnn(), cnn()]
+    sam_step(models[0], batch.x, batch.y, torch.optim.SGD(models[0].parameters(), lr=0.5), 0.05)
     create_method("udim", {"lam": 0.0}).train_step(
-        model, batch, torch.optim.SGD(model.parameters(), lr=0.5), make_state(step=2))
-    for p, t, gi in zip(model.parameters(), theta, g):
-        torch.testing.assert_close(p.detach(), t - 0.5 * gi)
+        models[1], batch, torch.optim.SGD(models[1].parameters(), lr=0.5), make_state(step=2))
+    for a, b in zip(models[0].parameters(), models[1].parameters()):
+        torch.testing.assert_close(a, b)
+
+
+def test_udim_penalty_scope_batch_or_per_domain():
+    model, batch = cnn(), domain_batch((1, 8, 8), 3)
+    _, _, x_tilde = sharpness_gradients(model, batch.x, batch.y, rho=0.05, eta=2.0)
+    per_domain = create_method("udim", {"penalty_scope": "domain"}).penalty(model, batch.x, x_tilde, batch.y,
+                                                                            batch.domain)
+    expected = 0.0
+    for d in range(3):
+        idx = (batch.domain == d).nonzero().squeeze(1)
+        feats = model.featurizer(torch.cat([batch.x[idx], x_tilde[idx]]))
+        expected = expected + gradient_statistics_gap(feats, model.classifier(feats), batch.y[idx].repeat(2), len(idx))
+    torch.testing.assert_close(per_domain, expected)
+    whole = create_method("udim").penalty(model, batch.x, x_tilde, batch.y, batch.domain)
+    assert not torch.allclose(whole, per_domain)
+    assert create_method("udim").hparams["penalty_scope"] == "batch"  # the reference scripts' choice, in records
+    with pytest.raises(HparamError):
+        create_method("udim", {"penalty_scope": "per-sample"})
 
 
 def test_udim_after_warmup_logs_penalty():

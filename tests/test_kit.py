@@ -318,3 +318,26 @@ def test_record_json_holds_run_description(tmp_path):
     path = run_case(task.spec, create_method("erm"), [0], CPU, tmp_path, task=task).path
     rec = json.loads(path.read_text())
     assert rec["run"]["data_path"] == "memory" and rec["run"]["augment"] == "none"
+
+
+def test_lazy_imagefolder_streams_the_same_pixels(tmp_path, cache_dir):
+    from PIL import Image
+
+    from harness.data import load_imagefolder
+    from harness.data.source import FileImages
+
+    rng = np.random.default_rng(0)
+    for c in ("a", "b"):
+        (tmp_path / "imgs" / c).mkdir(parents=True)
+        for i in range(5):
+            Image.fromarray(rng.integers(0, 256, (10, 10, 3), dtype=np.uint8)).save(tmp_path / "imgs" / c / f"{i}.png")
+    eager = load_imagefolder(tmp_path / "imgs", size=8)
+    lazy = load_imagefolder(tmp_path / "imgs", size=8, lazy=True)
+    assert isinstance(lazy.x, FileImages) and lazy.x.shape == tuple(eager.x.shape) and lazy.fingerprint
+    assert choose_source(lazy, CPU).kind == "stream"  # file-backed sets always stream
+    with pytest.raises(UsageError, match="can only stream"):
+        choose_source(lazy, CPU, "memory")
+    chunks = [torch.tensor([0, 7, 3]), torch.tensor([9, 1])]
+    stream = StreamSource(lazy, CPU, workers=1)
+    for a, b in zip(DeviceSource(eager, CPU).raw_batches(chunks), stream.raw_batches(chunks)):
+        assert torch.equal(a.x, b.x) and torch.equal(a.y, b.y)

@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
 
 import pytest
 import torch
 
 from baselines.losses.ensloss import ensloss_derivatives
+from baselines.losses.ensloss_mc import multiclass_margin
 from baselines.losses.ldr_kl import ldr_margins
-from harness.errors import HparamError
+from harness.errors import HparamError, Unsupported
 from harness.method import Batch, State, signed_margin_targets
+from harness.models import mlp
 from harness.registry import create_method, method_names
 
-NAMES = ["bce", "hinge", "exponential", "focal", "ensloss", "ldr-kl", "aldr-kl"]
+NAMES = ["bce", "hinge", "exponential", "focal", "ensloss", "ensloss-mc", "ldr-kl", "aldr-kl"]
 MARGIN_LOSSES = ["bce", "hinge", "exponential", "focal", "ensloss", "ldr-kl"]
+BINARY_ONLY, MULTICLASS_ONLY = {"ensloss"}, {"ensloss-mc"}
+ONE_VS_ALL = ["bce", "hinge", "exponential"]
 N, K = 64, 5
 
 
@@ -67,8 +72,58 @@ def test_bad_hparams_raise() -> None:
     assert create_method("focal", {"gamma": "1.5"}).hparams["gamma"] == 1.5
 
 
-def test_ensloss_multiclass_note_says_extension() -> None:
-    assert "not in the reference" in create_method("ensloss").multiclass_note
+def _task(num_classes: int) -> SimpleNamespace:
+    return SimpleNamespace(protocol="supervised", num_classes=num_classes, num_domains=1, unlabeled_split=None,
+                           suite="s", case="c")
+
+
+def test_ensloss_is_binary_only_and_ensloss_mc_multiclass_only() -> None:
+    ensloss, mc = create_method("ensloss"), create_method("ensloss-mc")
+    ensloss.check_task(_task(2))
+    with pytest.raises(Unsupported, match="binary-only"):
+        ensloss.check_task(_task(10))
+    with pytest.raises(Unsupported, match="ensloss-mc"):
+        ensloss.loss(torch.zeros(4, 3), Batch(x=torch.zeros(4, 1), y=torch.zeros(4, dtype=torch.long)), make_state())
+    mc.check_task(_task(10))
+    with pytest.raises(Unsupported, match="ensloss itself"):
+        mc.check_task(_task(2))
+    assert "extension" in mc.multiclass_note and not ensloss.multiclass_note
+
+
+PRIOR_BIAS = {"bce": -math.log(9), "hinge": -1.0, "exponential": -0.5 * math.log(9)}  # K = 10
+
+
+@pytest.mark.parametrize("name", ONE_VS_ALL)
+def test_one_vs_all_losses_start_at_their_prior_bias(name: str) -> None:
+    method = create_method(name)
+    model = mlp(6, 10, hidden=(8,))
+    method.init_model(model, _task(10))
+    torch.testing.assert_close(model.classifier.bias.detach(), torch.full((10,), PRIOR_BIAS[name]))
+    assert "best constant for the 1:(K-1) prior" in method.multiclass_note  # the records' notes say so
+    # the bias is the best constant score of a column whose positive rate is 1/K, under this loss
+    b = torch.linspace(-4, 2, 6001, dtype=torch.float64)
+    y = torch.tensor([1] + [0] * 9)
+    scores = torch.stack([run_loss(name, torch.full((10,), float(v), dtype=torch.float64), Batch(
+        x=torch.zeros(10, 1), y=y, index=torch.arange(10))) for v in b])
+    assert float(b[scores.argmin()]) == pytest.approx(PRIOR_BIAS[name], abs=2e-3)
+    binary = mlp(6, 2, hidden=(8,))
+    before = binary.classifier[0].bias.detach().clone()
+    method.init_model(binary, _task(2))
+    assert torch.equal(binary.classifier[0].bias, before)  # a binary score needs no prior
+
+
+@pytest.mark.parametrize("name", ["focal", "ldr-kl", "ensloss-mc"])
+def test_softmax_style_losses_keep_the_default_bias(name: str) -> None:
+    torch.manual_seed(0)
+    model = mlp(6, 10, hidden=(8,))
+    before = model.classifier.bias.detach().clone()
+    create_method(name).init_model(model, _task(10))
+    assert torch.equal(model.classifier.bias, before)
+
+
+def test_exponential_clips_gradients_as_the_reference() -> None:
+    assert create_method("exponential").budget_overrides == {"grad_clip": 10.0}
+    assert all(not create_method(n).budget_overrides for n in NAMES if n != "exponential")
 
 
 # -- EnsLoss derivatives --------------------------------------------------------
@@ -132,18 +187,8 @@ def test_ensloss_fresh_draw_each_step_and_seeded() -> None:
     assert torch.equal(first, again)
 
 
-def test_ensloss_multiclass_columns_independent() -> None:
-    z = 3.0 * torch.randn(200, 4, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
-    g = ensloss_derivatives(z, torch.Generator().manual_seed(0))
-    assert (g < 0).all()
-    for k in range(4):
-        assert (g[torch.argsort(z[:, k]), k].diff() >= 0).all()
-    assert not torch.equal(g[:, 0].sort().values, g[:, 1].sort().values)
-
-
-@pytest.mark.parametrize("binary", [True, False])
-def test_ensloss_gradient_is_stopgrad_derivative(binary: bool) -> None:
-    logits, batch = make_data(binary)
+def test_ensloss_gradient_is_stopgrad_derivative() -> None:
+    logits, batch = make_data(True)
     logits.requires_grad_(True)
     method = create_method("ensloss")
     method.loss(logits, batch, make_state(7)).backward()
@@ -152,8 +197,25 @@ def test_ensloss_gradient_is_stopgrad_derivative(binary: bool) -> None:
     torch.testing.assert_close(logits.grad, g * signs / g.numel(), rtol=0, atol=1e-15)
 
 
-def test_ensloss_deterministic_bitwise() -> None:
+def test_ensloss_mc_margin_and_gradient() -> None:
     logits, batch = make_data(False)
+    z = multiclass_margin(logits, batch.y)
+    for i in range(5):
+        row, label = logits[i].tolist(), int(batch.y[i])
+        assert z[i].item() == pytest.approx(row[label] - max(v for k, v in enumerate(row) if k != label))
+    x = logits.clone().requires_grad_(True)
+    create_method("ensloss-mc").loss(x, batch, make_state(3)).backward()
+    g = ensloss_derivatives(z, torch.Generator().manual_seed(3))
+    rival = logits.scatter(1, batch.y[:, None], float("-inf")).argmax(1)
+    expected = torch.zeros_like(logits)
+    expected[torch.arange(N), batch.y] = g / N
+    expected[torch.arange(N), rival] = -g / N
+    torch.testing.assert_close(x.grad, expected, rtol=0, atol=1e-15)
+    assert (x.grad.gather(1, batch.y[:, None]) < 0).all()  # descent raises every label's logit
+
+
+def test_ensloss_deterministic_bitwise() -> None:
+    logits, batch = make_data(True)
     a = run_loss("ensloss", logits.float(), batch, seed=11)
     b = run_loss("ensloss", logits.float(), batch, seed=11)
     c = run_loss("ensloss", logits.float(), batch, seed=12)
@@ -262,6 +324,10 @@ def test_aldr_kl_lambda_floor() -> None:
 @pytest.mark.parametrize("name", NAMES)
 def test_finite_loss_and_gradient(name: str, binary: bool) -> None:
     logits, batch = make_data(binary)
+    if name in (MULTICLASS_ONLY if binary else BINARY_ONLY):
+        with pytest.raises(Unsupported):
+            run_loss(name, logits, batch)
+        return
     for dtype in (torch.float32, torch.float64):
         x = logits.to(dtype).requires_grad_(True)
         loss = run_loss(name, x, batch)
@@ -272,8 +338,8 @@ def test_finite_loss_and_gradient(name: str, binary: bool) -> None:
         assert x.grad.abs().sum() > 0
 
 
-@pytest.mark.parametrize("binary", [True, False])
-@pytest.mark.parametrize("name", MARGIN_LOSSES)
+@pytest.mark.parametrize(("name", "binary"), [(n, b) for n in MARGIN_LOSSES for b in (True, False)
+                                              if b or n not in BINARY_ONLY])
 def test_loss_decreases_when_margins_increase(name: str, binary: bool) -> None:
     logits, batch = make_data(binary)
     _, signs = signed_margin_targets(logits, batch.y)

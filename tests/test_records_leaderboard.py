@@ -10,26 +10,36 @@ import pytest
 
 from harness import leaderboard, records
 from harness.errors import RecordError
-from harness.suites import losses
+from harness.metrics import summarize
+from harness.provenance import code_versions
+from harness.registry import get_method_class
+from harness.suites import get_suite
 
 REPO = Path(__file__).resolve().parent.parent
 
 
-def make_record(case: str, method: str, per_seed: list[float], profile: str = "standard", **extra) -> dict:
-    spec = next(s for s in losses.case_specs(profile) if s.case == case)
-    mean = sum(per_seed) / len(per_seed)
-    std = (sum((v - mean) ** 2 for v in per_seed) / (len(per_seed) - 1)) ** 0.5 if len(per_seed) > 1 else None
+def metric(per_seed: list[float], higher_is_better: bool = True) -> dict:
+    """A metric entry whose summaries agree with its per-seed values (as the runner writes them)."""
+    s = summarize(per_seed)
+    finite = {k: (None if s[k] != s[k] else s[k]) for k in ("mean", "std", "sem")}  # NaN (one seed) -> None
+    return {"per_seed": per_seed, **finite, "higher_is_better": higher_is_better}
+
+
+def make_record(case: str, method: str, per_seed: list[float], profile: str = "standard", suite: str = "losses",
+                primary: str = "test_acc", **extra) -> dict:
+    """A consistent record made by the current code (fingerprint and code versions), for leaderboard tests."""
+    spec = next(s for s in get_suite(suite).case_specs(profile) if s.case == case)
     rec = {
-        "schema_version": 1, "suite": "losses", "case": case, "method": method, "family": "loss",
+        "schema_version": 1, "suite": suite, "case": case, "method": method, "family": "loss",
         "profile": profile, "status": "ok", "diverged": None, "seeds": list(range(len(per_seed))),
-        "primary_metric": "test_acc", "higher_is_better": True,
-        "metrics": {"test_acc": {"per_seed": per_seed, "mean": mean, "std": std, "sem": None},
-                    "test_auroc": {"per_seed": per_seed, "mean": mean, "std": std}},
+        "primary_metric": primary, "higher_is_better": True,
+        "metrics": {primary: metric(per_seed), "test_auroc": metric(per_seed)},
         "timing": {"step_time_median_s": 0.002, "step_time_iqr_s": 0.0001, "samples_per_s": 1000.0,
                    "peak_memory_bytes": 1, "memory_kind": "process_peak_rss"},
         "hparams": {}, "hparam_overrides": {}, "fingerprint": spec.fingerprint, "model_selection": "val",
         "environment": {"device": "cpu (test)", "torch": "x", "harness_version": "0", "git_commit": None,
                         "date": "2026-01-01T00:00:00+00:00"},
+        "code": code_versions(get_method_class(method), spec),
     }
     rec.update(extra)
     return rec
@@ -92,36 +102,53 @@ def test_interrupted_write_keeps_old_record_and_leaves_no_temp(tmp_path, monkeyp
     assert [p.name for p in path.parent.iterdir()] == [path.name]
 
 
+def table(md: str, title: str) -> list[list[str]]:
+    """The cells of the first table after a heading, header row first."""
+    lines = md.split(title, 1)[1].splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("| "))
+    block = []
+    for line in lines[start:]:
+        if not line.startswith("|"):
+            break
+        if "---" not in line:
+            block.append([c.strip() for c in line.strip("|").split("|")])
+    return block
+
+
 def test_leaderboard_from_fixture_records(tmp_path):
     case = "mnist3v5-noise0.2"
-    write(tmp_path, make_record(case, "bce", [0.80, 0.81, 0.82]))
-    write(tmp_path, make_record(case, "ensloss", [0.85, 0.87, 0.86]))
-    write(tmp_path, make_record(case, "hinge", [0.70, 0.72, 0.71]))
-    write(tmp_path, make_record(case, "focal", [0.81, 0.80, 0.83]))
+    write(tmp_path, make_record(case, "bce", [0.80, 0.81, 0.82, 0.80, 0.81]))
+    write(tmp_path, make_record(case, "ensloss", [0.85, 0.87, 0.86, 0.85, 0.86]))
+    write(tmp_path, make_record(case, "hinge", [0.70, 0.72, 0.71, 0.70, 0.71]))
+    write(tmp_path, make_record(case, "focal", [0.81, 0.80, 0.83, 0.80, 0.82]))
     write(tmp_path, make_record(case, "exponential", [0.90, 0.91, 0.92], profile="smoke"))  # not ranked
-    stale = make_record(case, "ldr-kl", [0.99, 0.99, 0.99])
+    stale = make_record(case, "ldr-kl", [0.99, 0.99, 0.99, 0.99, 0.99])
     stale["fingerprint"] = "0" * 32
     write(tmp_path, stale)
     md = leaderboard.build_markdown(tmp_path)
     assert md.startswith(leaderboard.HEADER)
-    assert "## losses (standard profile)" in md
-    section = md.split(f"### losses / `{case}`")[1].split("###")[0]
-    rows = [line for line in section.splitlines() if line.startswith("| ") and "---" not in line][1:]
-    assert [r.split("|")[1].strip() for r in rows] == ["ensloss", "focal", "bce", "hinge"]  # by test_acc
-    assert "0.8600 ± 0.0100" in rows[0] and "better (Δ +0.0500" in rows[0]
-    assert "worse" in rows[3] and "equal" in rows[1] and "—" in rows[2]
-    assert "ensloss vs bce on test_acc, paired one-sided t-test per case: better in 1, equal in 0, worse in 0" in md
+    assert "## losses (standard profile)" in md and "Holm's step-down correction over the comparisons" in md
+    rows = table(md, f"### losses / `{case}`")
+    head, rows = rows[0], {r[0]: dict(zip(rows[0], r)) for r in rows[1:]}
+    assert list(rows) == ["ensloss", "focal", "bce", "hinge"]  # by test_acc
+    assert head[:2] == ["method", "test_acc"] and "p (Holm)" in head and "p (perm)" in head
+    assert rows["ensloss"]["test_acc"] == "0.8580 ± 0.0084" and rows["ensloss"]["Δ vs bce"] == "+0.0500"
+    assert rows["ensloss"]["verdict"] == "better" and rows["hinge"]["verdict"] == "worse"
+    assert rows["focal"]["verdict"] == "equal" and rows["bce"]["verdict"] == "baseline"
+    assert rows["ensloss"]["p (perm)"] == "0.062"  # 2/2^5: the smallest exact p at 5 seeds
+    assert "ensloss vs bce on test_acc, two-sided paired t-test per case (unadjusted): better in 1" in md
     assert "exponential" not in "\n".join(rows)
-    assert "Stale records" in md and "ldr-kl__standard.json`: fingerprint differs" in md
+    assert "Stale records" in md and "ldr-kl__standard.json`: task fingerprint differs" in md
 
 
 def test_check_detects_stale_file(tmp_path):
-    write(tmp_path, make_record("mnist3v5-noise0", "bce", [0.8, 0.82, 0.81]))
+    results = tmp_path / "results"
+    write(results, make_record("mnist3v5-noise0", "bce", [0.8, 0.82, 0.81, 0.8, 0.8]))
     out = tmp_path / "leaderboard.md"
-    leaderboard.write(tmp_path, out)
-    assert leaderboard.check(tmp_path, out)
-    write(tmp_path, make_record("mnist3v5-noise0", "ensloss", [0.8, 0.82, 0.81]))
-    assert not leaderboard.check(tmp_path, out)
+    leaderboard.write(results, out)
+    assert leaderboard.check(results, out)
+    write(results, make_record("mnist3v5-noise0", "ensloss", [0.8, 0.82, 0.81, 0.8, 0.8]))
+    assert not leaderboard.check(results, out)
 
 
 def test_committed_leaderboard_is_current_and_records_valid():

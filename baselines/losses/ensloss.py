@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from harness.method import Batch, Method, State, signed_margin_targets
+from harness.errors import Unsupported
+from harness.method import Batch, Method, State, is_binary
 from harness.registry import register_method
 
 
@@ -26,8 +27,8 @@ def _box_cox_inverse(eps: Tensor, lam: float) -> Tensor:
 def ensloss_derivatives(z: Tensor, generator: torch.Generator | None, lam: float = 0.0) -> Tensor:
     """One random draw of EnsLoss loss-derivatives g_i at margins z_i.
 
-    Wang & Shen, "EnsLoss: Stochastic Calibrated Loss Ensembles for Preventing
-    Overfitting in Classification", the derivative-generating step:
+    Ben Dai, "EnsLoss: Stochastic Calibrated Loss Ensembles for Preventing
+    Overfitting in Classification" (ICML 2025), the derivative-generating step:
 
     1. eps_i ~ N(0, 1), g~_i = -BoxCoxInverse_lam(eps_i)   (lam = 0: -exp(eps_i));
     2. sort g~ ascending and clip at -1, i.e. g~ <- max(g~, -1);
@@ -47,8 +48,8 @@ def ensloss_derivatives(z: Tensor, generator: torch.Generator | None, lam: float
     calibrated loss's shape past the margin. The ensLoss reference code clips
     the same way (an element-wise maximum with -1).
 
-    ``z`` is (N,) or (N, K); a 2-D input is ranked per column (one-vs-all), each
-    column with its own draw. ``z`` is treated as a constant (no gradient).
+    ``z`` is the (N,) batch of margins (a 2-D input would be ranked per column).
+    It is treated as a constant (no gradient).
     """
     z = z.detach()
     eps = torch.randn(z.shape, generator=generator, device=z.device, dtype=z.dtype)
@@ -62,24 +63,25 @@ def ensloss_derivatives(z: Tensor, generator: torch.Generator | None, lam: float
 
 @register_method("ensloss")
 class EnsLoss(Method):
-    """EnsLoss (Wang & Shen): loss = mean(stopgrad(g) * z), g from :func:`ensloss_derivatives`.
+    """EnsLoss (Ben Dai, ICML 2025): loss = mean(stopgrad(g) * z), g from :func:`ensloss_derivatives`.
 
     The surrogate is defined through its derivative: each step draws a new
     monotone, strictly negative derivative g and the gradient w.r.t. f(x_i) is
     g_i * y~_i / N. Randomness comes from ``state.generator``, so a seed fixes
     the whole sequence of losses.
+
+    Binary only, as the paper and its reference code: a K-class case is
+    skipped. ``ensloss-mc`` is this project's multiclass extension.
     """
 
     family = "loss"
     protocols = frozenset({"supervised"})
     hparams = dict(lam=0.0)
-    multiclass_note = (
-        "one-vs-all extension, not in the reference: each class column is a binary problem "
-        "(+1 label, -1 elsewhere) with its own draw and ranking; mean over N*K"
-    )
+    binary_only = True
 
     def loss(self, logits: Tensor, batch: Batch, state: State) -> Tensor:
-        f, signs = signed_margin_targets(logits, batch.y)
-        z = signs * f
+        if not is_binary(logits):
+            raise Unsupported(f"ensloss is binary-only but got {logits.shape[1]} logits per sample; use ensloss-mc")
+        z = (2.0 * batch.y.to(logits.dtype) - 1.0) * logits
         g = ensloss_derivatives(z, state.generator, self.hparams["lam"])
         return (g * z).mean()

@@ -15,6 +15,7 @@ entries only say where to get them.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
@@ -277,10 +278,20 @@ def fetch(
             f"{name}: no published checksum for {', '.join(unverified)}, so the download cannot be verified; "
             "re-run with --allow-unverified to accept it anyway"
         )
+    created = [d for d in (base, *base.parents) if not d.exists()]
     base.mkdir(parents=True, exist_ok=True)
     parts = [base / f".{name}-{r.filename}.part" for r in entry.files]
-    for remote, part in zip(entry.files, parts):  # a network error keeps the parts for a resume
-        _download(remote, part, log)
+    try:
+        for remote, part in zip(entry.files, parts):  # a network error keeps non-empty parts for a resume
+            _download(remote, part, log)
+    except BaseException:
+        for part in parts:
+            if part.is_file() and part.stat().st_size == 0:
+                part.unlink()
+        for d in created:  # folders this call made and left empty go again (innermost first)
+            with contextlib.suppress(OSError):
+                d.rmdir()
+        raise
     staging = Path(tempfile.mkdtemp(prefix=f".fetch-{name}-", dir=base))
     try:
         for remote, part in zip(entry.files, parts):

@@ -65,8 +65,13 @@ def image_dataset(
     group_names: list[str] | None = None,
     meta: dict[str, Any] | None = None,
     skip_corrupt: bool = False,
+    lazy: bool = False,
 ) -> ArrayDataset:
     """Decode ``files`` (through the cache) into an :class:`ArrayDataset` with the given labels.
+
+    With ``lazy`` nothing is decoded up front: ``x`` is a :class:`~harness.data.source.FileImages` that decodes
+    on access, for sets too large to hold decoded; protocols then stream it through DataLoader workers.
+    ``size`` is required (every sample must come out the same shape) and ``skip_corrupt`` is not available.
 
     An undecodable file raises a :class:`DataError` naming it. With ``skip_corrupt`` such files are
     dropped instead, with their labels, and listed (relative to ``root``) in ``meta["skipped_files"]``
@@ -76,6 +81,9 @@ def image_dataset(
     if not files:
         raise DataError(f"no image files ({', '.join(IMAGE_EXTS)}) found under {root}")
     strip = len(str(root)) + 1  # cuts root/ off a path
+    if lazy:
+        return _lazy_dataset(name, root, files, y, classes, size, mode, domain, domain_names, group, group_names,
+                             meta, skip_corrupt)
 
     def build() -> ArrayDataset:
         m = {"source": str(root), "synthetic": False, "tier": "user", "size": size, "mode": mode}
@@ -112,6 +120,21 @@ def image_dataset(
     if skip_corrupt:  # only when on, so entries built before the option existed stay valid
         key["skip_corrupt"] = True
     return cached(name, key, [root], build, enabled=cache)
+
+
+def _lazy_dataset(name: str, root: Path, files: list[Path], y: list[int], classes: list[str], size: Size, mode: str,
+                  domain: list[int] | None, domain_names: list[str] | None, group: list[int] | None,
+                  group_names: list[str] | None, meta: dict[str, Any] | None, skip_corrupt: bool) -> ArrayDataset:
+    from harness.data.source import FileImages
+
+    if size is None or skip_corrupt:
+        raise DataError(f"{name}: lazy loading needs size=N (samples must share a shape) and no skip_corrupt "
+                        "(files are decoded later, during training)")
+    strip = len(str(root)) + 1
+    m = {"source": str(root), "synthetic": False, "tier": "user", "size": size, "mode": mode, "lazy": True,
+         "files": [str(f)[strip:] for f in files], **(meta or {})}
+    return ArrayDataset(FileImages(files, size, mode), _as_long(y, None), classes, name, _as_long(domain, None),
+                        domain_names, _as_long(group, None), group_names, m)
 
 
 def _check_classes_survive(y: list[int], keep: torch.Tensor, classes: list[str], files: list[Path]) -> None:
@@ -154,6 +177,7 @@ def load_imagefolder(
     meta: dict[str, Any] | None = None,
     exclude: Sequence[str] = (),
     skip_corrupt: bool = False,
+    lazy: bool = False,
 ) -> ArrayDataset:
     """``root/<class>/*`` (or ``root/<domain>/<class>/*`` with ``domain_level``) -> labelled images.
 
@@ -163,7 +187,8 @@ def load_imagefolder(
     ``exclude`` drops class folders by name or fnmatch pattern (``("BACKGROUND_Google",)``, ``("_*",)``);
     the names dropped are in ``meta["excluded_classes"]``, and a pattern that matches nothing warns.
     A class (or domain) without images is an error; ``skip_corrupt`` drops undecodable images
-    (see :func:`image_dataset`) instead of raising on the first.
+    (see :func:`image_dataset`) instead of raising on the first. ``lazy`` decodes nothing up front (for sets
+    too large to hold decoded; they stream through DataLoader workers).
     """
     layout = "root/<domain>/<class>/*.jpg" if domain_level else "root/<class>/*.jpg"
     name = name or Path(path).name.lower()
@@ -202,6 +227,7 @@ def load_imagefolder(
         domain_names=[d.name for d in domain_dirs] if domain_level else None,
         meta={**(meta or {}), **extra},
         skip_corrupt=skip_corrupt,
+        lazy=lazy,
     )
 
 
@@ -395,15 +421,19 @@ class SSBSplit:
     source: str
 
 
+class _ForbiddenPickle(pickle.UnpicklingError):
+    """The pickle asks for something that could run code (a global or a persistent id)."""
+
+
 class _PlainUnpickler(pickle.Unpickler):
     """Unpickler that refuses every global: only the opcodes for lists, dicts, tuples, sets,
     strings, bytes, numbers, bools and None remain, none of which can call anything."""
 
     def find_class(self, module: str, name: str) -> Any:
-        raise pickle.UnpicklingError(f"it references the global {module}.{name}")
+        raise _ForbiddenPickle(f"it references the global {module}.{name}")
 
     def persistent_load(self, pid: Any) -> Any:
-        raise pickle.UnpicklingError("it uses a persistent id")
+        raise _ForbiddenPickle("it uses a persistent id")
 
 
 def read_plain_pickle(path: PathLike) -> Any:
@@ -412,12 +442,16 @@ def read_plain_pickle(path: PathLike) -> Any:
     try:
         with open(path, "rb") as f:
             return _PlainUnpickler(f).load()
-    except pickle.UnpicklingError as e:
+    except _ForbiddenPickle as e:
         raise DataError(
             f"refusing to load {path}: {e}. Split files may hold only plain lists, dicts, strings and numbers; "
             "a global in a pickle can run arbitrary code, so it was not loaded"
         ) from e
-    except (EOFError, ValueError, TypeError, IndexError, KeyError, AttributeError, OverflowError) as e:
+    except (EOFError, pickle.UnpicklingError) as e:
+        if isinstance(e, EOFError) or "truncated" in str(e) or "ran out of input" in str(e).lower():
+            raise DataError(f"{path} is truncated or empty ({e}); download the split file again") from e
+        raise DataError(f"{path} is not a readable pickle file ({e}); download the split file again") from e
+    except (ValueError, TypeError, IndexError, KeyError, AttributeError, OverflowError) as e:
         raise DataError(f"{path} is not a readable pickle file: {e!r}") from e
 
 

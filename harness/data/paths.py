@@ -41,12 +41,37 @@ def fix_hint(name: str, rel: str) -> str:
     )
 
 
+# top-level folders of the datasets the harness knows, to tell a wrong HARNESS_DATA from one missing set
+KNOWN_FOLDERS = ("PACS", "RSSCN7", "USPS", "MNIST", "CIFAR-10", "CUB_200_2011", "SSB_splits", "EuroSAT", "EuroSAT_MS",
+                 "waterbirds")
+
+
+def check_data_root(base: Path, from_env: bool) -> None:
+    """A clear error when the data folder itself is wrong: a file, unreadable, or holding nothing known."""
+    what = f"HARNESS_DATA={base}" if from_env else f"root={base}"
+    if base.exists() and not base.is_dir():
+        raise DataError(f"{what} is a file, not a folder; point it at the folder that holds PACS/, RSSCN7/, ...")
+    if base.is_dir():
+        try:
+            entries = {p.name for p in base.iterdir()}
+        except OSError as err:
+            raise DataError(f"{what} cannot be read ({err.strerror}); check its permissions") from None
+        if from_env and not entries & set(KNOWN_FOLDERS):
+            raise DataMissing("datasets", str(base), f"{what} holds none of the folders the harness knows "
+                              f"({', '.join(KNOWN_FOLDERS)}); is it the right folder?")
+
+
 def real_path(name: str, rel: str, root: str | os.PathLike[str] | None = None) -> Path:
     """``<root or $HARNESS_DATA>/<rel>`` if it exists, else :class:`DataMissing` with the fix."""
     base = Path(root) if root is not None else data_root()
     if base is None:
         raise DataMissing(name, "$HARNESS_DATA (unset)", fix_hint(name, rel))
     path = base / rel
-    if not path.exists():
+    try:
+        exists = path.exists()
+    except OSError:
+        exists = False
+    if not exists:
+        check_data_root(base, from_env=root is None)
         raise DataMissing(name, str(path), fix_hint(name, rel))
     return path

@@ -107,7 +107,10 @@ def dataset_info(check: bool = True) -> list[DatasetInfo]:
             rows.append(DatasetInfo(e.name, e.tier, True, "embedded", e.count, e.synthetic, e.description))
             continue
         path = root / e.rel if root is not None and e.rel else None
-        found = path is not None and path.exists()
+        try:
+            found = path is not None and path.exists()
+        except OSError:  # an unreadable HARNESS_DATA lists as missing; loading says why
+            found = False
         count = None
         if check and found and e.counter is not None:
             try:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from harness.data.dataset import ArrayDataset, Split
+from harness.data.dataset import ArrayDataset, Split, to_float
 from harness.errors import DataError
 
 
@@ -25,8 +25,9 @@ def channel_stats(x: Tensor | ArrayDataset | Split, chunk: int = 4096) -> tuple[
     total = torch.zeros(x.shape[1], dtype=torch.float64)
     sq = torch.zeros_like(total)
     count = 0
+    scale = 255.0 if x.dtype == torch.uint8 else 1.0  # uint8 images count as values in [0, 1]
     for start in range(0, len(x), chunk):
-        part = x[start : start + chunk].double().transpose(0, 1).reshape(x.shape[1], -1)
+        part = (x[start : start + chunk].double() / scale).transpose(0, 1).reshape(x.shape[1], -1)
         total += part.sum(1)
         sq += (part * part).sum(1)
         count += part.shape[1]
@@ -39,6 +40,7 @@ def channel_stats(x: Tensor | ArrayDataset | Split, chunk: int = 4096) -> tuple[
 
 def normalize(x: Tensor, mean: Tensor, std: Tensor, eps: float = 1e-6) -> Tensor:
     """``(x - mean) / std`` per channel (dim 1); works for ``N x C x H x W`` and ``N x D``."""
+    x = to_float(x)
     shape = (1, -1) + (1,) * (x.ndim - 2)
     return (x - mean.view(shape).to(x)) / (std.view(shape).to(x) + eps)
 

@@ -29,8 +29,9 @@ import torch
 from torch import Tensor, nn
 
 from harness.data.source import DataSource, choose_source
-from harness.errors import Diverged
+from harness.errors import Diverged, MethodError
 from harness.method import Batch, Method, State
+from harness.speed import MixedPrecision, SpeedOptions, compile_model, mixed_precision
 from harness.task import Budget, Task
 from harness.timing import StepStats, StepTimer
 
@@ -104,10 +105,12 @@ class RunContext:
     augment: Any = None  # harness.augment policy for training batches, or None
     augment_gen: torch.Generator | None = None  # its own stream, so augmenting never shifts the batch order
     store: dict[str, Any] = field(default_factory=dict)
+    speed: SpeedOptions = field(default_factory=SpeedOptions)  # --compile / --precision for the training steps
+    amp: MixedPrecision | None = None  # autocast (+ grad scaler) around train steps; None for fp32
 
     @classmethod
     def create(cls, task: Task, method: Method, device: torch.device, seed: int, data_path: str = "auto",
-               source: DataSource | None = None) -> RunContext:
+               source: DataSource | None = None, speed: SpeedOptions | None = None) -> RunContext:
         seed_everything(seed)
         budget = task.budget.with_overrides(method.budget_overrides) if method.budget_overrides else task.budget
         source = source or choose_source(task.data, device, data_path, task.normalize)
@@ -116,8 +119,10 @@ class RunContext:
             from harness.augment import get_policy
 
             augment = get_policy(budget.augment, task.image_size)
+        speed = speed or SpeedOptions()
         return cls(task, method, device, seed, source, budget, StepTimer(device),
-                   torch.Generator().manual_seed(seed), augment, torch.Generator().manual_seed(seed + 7919))
+                   torch.Generator().manual_seed(seed), augment, torch.Generator().manual_seed(seed + 7919),
+                   speed=speed, amp=mixed_precision(speed.precision, device))
 
     @property
     def eval_batch(self) -> int:
@@ -264,10 +269,59 @@ class SplitLoader:
 # -- training --------------------------------------------------------------------------------------
 
 
+def model_info(model: nn.Module) -> dict[str, Any]:
+    """Facts about a model for the record: parameter count and, for pretrained backbones, the weights' sha256."""
+    info: dict[str, Any] = {"parameters": int(sum(p.numel() for p in model.parameters()))}
+    if getattr(model, "pretrained_info", None):
+        info["pretrained"] = model.pretrained_info
+    return info
+
+
+CONVENTIONS = ("model(x) returns (N,) scores on binary tasks and (N, K) logits on K-class tasks; batch.y is int64 "
+               "class indices (binary losses take y.float() themselves, see harness.method.cross_entropy)")
+
+
+def method_failure(method: Method, err: Exception, batch: Batch, model: nn.Module) -> MethodError:
+    """A torch error from a method's step, as one line naming the method and the conventions it may have missed."""
+    try:
+        with torch.no_grad():
+            shape = "(N" + "".join(f", {d}" for d in model(batch.x[:2]).shape[1:]) + ")"
+    except Exception:  # the forward pass itself may be what failed
+        shape = "unknown"
+    first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+    return MethodError(f"{method.name}: its train step failed ({type(err).__name__}: {first}). The model's output "
+                       f"has shape {shape} and y is {batch.y.dtype}; conventions: {CONVENTIONS}")
+
+
+def check_model_output(model: nn.Module, x: Tensor, num_classes: int, where: str) -> None:
+    """Before training: the task's model must follow the output convention, or the loss fails deep in torch."""
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        out = model(x[:2])
+    model.train(was_training)
+    want = (len(x[:2]),) if num_classes == 2 else (len(x[:2]), num_classes)
+    if tuple(out.shape) != want:
+        got = ("N",) + tuple(out.shape[1:])
+        need = "(N,)" if num_classes == 2 else f"(N, {num_classes})"
+        raise MethodError(f"{where}: the model returns shape {got} but this {num_classes}-class task needs {need}. "
+                          f"Conventions: {CONVENTIONS}")
+
+
 def check_loss(logs: dict, state: State, seed: int | None) -> None:
     loss = float(logs["loss"])  # one scalar read per step (a sync on CUDA), as DomainBed's loss.item()
     if not math.isfinite(loss):
         raise Diverged(state.step, loss, seed)
+
+
+def training_batch(ctx: RunContext, raw: Any, state: State, unlabeled: Tensor | None = None) -> Batch:
+    """A raw batch prepared for a train step: augmented, plus random unlabeled inputs where the method takes them."""
+    batch = to_batch(ctx, raw, augment=True)
+    if unlabeled is not None:
+        source = ctx.source
+        pick = torch.randint(len(unlabeled), (len(raw.y),), generator=state.generator, device=ctx.device)
+        batch.unlabeled_x = source.prepare(source.gather_x(unlabeled[pick.cpu()]))
+    return batch
 
 
 def train_epoch(ctx: RunContext, method: Method, model: nn.Module, optimizer: torch.optim.Optimizer, state: State,
@@ -276,14 +330,15 @@ def train_epoch(ctx: RunContext, method: Method, model: nn.Module, optimizer: to
     """The hot loop: gather and prepare, step (timed), check the loss. Nothing else."""
     timer = timer or ctx.timer
     model.train()
-    source = ctx.source
+    source, amp = ctx.source, ctx.amp
     for raw in source.raw_batches(index_batches):
-        batch = to_batch(ctx, raw, augment=True)
-        if unlabeled is not None:
-            pick = torch.randint(len(unlabeled), (len(raw.y),), generator=state.generator, device=ctx.device)
-            batch.unlabeled_x = source.prepare(source.gather_x(unlabeled[pick.cpu()]))
+        batch = training_batch(ctx, raw, state, unlabeled)
         timer.start()
-        logs = method.train_step(model, batch, optimizer, state)
+        try:
+            logs = method.train_step(model, batch, optimizer, state) if amp is None else \
+                amp.train_step(method, model, batch, optimizer, state)
+        except (RuntimeError, ValueError, TypeError, IndexError) as err:
+            raise method_failure(method, err, batch, model) from err
         timer.stop(len(raw.y))
         check_loss(logs, state, ctx.seed)
         if scheduler is not None:
@@ -336,6 +391,9 @@ def fit(ctx: RunContext, model: nn.Module, *, split: str = "train", method: Meth
     method = method or ctx.method
     task, budget = ctx.task, ctx.budget
     epochs = budget.epochs if epochs is None else epochs
+    method.init_model(model, task)
+    if ctx.speed.compile:
+        compile_model(model, ctx.speed.compile)
     optimizer = make_optimizer(model, budget)
     epoch_batches = train_batches(ctx, split)
     steps_per_epoch = sum(1 for _ in epoch_batches(torch.Generator().manual_seed(0)))
@@ -345,6 +403,9 @@ def fit(ctx: RunContext, model: nn.Module, *, split: str = "train", method: Meth
     unlabeled = None
     if method.uses_unlabeled and task.unlabeled_split:
         unlabeled = task.splits[task.unlabeled_split].indices
+    first = next(iter(epoch_batches(torch.Generator().manual_seed(0))))
+    check_model_output(model, ctx.source.prepare(ctx.source.gather_x(first[:2])), task.num_classes,
+                       f"{task.suite}/{task.case}")
     rules = {r: s for r, s in (selection or {}).items() if s is not None} if budget.selection == "best" else {}
     best = {rule: Checkpoint(-1.0, -1, None) for rule in rules}
     history = []
@@ -364,13 +425,24 @@ def fit(ctx: RunContext, model: nn.Module, *, split: str = "train", method: Meth
 
 
 def benchmark_step(ctx: RunContext, fitted: FitResult, method: Method | None = None) -> Callable[[], None]:
-    """A closure running one more train step on a fixed batch (what pytest-benchmark times)."""
+    """A closure running one more train step on a fixed batch: what pytest-benchmark times and
+    ``--profile-kernels`` profiles.
+
+    The batch is gathered and augmented once, up front, so the closure holds
+    what the timed window holds: the method's step (with the run's precision)
+    and the loss check.
+    """
     method = method or ctx.method
+    model, optimizer, state, amp = fitted.model, fitted.optimizer, fitted.state, ctx.amp
     idx = next(fitted.epoch_batches(torch.Generator().manual_seed(ctx.seed)))
+    (batch,) = [training_batch(ctx, raw, state, fitted.unlabeled) for raw in ctx.source.raw_batches([idx])]
 
     def step() -> None:
-        train_epoch(ctx, method, fitted.model, fitted.optimizer, fitted.state, [idx], None, fitted.unlabeled,
-                    StepTimer(ctx.device))
+        model.train()
+        logs = method.train_step(model, batch, optimizer, state) if amp is None else \
+            amp.train_step(method, model, batch, optimizer, state)
+        check_loss(logs, state, ctx.seed)
+        state.step += 1
 
     return step
 
@@ -416,5 +488,5 @@ def infer_splits(ctx: RunContext, model: nn.Module, splits: Iterable[str] | None
 __all__ = [
     "Checkpoint", "FitResult", "Outputs", "RunContext", "SeedResult", "SplitLoader", "SplitOutput",
     "accuracy_on", "batch_indices", "benchmark_step", "check_loss", "eval_batch_size", "fit", "infer",
-    "infer_splits", "make_optimizer", "make_scheduler", "seed_everything", "train_batches", "train_epoch",
+    "infer_splits", "make_optimizer", "model_info", "make_scheduler", "seed_everything", "train_batches", "train_epoch",
 ]

@@ -9,7 +9,9 @@ discovery imports nothing), and third-party packages add suites through the
 entry-point group ``harness.suites`` (``name = "package.module"``).
 
 Optional module attributes: ``LEADERBOARD_COLUMNS``, ``LOWER_IS_BETTER``,
-``findings(records)``, ``DATASET_OPTION`` (``case_specs`` then also takes
+``SEEDS`` (seeds per profile, default :data:`harness.config.DEFAULT_SEEDS`: the
+count runs use without ``--seeds`` and the leaderboard ranks), ``findings(records)``,
+``figures(records, out_dir) -> [(title, png path)]``, ``DATASET_OPTION`` (``case_specs`` then also takes
 ``datasets=[...]`` from ``--dataset``) and ``spec_for_record(record)`` for
 suites whose cases depend on user input, so the leaderboard can still verify
 their records.
@@ -88,3 +90,19 @@ def case_specs(suite: ModuleType, profile: str, datasets: list[str] | None = Non
     if getattr(suite, "DATASET_OPTION", False):
         return suite.case_specs(profile, datasets=list(datasets or []))
     return suite.case_specs(profile)
+
+
+def seed_count(suite: ModuleType, profile: str, case: str | None = None) -> int:
+    """The standard number of seeds: the suite's ``SEEDS`` for the profile (else the harness default), raised to
+    the case's own ``CaseSpec.default_seeds`` when ``case`` names one that asks for more."""
+    from harness.config import DEFAULT_SEEDS
+
+    n = int(getattr(suite, "SEEDS", {}).get(profile, DEFAULT_SEEDS[profile]))
+    if case is not None and not getattr(suite, "DATASET_OPTION", False):
+        n = max(n, _case_seeds(suite.NAME, profile).get(case) or 0)
+    return n
+
+
+@lru_cache(maxsize=32)
+def _case_seeds(suite: str, profile: str) -> dict[str, int | None]:
+    return {s.case: s.default_seeds for s in get_suite(suite).case_specs(profile)}

@@ -33,6 +33,7 @@ from harness.data.dataset import ArrayDataset, to_float
 from harness.errors import DataError, DataMissing, UsageError
 from harness.metrics import accuracy, macro_f1
 from harness.models import small_cnn, timm_model
+from harness.protocols.supervised import recompute_with
 from harness.task import Budget, CaseSpec, Task
 
 NAME = "imagefolder"
@@ -156,7 +157,7 @@ def build(spec: CaseSpec) -> Task:
     return Task(
         spec=spec, data=ds, splits=splits, num_classes=ds.num_classes,
         model_factory=make_factory(p["model"], p["pretrained"], int(ds.x.shape[1]), ds.num_classes),
-        metrics_fn=folder_metrics, primary_metric="test_acc",
+        metrics_fn=folder_metrics, recompute_fn=recompute_with(folder_metrics), primary_metric="test_acc",
         normalize=input_normalization(p["model"], p["pretrained"], ds.x[train]),
         selection_rule="validation split (best epoch by val accuracy)", notes=notes,
         info={"path": p["path"], "classes": ds.classes, "split_counts": counts, "split_seed": p["split_seed"]},

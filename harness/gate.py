@@ -1,0 +1,222 @@
+"""The regression gate CI runs on every change: ``python -m harness gate --base auto``.
+
+1. **What changed**: ``git diff --name-only <base>`` (against the working
+   tree) plus untracked files. ``--base auto`` is the merge-base of HEAD with
+   ``origin/main`` when that ref exists, else ``HEAD~1``, else there is nothing
+   to compare (a fresh single-commit clone passes at once).
+2. **What to re-run**, from the files the code fingerprint covers
+   (:mod:`harness.provenance`):
+   - a method file under ``baselines/``: that method, on every suite where it
+     has committed smoke records;
+   - a suite module, a protocol module (``harness/protocols/*.py``, through the
+     protocols that import it) or ``harness/method.py`` (every method inherits
+     it): the baseline method of each affected suite. A change there moves
+     every method alike, and the baseline is the cheapest witness; pass
+     ``--all-methods`` to re-run every method with committed smoke records.
+   Changes elsewhere (data, models, metrics, the runner) are the unit tests'
+   job.
+3. **Compare** each re-run (same seeds, ``smoke`` profile, into a temporary
+   folder; ``results/`` is never touched) with its committed smoke record:
+   - the primary metric, on seed-paired differences d_i = new_i - old_i
+     oriented by the metric's direction: a regression when mean(d) is below
+     ``-tolerance`` (default 0.05). The message names the metric, the old and
+     new means, the tolerance and the two-sided paired test's p (with 2 or 3
+     seeds no test can reject; the tolerance decides, the p is context);
+   - the step time: a regression when both the machine-normalised ratio
+     (step time / the reference workload's time in the same process, new over
+     old) and the raw ratio exceed ``time_tolerance`` (default 2.0). The
+     normalised ratio alone is too noisy: the reference is a few milliseconds
+     of matmul and convolution timed once per case, and on this shared 2-core
+     machine it varied 4x between the run that made the committed smoke
+     records and a gate run minutes later, while the step times agreed within
+     20%. Requiring both ratios keeps a real slowdown (both move) and drops
+     a noisy reference (only the normalised ratio moves) or a slower machine
+     (only the raw ratio moves);
+   - a run that diverges where the committed one did not.
+
+On the same machine, CPU smoke runs with the same seeds are deterministic, so
+an unchanged method reproduces its committed record exactly.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from harness.errors import DataMissing, HarnessError, Unsupported, UsageError
+from harness.records import higher_is_better, iter_records, paired_values
+
+PROFILE = "smoke"
+TOLERANCE = 0.05
+TIME_TOLERANCE = 2.0
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _git(repo: Path, *args: str) -> str | None:
+    try:
+        out = subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def resolve_base(ref: str, repo: Path = REPO) -> str | None:
+    """The commit to diff against; None when there is none (not a git checkout, or a single commit)."""
+    if _git(repo, "rev-parse", "--git-dir") is None:
+        return None
+    if ref != "auto":
+        found = _git(repo, "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}")
+        if found is None:
+            raise UsageError(f"--base {ref!r} is not a commit in {repo}")
+        return found
+    if _git(repo, "rev-parse", "--verify", "--quiet", "origin/main") is not None:
+        return _git(repo, "merge-base", "HEAD", "origin/main")
+    return _git(repo, "rev-parse", "--verify", "--quiet", "HEAD~1^{commit}")
+
+
+def changed_files(base: str, repo: Path = REPO) -> list[str]:
+    """Paths (relative to the repository) that differ from ``base`` in the working tree, plus untracked files."""
+    diff = _git(repo, "diff", "--name-only", base) or ""
+    untracked = _git(repo, "ls-files", "--others", "--exclude-standard") or ""
+    return sorted({line for line in (diff + "\n" + untracked).splitlines() if line.strip()})
+
+
+@dataclass(frozen=True)
+class Target:
+    suite: str
+    method: str
+    reason: str
+
+
+def smoke_records(results_dir: Path) -> dict[tuple[str, str], list[tuple[Path, dict]]]:
+    """Committed smoke records with default hparams, by (suite, method)."""
+    found: dict[tuple[str, str], list[tuple[Path, dict]]] = {}
+    for path, rec in iter_records(results_dir):
+        if rec["profile"] == PROFILE and not rec["hparam_overrides"]:
+            found.setdefault((rec["suite"], rec["method"]), []).append((path, rec))
+    return found
+
+
+def targets(changed: list[str], committed: dict[tuple[str, str], list], all_methods: bool = False,
+            repo: Path = REPO) -> list[Target]:
+    """The (suite, method) pairs a change affects (see the module docstring)."""
+    from harness.provenance import protocol_files
+    from harness.registry import method_entries
+    from harness.suites import all_suites
+
+    paths = {(repo / c).resolve() for c in changed}
+    modules = {".".join(Path(c).with_suffix("").parts): c for c in changed if c.endswith(".py")}
+    out: dict[tuple[str, str], str] = {}
+    for entry in method_entries():
+        module = entry.target.partition(":")[0]
+        if module in modules:
+            suites = [suite for suite, method in committed if method == entry.name]
+            for suite in suites or [""]:  # "": no committed smoke record anywhere (reported, not compared)
+                out.setdefault((suite, entry.name), f"{modules[module]} changed")
+    base_method = (repo / "harness" / "method.py").resolve()
+    for suite in all_suites():
+        why = None
+        suite_file = Path(suite.__file__).resolve()
+        if suite_file in paths:
+            why = f"suite module {suite_file.relative_to(repo).as_posix()} changed"
+        elif base_method in paths:
+            why = "harness/method.py changed (every method inherits it)"
+        else:
+            hit = [p for p in protocol_files(suite.PROTOCOL) if p.resolve() in paths]
+            if hit:
+                why = f"protocol code {hit[0].resolve().relative_to(repo).as_posix()} changed"
+        if why is None:
+            continue
+        for s, method in committed:  # a suite without committed smoke records (user data only) has nothing to re-run
+            if s == suite.NAME and (all_methods or method == suite.BASELINE):
+                out.setdefault((s, method), why)
+    return [Target(s, m, why) for (s, m), why in sorted(out.items())]
+
+
+def compare(old: dict, new: dict, tolerance: float = TOLERANCE, time_tolerance: float = TIME_TOLERANCE) -> list[str]:
+    """Regressions of ``new`` against the committed ``old`` record (empty when it passes)."""
+    from harness.metrics import paired_test
+
+    where = f"{old['suite']}/{old['case']} {old['method']}"
+    if new["status"] != "ok":
+        if old["status"] == "ok":
+            return [f"{where}: diverged at step {new['diverged']['step']} (seed {new['diverged']['seed']}); the "
+                    "committed smoke record did not"]
+        return []
+    failures = []
+    metric = old["primary_metric"]
+    up = higher_is_better(old, metric)
+    a, b = paired_values(new, old, metric)
+    if a:
+        d = np.asarray(a) - np.asarray(b)
+        mean = float(d.mean()) * (1 if up else -1)
+        if mean < -tolerance:
+            test = paired_test(a, b, higher_is_better=up) if len(a) >= 2 else None
+            p = f", two-sided paired test p = {test.p:.3f}" if test is not None else ""
+            failures.append(
+                f"{where}: {metric} regressed: new {float(np.mean(a)):.4f} vs committed {float(np.mean(b)):.4f} "
+                f"(seed-paired Δ {float(d.mean()):+.4f} over {len(a)} seed(s){p}; tolerance {tolerance:.4f}, "
+                f"{'higher' if up else 'lower'} is better)")
+    t_old, t_new = old["timing"].get("normalised_step_time"), new["timing"].get("normalised_step_time")
+    raw_old, raw_new = old["timing"].get("step_time_median_s"), new["timing"].get("step_time_median_s")
+    if t_old and t_new and raw_old and raw_new and min(t_new / t_old, raw_new / raw_old) > time_tolerance:
+        failures.append(
+            f"{where}: step time regressed: machine-normalised new {t_new:.3f} vs committed {t_old:.3f} (ratio "
+            f"{t_new / t_old:.2f}), raw {raw_new * 1e3:.3f} ms vs {raw_old * 1e3:.3f} ms "
+            f"(ratio {raw_new / raw_old:.2f}); both above the tolerance {time_tolerance:.2f}")
+    return failures
+
+
+def check_target(target: Target, records: list[tuple[Path, dict]], device: torch.device,
+                 tolerance: float = TOLERANCE, time_tolerance: float = TIME_TOLERANCE,
+                 say: Callable[[str], None] = print) -> list[str]:
+    """Re-run a target's committed smoke records and compare; the failure messages."""
+    from harness.verify import rerun
+
+    failures = []
+    for _, old in records:
+        try:
+            new = rerun(old, device)
+        except (DataMissing, Unsupported) as err:
+            say(f"  skipped {old['case']}: {err}")
+            continue
+        except HarnessError as err:
+            failures.append(f"{target.suite}/{old['case']} {target.method}: cannot re-run: {err}")
+            continue
+        found = compare(old, new, tolerance, time_tolerance)
+        failures += found
+        metric = old["primary_metric"]
+        say(f"  {old['case']}: {metric} {old['metrics'][metric]['mean']} -> {new['metrics'][metric]['mean']}"
+            + (" REGRESSION" if found else ""))
+    return failures
+
+
+def run_gate(base: str, results_dir: Path, device: torch.device, tolerance: float = TOLERANCE,
+             time_tolerance: float = TIME_TOLERANCE, all_methods: bool = False, repo: Path = REPO,
+             say: Callable[[str], None] = print) -> list[str]:
+    """The whole gate: resolve the base, pick targets, re-run, compare; returns the failure messages."""
+    commit = resolve_base(base, repo)
+    if commit is None:
+        say("gate: no base commit to compare with (not a git checkout, or a single commit): nothing to do")
+        return []
+    changed = changed_files(commit, repo)
+    committed = smoke_records(results_dir)
+    found = targets(changed, committed, all_methods, repo)
+    say(f"gate: {len(changed)} file(s) changed since {commit[:12]}; {len(found)} (suite, method) target(s)")
+    failures = []
+    for target in found:
+        records = committed.get((target.suite, target.method), [])
+        if not records:
+            say(f"- {target.suite or 'any suite'} / {target.method} ({target.reason}): no committed smoke records, "
+                "not compared; "
+                f"add them with `pytest suites/ --method={target.method} --profile=smoke --seeds=2 "
+                "--results-dir=results`")
+            continue
+        say(f"- {target.suite} / {target.method} ({target.reason}): {len(records)} smoke case(s)")
+        failures += check_target(target, records, device, tolerance, time_tolerance, say)
+    return failures
