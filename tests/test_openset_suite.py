@@ -15,6 +15,7 @@ from PIL import Image
 from harness.errors import UsageError
 from harness.suites import case_specs, get_suite
 from harness.suites import openset as suite
+from harness.verify import recompute
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -83,14 +84,14 @@ def test_smoke_run_strict_on_shared_data(tmp_path, real_data_root):
            f"--results-dir={tmp_path / 'results'}", "-q", "-p", "no:cacheprovider", "--benchmark-disable", "-rs"]
     out = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=1500)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    recs = {(r["case"], r["method"]): r for r in
-            (json.loads(p.read_text()) for p in sorted((tmp_path / "results").rglob("*.json")))}
+    paths = sorted((tmp_path / "results").rglob("*.json"))
+    recs = {(r["case"], r["method"]): r for r in (json.loads(p.read_text()) for p in paths)}
     cases = {"mnist-split0", "cifar10-split0", "cub-ssb", "pacs-covariate"}
     assert {c for c, _ in recs} == cases
     for case in cases:
         erm, mls = recs[case, "erm"], recs[case, "mls"]
         assert erm["status"] == mls["status"] == "ok"
-        assert mls["run"]["model_key"] == erm["run"]["model_key"] and mls["run"]["model_reused"] == [True]
+        assert mls["run"]["model_key"] == erm["run"]["model_key"] and mls["run"]["model_reused"] is True
         assert mls["metrics"]["auroc"] == erm["metrics"]["auroc"]
         assert {"acc", "auroc", "oscr", "fpr95", "aupr_in", "aupr_out"} <= set(mls["metrics"])
         assert {"auroc_msp", "oscr_msp"} <= set(erm["metrics"])
@@ -104,3 +105,7 @@ def test_smoke_run_strict_on_shared_data(tmp_path, real_data_root):
     assert {"acc_photo", "auroc_art_painting", "auroc_sketch"} <= set(pacs["metrics"])
     assert pacs["task_info"]["unknown"] == ["horse", "house", "person"]
     assert recs["mnist-split0", "erm"]["metrics"]["acc"]["mean"] > 0.8  # the digits train in two epochs
+    tasks: dict = {}
+    for path in paths:  # each record's evidence recomputes its metrics exactly
+        outcome = recompute(path, json.loads(path.read_text()), tasks)
+        assert outcome.ok and "recomputed 1 seed(s) exactly" in outcome.message, outcome.message

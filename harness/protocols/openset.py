@@ -7,10 +7,10 @@ One seed of one (case, method):
    trains (any supervised method, the losses and DG families, and erm-strong), or, for an open-set score (a method
    with a ``trainer`` hparam, see baselines/osr/), the method that hparam names, default ``erm``, at its default
    hparams. The model is trained once per (task fingerprint, data content, trainer, trainer hparams, seed, device
-   type, code digest) through :class:`~harness.protocols.store.ModelStore` and reused by every score; its train and
-   test outputs (logits, penultimate features) are cached beside it, so a second score neither retrains nor
-   re-infers. Training uses the trainer's budget (erm-strong's schedule and augmentation) and the last epoch is
-   evaluated: the SSB protocol has no validation data for unknowns, so nothing is selected.
+   type, precision, code digest) through :class:`~harness.protocols.store.ModelStore` and reused by every score;
+   its train and test outputs (logits, penultimate features) are cached beside it, so a second score neither
+   retrains nor re-infers. Training uses the trainer's budget (erm-strong's schedule and augmentation) and the last
+   epoch is evaluated: the SSB protocol has no validation data for unknowns, so nothing is selected.
    At a few epochs (:func:`checkpoint_epochs`, plus the last) the closed-set accuracy and the MLS AUROC on the test
    split are kept (record ``run.checkpoints``: ``[epoch, acc, auroc]`` per seed): the points of the
    accuracy-AUROC correlation.
@@ -167,13 +167,14 @@ def model_key(ctx: RunContext, trainer: Method) -> str:
     code = source_digest(type(trainer), sys.modules[__name__], harness.protocols.kit, harness.method,
                          harness.augment, harness.models, harness.data.source, ctx.task.spec.build)
     return store_key(task=ctx.task.fingerprint, data=ctx.task.data.fingerprint, trainer=trainer.name,
-                     hparams=trainer.hparams, seed=ctx.seed, device=ctx.device.type, code=code)
+                     hparams=trainer.hparams, seed=ctx.seed, device=ctx.device.type, code=code,
+                     precision=ctx.speed.precision, compile=ctx.speed.compile)
 
 
 def closed_set_model(ctx: RunContext, trainer: Method) -> tuple[nn.Module, dict[str, Any], str]:
     """The trained closed-set model of this seed (from the store, or trained now) with its training facts."""
     task = ctx.task
-    tctx = RunContext.create(task, trainer, ctx.device, ctx.seed, source=ctx.source)  # the trainer's budget
+    tctx = RunContext.create(task, trainer, ctx.device, ctx.seed, source=ctx.source, speed=ctx.speed)  # its budget
     key = model_key(ctx, trainer)
     at = checkpoint_epochs(tctx.budget.epochs, task.info["openset"].get("checkpoints", INTERMEDIATE_CHECKPOINTS))
 
@@ -267,7 +268,7 @@ def train_benchmark(ctx: RunContext, trainer: Method, model: nn.Module) -> Calla
 
     def step() -> None:
         if not built:
-            tctx = RunContext.create(ctx.task, trainer, ctx.device, ctx.seed, source=ctx.source)
+            tctx = RunContext.create(ctx.task, trainer, ctx.device, ctx.seed, source=ctx.source, speed=ctx.speed)
             m = copy.deepcopy(model)
             opt = make_optimizer(m, tctx.budget)
             state = tctx.make_state(1)
