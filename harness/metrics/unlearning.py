@@ -39,6 +39,7 @@ __all__ = [
     "klom",
     "margins",
     "mia_efficacy",
+    "mia_efficacy_from_confidence",
     "retain_accuracy",
     "run_time_efficiency",
     "test_accuracy",
@@ -108,11 +109,19 @@ def mia_efficacy(
     from_probs: bool = False,
 ) -> float:
     """Fraction of forget samples an SVC membership attack calls non-members (see module docstring)."""
-    from sklearn.svm import SVC  # lazy: sklearn import is slow and only this metric needs it
-
     r = true_class_probability(retain_logits, retain_y, from_probs=from_probs)
     t = true_class_probability(test_logits, test_y, from_probs=from_probs)
     f = true_class_probability(forget_logits, forget_y, from_probs=from_probs)
+    return mia_efficacy_from_confidence(r, t, f, seed=seed)
+
+
+def mia_efficacy_from_confidence(retain_conf: Any, test_conf: Any, forget_conf: Any, *, seed: int = 0) -> float:
+    """:func:`mia_efficacy` from true-class probabilities already computed (1-D each), e.g. stored evidence."""
+    from sklearn.svm import SVC  # lazy: sklearn import is slow and only this metric needs it
+
+    r, t, f = (_np(c).astype(np.float64).reshape(-1) for c in (retain_conf, test_conf, forget_conf))
+    if min(r.size, t.size, f.size) == 0:
+        raise MetricError(f"MIA needs non-empty retain, test and forget sets, got sizes {r.size}, {t.size}, {f.size}")
     rng = np.random.default_rng(seed)
     n = min(r.size, t.size)
     # Balance members and non-members so the attack cannot win by predicting the majority class.
