@@ -68,7 +68,9 @@ def test_retrain_has_gap_exactly_zero_and_rte_one(tiny) -> None:
     for k in ("UA", "RA", "TA", "MIA", "knn_forget"):
         assert per_seed(rec, k) == per_seed(rec, f"retrain_{k}")
     assert per_seed(rec, "cka_retrain") == pytest.approx([1.0, 1.0])
-    assert all(1.0 <= r < 1.05 for r in per_seed(rec, "RTE"))  # charged one retraining, plus a copy
+    # charged one retraining, plus the time to copy the oracle
+    assert all(r >= 1.0 for r in per_seed(rec, "RTE"))
+    assert all(0 <= u - r < 1.0 for u, r in zip(rec["run"]["unlearn_seconds"], rec["run"]["retrain_seconds"]))
     # the original did learn, and retraining without the forget set is not the original
     assert rec["metrics"]["original_RA"]["mean"] > 0.8
     assert per_seed(rec, "original_UA") != per_seed(rec, "UA")
