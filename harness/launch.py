@@ -31,6 +31,7 @@ from submitit.helpers import DelayedSubmission
 from harness.config import make_config
 from harness.environment import resolve_device
 from harness.errors import DataMissing, Unsupported, UsageError
+from harness.provenance import code_versions
 from harness.records import load_record, record_path
 from harness.registry import create_method, load_method_module
 from harness.runner import CaseResult, existing_record, run_case
@@ -121,12 +122,14 @@ def plan_jobs(suites: list[str], method: str, profile: str = "smoke", seeds: int
             for name in cfg.methods:
                 overrides = cfg.overrides.get(name, {})
                 try:
-                    cfg.make_method(name).check_protocol(spec.protocol)
+                    method = cfg.make_method(name)
+                    method.check_protocol(spec.protocol)
                 except Unsupported as err:
                     left_out.append(f"{suite}/{spec.case}/{name}: skipped, {err}")
                     continue
                 path = record_path(cfg.results_dir, spec.suite, spec.case, name, profile, overrides)
-                if resume and existing_record(path, spec, cfg.seeds, cfg.speed) is not None:
+                code = code_versions(type(method), spec)
+                if resume and existing_record(path, spec, cfg.seeds, code, cfg.speed) is not None:
                     left_out.append(f"{suite}/{spec.case}/{name}: --resume, {path} is done")
                     continue
                 jobs.append(CaseJob(suite, spec.case, name, profile, tuple(cfg.seeds), str(Path(results_dir).resolve()),

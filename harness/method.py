@@ -252,8 +252,20 @@ class Method:
         raise NotImplementedError(f"{self.name} sets scores_inputs but defines no score_inputs")
 
     # -- unlearn -------------------------------------------------------------
+    # reads the retrained oracles (``state.oracle_logits``, ``state.retrain``): its record is labelled oracle-matching
+    uses_oracles: ClassVar[bool] = False
+    # False: the forget/retain batches carry no labels (reading ``batch.y`` raises), so label-free claims are enforced
+    reads_labels: ClassVar[bool] = True
+
     def unlearn(self, model: nn.Module, forget: Any, retain: Any, state: State) -> nn.Module:
-        """Return the unlearned model, starting from the original ``model``; ``forget``/``retain`` are SplitLoaders."""
+        """Return the unlearned model, starting from ``model`` (a private copy of the original, trained on all data).
+
+        ``forget`` and ``retain`` are SplitLoaders (:class:`~harness.protocols.kit.SplitLoader`: ``.batches()``,
+        ``.forever()``, ``len``). ``state`` carries ``total_steps`` (the step budget: optimiser updates of the
+        model, about a fifth of a retraining by default), ``step``, ``device``, ``generator``, ``num_classes``, and
+        ``optimizer(params, lr_factor=1.0)``, the case's optimiser recipe. The protocol times this call (the
+        numerator of RTE); loops come from :func:`harness.protocols.unlearn.optimize`.
+        """
         raise NotImplementedError(f"{self.name} defines no unlearn step")
 
     # -- pretrain ------------------------------------------------------------

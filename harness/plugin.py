@@ -267,7 +267,7 @@ def warnings_for(config: pytest.Config) -> list[str]:
 
 
 def _under_xdist(config: pytest.Config) -> bool:
-    return getattr(config.option, "dist", "no") != "no" or worker_slot() is not None
+    return getattr(getattr(config, "option", None), "dist", "no") != "no" or worker_slot() is not None
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:

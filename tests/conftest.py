@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch._dynamo  # noqa: F401  (imported once here: pytester's in-process runs would otherwise register it twice)
 
 DEFAULT_SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 

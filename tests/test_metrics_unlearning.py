@@ -123,3 +123,17 @@ def test_klom_errors() -> None:
         klom(np.zeros((3, 4)), np.zeros((3, 5)))
     with pytest.raises(MetricError, match="NaN"):
         klom(np.full((3, 4), np.nan), np.zeros((3, 4)))
+
+
+def test_klom_bins_like_np_histogram_on_tied_margins() -> None:
+    # Margins on a 0.1 grid land exactly on bin edges; edges must be np.linspace's, not lo + (hi - lo) * b / bins.
+    # P puts 1/2 in bins 0 and 5, Q 1/2 in bins 5 and 19: KLoM = 1/2 log(0.5 / eps) ~ 5.41 (the old edges: 10.82)
+    assert klom([[-1.6], [-0.6]], [[2.4], [-0.4]]).mean == pytest.approx(0.5 * math.log(0.5 / 1e-5), rel=1e-12)
+    np.testing.assert_allclose(klom([[-1.6], [-0.6]], [[2.4], [-0.4]]).per_sample,
+                               brute_klom(np.array([[-1.6], [-0.6]]), np.array([[2.4], [-0.4]]), 20, 1e-5))
+    rng = np.random.default_rng(5)
+    unl = rng.integers(-30, 30, (7, 300)) / 10.0
+    ret = rng.integers(-30, 30, (5, 300)) / 10.0
+    for bins in (20, 7):
+        np.testing.assert_allclose(klom(unl, ret, bins=bins).per_sample, brute_klom(unl, ret, bins, 1e-5),
+                                   rtol=1e-12, atol=0)

@@ -13,8 +13,9 @@ Definitions (accuracies are fractions in [0, 1]; ``pred`` may be labels or logit
 * margin(x, y) = f_y(x) - logsumexp_{k != y} f_k(x) (for one binary logit f: f if y = 1, -f if y = 0).
 * KLoM (KL divergence of margins, Georgiev et al. 2024): for each sample, margins from several unlearned models
   (distribution P) and several retrained models (Q) are clipped to [-clip, clip] and binned into ``bins``
-  equal-width bins spanning the min and max of both sets together (the top edge belongs to the last bin, as in
-  ``np.histogram``; a sample whose margins are all equal gets the range [m, m + 1]). KLoM = KL(P || Q) =
+  equal-width bins spanning the min and max of both sets together, exactly as
+  ``np.histogram(bins=bins, range=(lo, hi))`` bins them (its ``np.linspace`` edges, the top edge in the last bin;
+  a sample whose margins are all equal gets the range [m, m + 1]). KLoM = KL(P || Q) =
   sum_b p_b log(p_b / max(q_b, eps)) over bins with p_b > 0: ``eps`` only floors Q's empty bins so the
   divergence stays finite. Direction and eps follow the data-unlearning-bench reference code.
 """
@@ -38,6 +39,7 @@ __all__ = [
     "klom",
     "margins",
     "mia_efficacy",
+    "mia_efficacy_from_confidence",
     "retain_accuracy",
     "run_time_efficiency",
     "test_accuracy",
@@ -107,11 +109,19 @@ def mia_efficacy(
     from_probs: bool = False,
 ) -> float:
     """Fraction of forget samples an SVC membership attack calls non-members (see module docstring)."""
-    from sklearn.svm import SVC  # lazy: sklearn import is slow and only this metric needs it
-
     r = true_class_probability(retain_logits, retain_y, from_probs=from_probs)
     t = true_class_probability(test_logits, test_y, from_probs=from_probs)
     f = true_class_probability(forget_logits, forget_y, from_probs=from_probs)
+    return mia_efficacy_from_confidence(r, t, f, seed=seed)
+
+
+def mia_efficacy_from_confidence(retain_conf: Any, test_conf: Any, forget_conf: Any, *, seed: int = 0) -> float:
+    """:func:`mia_efficacy` from true-class probabilities already computed (1-D each), e.g. stored evidence."""
+    from sklearn.svm import SVC  # lazy: sklearn import is slow and only this metric needs it
+
+    r, t, f = (_np(c).astype(np.float64).reshape(-1) for c in (retain_conf, test_conf, forget_conf))
+    if min(r.size, t.size, f.size) == 0:
+        raise MetricError(f"MIA needs non-empty retain, test and forget sets, got sizes {r.size}, {t.size}, {f.size}")
     rng = np.random.default_rng(seed)
     n = min(r.size, t.size)
     # Balance members and non-members so the attack cannot win by predicting the majority class.
@@ -186,6 +196,17 @@ def _margin_matrix(m: Any, name: str) -> np.ndarray:
     return a
 
 
+def _linspace_edges(lo: np.ndarray, hi: np.ndarray, bins: int) -> np.ndarray:
+    """Per-row ``np.linspace(lo, hi, bins + 1)`` with the same float operations (so the same edges bit for bit)."""
+    delta = hi - lo
+    steps = np.arange(bins + 1, dtype=np.float64)[None, :]
+    step = delta / bins
+    # linspace divides before multiplying when a step underflows to 0 (denormal ranges)
+    edges = np.where((step == 0)[:, None], steps / bins * delta[:, None], steps * step[:, None]) + lo[:, None]
+    edges[:, -1] = hi
+    return edges
+
+
 def klom(
     unlearned_margins: Any,
     retrained_margins: Any,
@@ -213,15 +234,15 @@ def klom(
     lo = np.minimum(p_m.min(axis=0), q_m.min(axis=0))
     hi = np.maximum(p_m.max(axis=0), q_m.max(axis=0))
     hi = np.where(hi > lo, hi, lo + 1.0)  # all margins equal: one bin holds everything, KLoM = 0
-    edges = lo[:, None] + (hi - lo)[:, None] * (np.arange(bins + 1) / bins)[None, :]  # (n, bins + 1)
+    edges = _linspace_edges(lo, hi, bins)  # (n, bins + 1), np.linspace's values exactly
 
     def probs(m: np.ndarray) -> np.ndarray:
-        idx = np.floor((m - lo) / (hi - lo) * bins).astype(np.int64)
-        idx = np.clip(idx, 0, bins - 1)
-        # Fix float rounding at bin edges so the bin matches [edge_b, edge_{b+1}) exactly.
+        # np.histogram's equal-bin path: scaled index, then a one-step correction against the edges
+        idx = ((m - lo) / (hi - lo) * bins).astype(np.int64)
+        idx[idx == bins] -= 1  # the top edge belongs to the last bin
         cols = np.broadcast_to(np.arange(n), m.shape)
         idx -= (m < edges[cols, idx]).astype(np.int64)
-        idx += ((m >= edges[cols, idx + 1]) & (idx < bins - 1)).astype(np.int64)
+        idx += ((m >= edges[cols, idx + 1]) & (idx != bins - 1)).astype(np.int64)
         counts = np.bincount((cols * bins + idx).ravel(), minlength=n * bins).reshape(n, bins)
         return counts / m.shape[0]
 

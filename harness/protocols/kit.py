@@ -391,11 +391,14 @@ def fit(ctx: RunContext, model: nn.Module, *, split: str = "train", method: Meth
     method = method or ctx.method
     task, budget = ctx.task, ctx.budget
     epochs = budget.epochs if epochs is None else epochs
+    epoch_batches = train_batches(ctx, split)
+    first = next(iter(epoch_batches(torch.Generator().manual_seed(0))))
+    check_model_output(model, ctx.source.prepare(ctx.source.gather_x(first[:2])), task.num_classes,
+                       f"{task.suite}/{task.case}")  # on the eager model, before any compilation
     method.init_model(model, task)
     if ctx.speed.compile:
         compile_model(model, ctx.speed.compile)
     optimizer = make_optimizer(model, budget)
-    epoch_batches = train_batches(ctx, split)
     steps_per_epoch = sum(1 for _ in epoch_batches(torch.Generator().manual_seed(0)))
     state = ctx.make_state(steps_per_epoch, epochs)
     scheduler = make_scheduler(optimizer, budget, state.total_steps, steps_per_epoch)
@@ -403,9 +406,6 @@ def fit(ctx: RunContext, model: nn.Module, *, split: str = "train", method: Meth
     unlabeled = None
     if method.uses_unlabeled and task.unlabeled_split:
         unlabeled = task.splits[task.unlabeled_split].indices
-    first = next(iter(epoch_batches(torch.Generator().manual_seed(0))))
-    check_model_output(model, ctx.source.prepare(ctx.source.gather_x(first[:2])), task.num_classes,
-                       f"{task.suite}/{task.case}")
     rules = {r: s for r, s in (selection or {}).items() if s is not None} if budget.selection == "best" else {}
     best = {rule: Checkpoint(-1.0, -1, None) for rule in rules}
     history = []

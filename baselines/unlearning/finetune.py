@@ -1,0 +1,24 @@
+"""Fine-tuning on the retain set: forgetting by catastrophic forgetting."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from harness.method import Method, State, cross_entropy
+from harness.protocols.unlearn import optimize
+from harness.registry import register_method
+
+
+@register_method("finetune")
+class Finetune(Method):
+    """FT (Warnecke et al. 2023; the FT baseline of Jia et al. 2023 and SalUn): continue training on the retain set
+    only, with cross-entropy, for the step budget, and hope the forget set fades."""
+
+    family = "unlearning"
+    protocols = frozenset({"unlearn"})
+    hparams = dict(lr_factor=0.3)
+
+    def unlearn(self, model: nn.Module, forget, retain, state: State) -> nn.Module:
+        optimizer = state.optimizer(model.parameters(), self.hparams["lr_factor"])
+        optimize(model, lambda b: cross_entropy(model(b.x), b.y), retain.forever(), state, state.total_steps, optimizer)
+        return model

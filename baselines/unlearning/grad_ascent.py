@@ -1,0 +1,26 @@
+"""Gradient ascent on the forget set."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from harness.method import Method, State, cross_entropy
+from harness.protocols.unlearn import optimize
+from harness.registry import register_method
+
+
+@register_method("grad-ascent")
+class GradAscent(Method):
+    """GA (Thudi et al. 2022; the GA baseline of Jia et al. 2023 and SalUn): maximise the cross-entropy of the forget
+    set, i.e. descend on -CE(f(x_f), y_f). Unbounded, so it runs a short share of the budget (``step_frac``) at a
+    reduced learning rate; the retain set is never used."""
+
+    family = "unlearning"
+    protocols = frozenset({"unlearn"})
+    hparams = dict(step_frac=0.25, lr_factor=0.05)
+
+    def unlearn(self, model: nn.Module, forget, retain, state: State) -> nn.Module:
+        steps = max(1, round(self.hparams["step_frac"] * state.total_steps))
+        optimizer = state.optimizer(model.parameters(), self.hparams["lr_factor"])
+        optimize(model, lambda b: -cross_entropy(model(b.x), b.y), forget.forever(), state, steps, optimizer)
+        return model

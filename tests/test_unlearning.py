@@ -1,0 +1,301 @@
+"""The unlearning protocol and methods on a tiny MNIST-5k case (an MLP, 300 pool images, two oracles)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from harness.data.dataset import ArrayDataset
+from harness.method import Batch, Method, State
+from harness.protocols import unlearn as proto
+from harness.protocols.kit import RunContext
+from harness.protocols.store import ModelStore
+from harness.registry import create_method, method_names
+from harness.runner import run_case
+from harness.suites import unlearning as suite
+from harness.task import Budget, CaseSpec
+
+METHODS = ["retrain", "finetune", "grad-ascent", "random-label", "l1-sparse", "salun", "scrub", "laf", "dmm"]
+CPU = torch.device("cpu")
+
+
+def tiny_spec(forget: dict | None = None, case: str = "tiny-random") -> CaseSpec:
+    params = dict(dataset="mnist5k", pool=dict(pool=300, val=100, test=100), model="mlp", width=32, data_seed=0,
+                  n_oracles=2, unlearn_frac=0.5, forget=forget or dict(kind="random", fraction=0.1))
+    budget = Budget(epochs=4, batch_size=32, lr=2e-3, selection="last", benchmark_rounds=1)
+    return CaseSpec(suite.NAME, case, "smoke", params, budget, suite.build, suite.VERSION, suite.PROTOCOL)
+
+
+@pytest.fixture()
+def tiny(cache_dir):
+    spec = tiny_spec()
+    return spec, spec.build(spec)
+
+
+def run(spec, task, name, seeds=(0,), **hparams):
+    return run_case(spec, create_method(name, hparams), list(seeds), CPU, task=task).record
+
+
+def per_seed(record: dict, metric: str) -> list[float]:
+    return record["metrics"][metric]["per_seed"]
+
+
+def test_every_method_is_registered_and_runs(tiny) -> None:
+    spec, task = tiny
+    assert set(METHODS) <= set(method_names())
+    for name in METHODS:
+        method = create_method(name)
+        assert method.family == "unlearning" and method.protocols == frozenset({"unlearn"})
+        rec = run(spec, task, name)
+        assert rec["status"] == "ok", name
+        for metric in ("UA", "RA", "TA", "MIA", "RTE", "gap", "knn_forget"):
+            assert math.isfinite(rec["metrics"][metric]["mean"]), (name, metric)
+        assert set(rec["case_metrics"]) == {"klom_forget", "klom_retain", "klom_val"}
+        assert rec["run"]["oracle_matching"] == [name == "dmm"], name
+        assert rec["run"]["label_free"] == [name in ("laf", "dmm")], name
+        assert rec["primary_metric"] == "gap" and rec["higher_is_better"] is False
+
+
+def test_retrain_has_gap_exactly_zero_and_rte_one(tiny) -> None:
+    spec, task = tiny
+    rec = run(spec, task, "retrain", seeds=(0, 1))
+    assert per_seed(rec, "gap") == [0.0, 0.0]
+    for k in ("UA", "RA", "TA", "MIA", "knn_forget"):
+        assert per_seed(rec, k) == per_seed(rec, f"retrain_{k}")
+    assert per_seed(rec, "cka_retrain") == pytest.approx([1.0, 1.0])
+    # charged one retraining, plus the time to copy the oracle
+    assert all(r >= 1.0 for r in per_seed(rec, "RTE"))
+    assert all(0 <= u - r < 1.0 for u, r in zip(rec["run"]["unlearn_seconds"], rec["run"]["retrain_seconds"]))
+    # the original did learn, and retraining without the forget set is not the original
+    assert rec["metrics"]["original_RA"]["mean"] > 0.8
+    assert per_seed(rec, "original_UA") != per_seed(rec, "UA")
+
+
+def test_grad_ascent_lowers_forget_accuracy(tiny) -> None:
+    spec, task = tiny
+
+    def forget_accuracy(**hparams) -> tuple[float, float]:
+        rec = run(spec, task, "grad-ascent", **hparams)
+        return 1 - per_seed(rec, "UA")[0], 1 - per_seed(rec, "original_UA")[0]
+
+    default, original = forget_accuracy()
+    assert original > 0.8
+    assert default <= original - 0.05, (default, original)
+    stronger, _ = forget_accuracy(lr_factor=0.2)  # a longer stride up the forget loss forgets more
+    assert stronger < default - 0.1, (stronger, default)
+
+
+def test_reference_models_are_trained_once_and_shared(cache_dir) -> None:
+    ModelStore.trainings.clear()
+    spec = tiny_spec()
+    task = spec.build(spec)
+    first = run(spec, task, "finetune", seeds=(0, 1))
+    after_first = dict(ModelStore.trainings)
+    assert len(after_first) == 2 * (1 + 2) and set(after_first.values()) == {1}  # per seed: original + 2 oracles
+    assert first["run"]["references_reused"] == [[False] * 3, [False] * 3]
+    second = run(spec, task, "grad-ascent", seeds=(0, 1))
+    assert dict(ModelStore.trainings) == after_first  # a second method retrains nothing
+    assert second["run"]["references_reused"] == [[True] * 3, [True] * 3]
+    # the whole-class case of the same pool starts from the same original: only its oracles are new
+    spec_cls = tiny_spec(dict(kind="class", label="3"), "tiny-class3")
+    run(spec_cls, spec_cls.build(spec_cls), "finetune")
+    assert len(ModelStore.trainings) == len(after_first) + 2 and set(ModelStore.trainings.values()) == {1}
+
+
+def test_rte_of_a_cached_oracle_is_retimed_in_this_process(tiny, monkeypatch) -> None:
+    spec, task = tiny
+    first = run(spec, task, "finetune")
+    assert first["run"]["rte_basis"] == ["in-process"]
+    monkeypatch.setattr(proto, "_PROCESS", "another-process")  # as if the cache came from an earlier process
+    monkeypatch.setattr(proto, "_RETIMED", {})
+    second = run(spec, task, "finetune")
+    assert second["run"]["rte_basis"][0].startswith("cached")
+    assert second["run"]["retrain_seconds"][0] > 0
+
+
+def test_seed_metrics_recompute_from_arrays_exactly(tiny) -> None:
+    spec, task = tiny
+    ctx = RunContext.create(task, create_method("salun"), CPU, 0)
+    result = proto.run_unlearn(task, ctx.method, ctx)
+    again = task.recompute_fn({k: v.copy() for k, v in result.arrays.items()})
+    assert again.keys() == result.metrics.keys()
+    assert all(again[k] == result.metrics[k] or (math.isnan(again[k]) and math.isnan(result.metrics[k]))
+               for k in again)
+    assert sum(v.nbytes for v in result.arrays.values()) < 200_000  # compact evidence
+
+
+def test_class_case_excludes_the_forgotten_class_from_test(cache_dir) -> None:
+    spec = tiny_spec(dict(kind="class", label="3"), "tiny-class3")
+    task = spec.build(spec)
+    y = task.data.y
+    assert (y[task.splits["forget"].indices] == 3).all() and not (y[task.splits["retain"].indices] == 3).any()
+    assert not (y[task.splits["test"].indices] == 3).any() and (y[task.splits["val"].indices] == 3).any()
+    pool = set(task.splits["train"].indices.tolist())
+    assert pool == set(task.splits["forget"].indices.tolist()) | set(task.splits["retain"].indices.tolist())
+    # the pool does not depend on the forget set, so both cases share the original model
+    other = tiny_spec()
+    assert suite.pool_fingerprint(spec) == suite.pool_fingerprint(other) and spec.fingerprint != other.fingerprint
+
+
+# -- LAF reads no labels -----------------------------------------------------------------------------
+
+
+class _Peeks(Method):
+    name, family, protocols, reads_labels = "peeks", "unlearning", frozenset({"unlearn"}), False
+
+    def unlearn(self, model, forget, retain, state):
+        next(forget.batches()).y  # noqa: B018 - reading is the offence
+        return model
+
+
+def test_label_free_methods_get_batches_without_labels(tiny) -> None:
+    spec, task = tiny
+    with pytest.raises(proto.LabelAccess, match="reads_labels = False"):
+        run_case(spec, _Peeks(), [0], CPU, task=task)
+
+
+def _laf_weights(task, labels: torch.Tensor, original: dict) -> dict[str, torch.Tensor]:
+    data = task.data
+    poisoned = ArrayDataset(data.x, labels, data.classes, data.name, meta=data.meta)
+    task = replace(task, data=poisoned, splits={k: poisoned.subset(v.indices) for k, v in task.splits.items()})
+    laf = create_method("laf", {"vae_steps": 20})
+    ctx = RunContext.create(task, laf, CPU, 0)
+    forget, retain, state = proto.hook_inputs(ctx, laf)
+    assert isinstance(forget, proto.LabelFreeLoader) and isinstance(retain, proto.LabelFreeLoader)
+    model = task.model_factory()
+    model.load_state_dict(original)
+    torch.manual_seed(0)
+    return laf.unlearn(model, forget, retain, state).state_dict()
+
+
+def test_laf_never_reads_labels(tiny) -> None:
+    spec, task = tiny
+    original = task.model_factory().state_dict()
+    clean = _laf_weights(task, task.data.y, original)
+    shuffled = task.data.y[torch.randperm(len(task.data.y), generator=torch.Generator().manual_seed(1))]
+    poisoned = _laf_weights(task, shuffled, original)
+    assert any(not torch.equal(clean[k], original[k]) for k in clean)  # it did change the model
+    assert all(torch.equal(clean[k], poisoned[k]) for k in clean)  # and the labels made no difference
+
+
+# -- SalUn's mask ------------------------------------------------------------------------------------
+
+
+class _Loader:
+    """Fixed batches, like a SplitLoader."""
+
+    def __init__(self, batches: list[Batch]) -> None:
+        self._batches = batches
+
+    def __len__(self) -> int:
+        return sum(len(b) for b in self._batches)
+
+    def batches(self, shuffle: bool = True):
+        yield from self._batches
+
+    def forever(self):
+        while True:
+            yield from self._batches
+
+
+def _net() -> nn.Module:
+    from harness.models import mlp
+
+    torch.manual_seed(0)
+    return mlp(12, 4, hidden=(16,))
+
+
+def test_salun_mask_keeps_exactly_the_top_fraction() -> None:
+    from baselines.unlearning.salun import saliency_mask
+
+    g = torch.Generator().manual_seed(0)
+    forget = _Loader([Batch(torch.randn(8, 12, generator=g), torch.randint(0, 4, (8,), generator=g))
+                      for _ in range(3)])
+    model = _net()
+    with torch.no_grad():  # five dead hidden units: their weights' gradients are exactly 0, a big tie
+        model.featurizer[1].weight[:5] = 0.0
+        model.featurizer[1].bias[:5] = -1.0
+    params = list(model.parameters())
+    model.zero_grad()
+    n = len(forget)
+    for b in forget.batches():
+        (nn.functional.cross_entropy(model(b.x), b.y) * len(b) / n).backward()
+    grads = torch.cat([p.grad.abs().flatten() for p in params])
+    model.zero_grad(set_to_none=True)
+    for keep in (0.5, 0.3, 0.01, 1.0):
+        mask = torch.cat([m.flatten() for m in saliency_mask(model, forget, keep)])
+        assert int(mask.sum()) == round(keep * grads.numel())
+        if keep < 1.0:
+            assert grads[mask].min() >= grads[~mask].max()
+
+
+def test_salun_updates_only_the_masked_weights() -> None:
+    from baselines.unlearning.salun import saliency_mask
+
+    g = torch.Generator().manual_seed(0)
+    make = lambda: Batch(torch.randn(8, 12, generator=g), torch.randint(0, 4, (8,), generator=g))  # noqa: E731
+    forget, retain = _Loader([make(), make()]), _Loader([make(), make()])
+    model = _net()
+    before = [p.detach().clone() for p in model.parameters()]
+    masks = saliency_mask(model, forget, 0.3)
+    state = State(step=0, total_steps=6, seed=0, num_classes=4, generator=torch.Generator().manual_seed(0),
+                  optimizer=lambda params, lr_factor=1.0: torch.optim.Adam(params, lr=1e-2 * lr_factor))
+    create_method("salun", {"keep": 0.3}).unlearn(model, forget, retain, state)
+    for p, b, m in zip(model.parameters(), before, masks):
+        m = m.view_as(p)
+        assert torch.equal(p[~m], b[~m])
+    assert any(not torch.equal(p[m.view_as(p)], b[m.view_as(p)]) for p, b, m in zip(model.parameters(), before, masks))
+    assert state.step == 6
+
+
+# -- findings ------------------------------------------------------------------------------------------
+
+
+def _record(method: str, case: str = "c", **means: float) -> dict:
+    return {"method": method, "case": case, "status": "ok", "hparam_overrides": {},
+            "metrics": {k: {"mean": v} for k, v in means.items()}, "run": {"oracle_matching": [method == "dmm"]}}
+
+
+def test_findings_name_head_only_forgetting_and_the_pareto_front(tmp_path) -> None:
+    ref = dict(original_UA=0.0, retrain_UA=1.0, retrain_cka_original=0.7, original_knn_forget=0.99,
+               retrain_knn_forget=0.9)
+    records = [
+        _record("retrain", gap=0.0, RTE=1.0, UA=1.0, cka_original=0.7, knn_forget=0.9, **ref),
+        _record("grad-ascent", gap=0.10, RTE=0.05, UA=0.95, cka_original=0.95, knn_forget=0.98, **ref),  # head only
+        _record("finetune", gap=0.05, RTE=0.45, UA=0.3, cka_original=0.95, knn_forget=0.98, **ref),  # did not forget
+        _record("scrub", gap=0.08, RTE=0.5, UA=1.0, cka_original=0.80, knn_forget=0.98, **ref),  # features moved
+        _record("dmm", gap=0.01, RTE=0.4, UA=1.0, cka_original=0.7, knn_forget=0.92, **ref),
+    ]
+    assert [suite.head_only(r) for r in records] == [False, True, False, False, False]
+    nothing_to_forget = dict(records[1], metrics={**records[1]["metrics"], "retrain_UA": {"mean": 0.05}})
+    assert not suite.head_only(nothing_to_forget)  # a random forget set the retrained model still fits
+    assert suite.pareto([("a", 0.1, 1.0), ("b", 0.2, 0.5), ("c", 0.2, 1.0), ("d", 0.1, 1.0)]) == ["a", "b", "d"]
+    lines = suite.findings(records)
+    assert "grad-ascent" in lines[0] and "scrub" not in lines[0] and "finetune" not in lines[0]
+    front = lines[1]
+    assert "dmm (oracle-matching)" in front and "grad-ascent" in front and "retrain" in front
+    assert "scrub" not in front and "finetune" not in front
+    figures = suite.figures(records, tmp_path)
+    assert len(figures) == 1 and figures[0][1].read_bytes()[:4] == b"\x89PNG"
+
+
+def test_case_specs_and_fingerprints() -> None:
+    for profile, n_oracles in (("smoke", 2), ("standard", 5), ("full", 8)):
+        specs = suite.case_specs(profile)
+        assert [s.case for s in specs] == ["mnist5k-random10", "mnist5k-class3", "cifar10-random10",
+                                           "cifar10-class1", "pacs-subpop-sketch-dog"]
+        assert all(s.params["n_oracles"] == n_oracles and s.protocol == "unlearn" for s in specs)
+        assert len({s.fingerprint for s in specs}) == len(specs)
+        assert suite.pool_fingerprint(specs[0]) == suite.pool_fingerprint(specs[1])
+        assert suite.pool_fingerprint(specs[2]) == suite.pool_fingerprint(specs[3])
+    assert np.isclose(suite.UNLEARN_FRAC, 0.2)
+
+
+def test_klom_bins_keep_the_reference_density() -> None:
+    # the reference bins 100 oracles into 20 bins; a dozen oracles get 2, never fewer than 2 or more than 20
+    assert [proto.klom_bins(n) for n in (1, 12, 60, 100, 500)] == [2, 2, 12, 20, 20]
