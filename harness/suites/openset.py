@@ -4,7 +4,7 @@ Cases (each known/unknown split fixed and in the fingerprint):
 
 * ``mnist-split<i>``, ``cifar10-split<i>``, i = 0..4: the literature's five 6-known splits (below), on the embedded
   MNIST-5k (stratified 70/30 train/test per class, ``data_seed`` 0) and on the shared CIFAR-10 copy (its train/test
-  parts, capped per class in the smoke and standard profiles). Small CNN from scratch.
+  parts, capped per class in the smoke and standard profiles). A three-block CNN from scratch (:func:`osr_cnn`).
 * ``cub-ssb``: CUB-200-2011 with the SSB's own split file (``SSB_splits/SSB/splits/cub_ssb_splits.json``) applied to
   the classes on disk (the shared copy: classes 001-050, so 24 known, 11 Easy, 7 Medium, 8 Hard unknown classes), the
   official train/test split, pretrained EfficientNet-Lite0. Metrics for all unknowns and per difficulty (suffixes
@@ -12,7 +12,8 @@ Cases (each known/unknown split fixed and in the fingerprint):
 * ``pacs-covariate``: PACS, 4 known (dog, elephant, giraffe, guitar) and 3 unknown (horse, house, person) classes,
   trained on photo and tested on art_painting and sketch, so unknowns must be rejected while the domain moves too.
   The main metrics pool the two shifted domains; ``_photo`` (held-out photos, no shift), ``_art_painting`` and
-  ``_sketch`` are reported beside them. Pretrained EfficientNet-Lite0.
+  ``_sketch`` are reported beside them. Pretrained EfficientNet-Lite0. The split is this suite's choice (the
+  classes in PACS's alphabetical order): horse is the hard unknown, close to dog and giraffe.
 * ``imagefolder-<name>``: your own folder of ``<class>/`` subfolders, ``--dataset=imagefolder:PATH`` (the same value
   the imagefolder suite reads) with round(0.6 K) known classes drawn with seed 0; ``--dataset=openset:PATH,known=N,
   seed=S`` draws N known classes with seed S, and ``--dataset=openset:PATH,known=FILE`` reads the known class names
