@@ -153,7 +153,11 @@ def case_frame(records: list[dict], suite_module, standard_n: int | None = None,
         }
         for col in extra:
             m = rec["metrics"].get(col)
-            row[col] = _fmt(m["mean"], m["std"]) if m and m["mean"] is not None else ""
+            case_value = rec.get("case_metrics", {}).get(col, {}).get("value")
+            if m is None and case_value is not None:  # a metric of the whole case (KLoM over models): one value
+                row[col] = f"{case_value:.4f}"
+            else:
+                row[col] = _fmt(m["mean"], m["std"]) if m and m["mean"] is not None else ""
         n = len(rec["seeds"])
         row["n"] = str(n) if tested or standard_n is None else f"{n} (≠ {standard_n})"
         if tested:

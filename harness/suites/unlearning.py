@@ -52,7 +52,7 @@ DESCRIPTION = ("forget a random 10%, a whole class (MNIST-5k, CIFAR-10) or a sub
 DATASETS = ["mnist5k", "cifar10", "pacs"]
 VERSION = "1"
 PRIMARY = "gap"
-LEADERBOARD_COLUMNS = ["UA", "RA", "TA", "MIA", "RTE", "cka_original", "cka_retrain", "knn_forget"]
+LEADERBOARD_COLUMNS = ["UA", "RA", "TA", "MIA", "RTE", "klom_forget", "cka_original", "cka_retrain", "knn_forget"]
 LOWER_IS_BETTER = ["gap", "RTE", "klom_forget", "klom_retain", "klom_val"]
 
 # pool / val / test sizes, model, budget and reference counts per profile
