@@ -11,6 +11,12 @@ from harness.errors import DataError
 
 
 class Classifier(nn.Module):
+    # Set on pretrained models: the weights' identity for the record, and the input normalisation they expect
+    # (per channel, for images in [0, 1]). None means "normalise with the data's own statistics".
+    pretrained_info: dict | None = None
+    input_mean: tuple[float, ...] | None = None
+    input_std: tuple[float, ...] | None = None
+
     def __init__(self, featurizer: nn.Module, n_features: int, num_classes: int) -> None:
         super().__init__()
         self.featurizer = featurizer
@@ -48,11 +54,38 @@ def small_cnn(in_chans: int, num_classes: int, width: int = 32) -> Classifier:
 
 
 def timm_model(name: str, in_chans: int, num_classes: int, pretrained: bool = False) -> Classifier:
-    """A timm backbone as featurizer (``num_classes=0`` gives pooled features)."""
+    """A timm backbone as featurizer (``num_classes=0`` gives pooled features) under a new head.
+
+    ``pretrained=True`` loads offline ImageNet weights (``harness.pretrained.PRETRAINED`` lists the archs) into
+    timm's TF-faithful variant of the arch, drops the ImageNet head and, for ``in_chans != 3``, adapts the stem by
+    timm's rule (see ``harness.pretrained.load_pretrained``). The model then carries ``pretrained_info`` (arch,
+    sha256, package, normalisation, input size) and ``input_mean``/``input_std``, one value per input channel.
+    """
+    if pretrained:
+        from harness.pretrained import load_pretrained
+
+        backbone, weights = load_pretrained(name, in_chans)
+        model = Classifier(backbone, backbone.num_features, num_classes)
+        model.pretrained_info = weights.info()
+        model.input_mean, model.input_std = weights.channel_stats(in_chans)
+        return model
     import timm  # heavy import, only when a timm case runs
 
-    backbone = timm.create_model(name, pretrained=pretrained, num_classes=0, in_chans=in_chans)
+    backbone = timm.create_model(name, num_classes=0, in_chans=in_chans)
     return Classifier(backbone, backbone.num_features, num_classes)
+
+
+def imagenet_model(arch: str) -> nn.Module:
+    """The full pretrained ImageNet classifier (1000 logits) of ``arch``, in eval mode, for checking the weights.
+
+    Inputs: RGB in [0, 1], normalised by ``model.input_mean``/``model.input_std``.
+    """
+    from harness.pretrained import load_pretrained
+
+    model, weights = load_pretrained(arch, imagenet_head=True)
+    model.pretrained_info = weights.info()
+    model.input_mean, model.input_std = weights.mean, weights.std
+    return model.eval()
 
 
 def check_in_chans(model: nn.Module, channels: int, dataset: str) -> None:
