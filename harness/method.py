@@ -25,7 +25,7 @@ from torch import Tensor, nn
 from harness.errors import HparamError, Unsupported
 
 PROTOCOLS = ("supervised", "openset", "unlearn", "pretrain", "probe")
-FAMILIES = ("loss", "dg", "osr", "unlearning", "ssl")
+FAMILIES = ("loss", "dg", "osr", "unlearning", "ssl", "probe")
 
 
 @dataclass
@@ -223,6 +223,10 @@ class Method:
                       state: State) -> dict:
         """One self-supervised step on a batch of views; returns scalars to log (``"loss"`` is checked)."""
         raise NotImplementedError(f"{self.name} defines no pretrain step")
+
+    # -- probe ---------------------------------------------------------------
+    # No hook: the probe protocol scores the case's frozen encoders under a preprocessing grid, so nothing of a
+    # method runs; ``baselines/probe/frozen.py`` is its one method.
 
     def describe(self) -> dict[str, Any]:
         out = {"name": self.name, "family": self.family, "protocols": sorted(self.protocols), "hparams": self.hparams}
