@@ -215,7 +215,7 @@ def test_band_statistics_after_the_transform(cache_dir) -> None:
     np.testing.assert_allclose(meta["band_stats"]["std"], 1.0, atol=1e-4)
     dead = x.clone()
     dead[:, 3] = 0.5  # band B3 carries nothing
-    with pytest.raises(DataError, match="band\\(s\\) B3 have no spread after preprocessing native/divide"):
+    with pytest.raises(DataError, match=r"band\(s\) B3 \(all 0.5\) have no spread after preprocessing native/divide"):
         extract(RunContext.create(_task(5, x=dead, bands=names), method, torch.device("cpu"), 0), model,
                 Preprocess.make("native", "divide", 5), torch.arange(36))
     bad = x.clone()

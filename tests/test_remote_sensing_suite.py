@@ -55,11 +55,14 @@ def test_erm_skips_probe_cases_and_frozen_skips_supervised() -> None:
 
 
 class _FakeSSL(types.ModuleType):
+    """Stands in for ``harness.suites.ssl``: ``cached_encoders(profile=...)`` lists stored encoders."""
+
     def __init__(self, entries):
         super().__init__("harness.suites.ssl")
-        self.entries = entries
+        self.entries, self.asked = entries, []
 
-    def cached_encoders(self):
+    def cached_encoders(self, dataset=None, *, profile=None):
+        self.asked.append(profile)
         return self.entries
 
 
@@ -68,22 +71,34 @@ def _conv(in_chans: int) -> nn.Module:
     return nn.Sequential(nn.Conv2d(in_chans, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten())
 
 
-def test_ssl_encoders_are_discovered_when_the_ssl_suite_lists_them(monkeypatch, cache_dir) -> None:
-    entry = types.SimpleNamespace(name="simclr-ms", digest="abc123", in_chans=13, load=lambda: _conv(13))
-    rgb = types.SimpleNamespace(name="byol-rgb", digest="def456", in_chans=3, load=lambda: _conv(3))
-    broken = types.SimpleNamespace(name="no-load")
-    monkeypatch.setitem(sys.modules, "harness.suites.ssl", _FakeSSL([entry, rgb, broken]))
+def _stored(tmp_path: Path, name: str, **info) -> types.SimpleNamespace:
+    path = tmp_path / f"{name.replace('/', '_')}.safetensors"
+    path.write_bytes(name.encode())  # stands for the weights file; its hash identifies the encoder
+    return types.SimpleNamespace(name=name, path=path, info={"seed": 0, "in_chans": 3, **info},
+                                 load=lambda: _conv(info.get("in_chans", 3)))
+
+
+def test_ssl_encoders_are_discovered_from_the_ssl_suite_store(monkeypatch, tmp_path, cache_dir, real_data_root) -> None:
+    monkeypatch.setenv("HARNESS_DATA", str(real_data_root))
+    fake = _FakeSSL([
+        _stored(tmp_path, "simclr/eurosat/smoke/seed0", dataset="eurosat", method="simclr"),
+        _stored(tmp_path, "byol/rsscn7-fine-to-coarse/smoke/seed0", dataset="rsscn7", method="byol"),
+        _stored(tmp_path, "byol/eurosat/smoke/seed1", dataset="eurosat", seed=1),  # first seed only
+        _stored(tmp_path, "dino/cifar10/smoke/seed0", dataset="cifar10"),  # not remote sensing
+        types.SimpleNamespace(name="broken", info={}),
+    ])
+    monkeypatch.setitem(sys.modules, "harness.suites.ssl", fake)
     with pytest.warns(UserWarning, match="ignoring SSL encoder entry"):
-        cases = {s.case for s in rs.case_specs("smoke")}
-    # band counts decide which data each encoder meets: 13-band only SYNTHETIC-ms, RGB the two real sets
-    assert {"probe-SYNTHETIC-ms-ssl-simclr-ms", "probe-eurosat-ssl-byol-rgb", "probe-rsscn7-ssl-byol-rgb"} <= cases
-    assert "probe-eurosat-ssl-simclr-ms" not in cases and "probe-SYNTHETIC-ms-ssl-byol-rgb" not in cases
+        cases = {s.case for s in rs.case_specs("smoke") if "-ssl-" in s.case}
+    assert fake.asked == ["smoke"]
+    assert cases == {f"probe-{d}-ssl-{e}" for d in ("eurosat", "rsscn7")
+                     for e in ("simclr-eurosat-smoke-seed0", "byol-rsscn7-fine-to-coarse-smoke-seed0")}
     with pytest.warns(UserWarning):
-        spec = _spec("probe-SYNTHETIC-ms-ssl-simclr-ms")
-    assert spec.params["ssl_digest"] == "abc123"
-    with pytest.warns(UserWarning):
+        spec = _spec("probe-eurosat-ssl-simclr-eurosat-smoke-seed0")
         record = run_case(spec, create_method("frozen"), [0], torch.device("cpu")).record
-    assert record["status"] == "ok" and record["task_info"]["encoder"]["digest"] == "abc123"
+    assert len(spec.params["ssl_digest"]) == 16
+    enc = record["task_info"]["encoder"]
+    assert record["status"] == "ok" and enc["method"] == "simclr" and enc["digest"] == spec.params["ssl_digest"]
 
 
 def test_without_an_ssl_suite_only_builtin_encoders(monkeypatch) -> None:

