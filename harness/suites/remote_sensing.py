@@ -200,9 +200,8 @@ def _probe_spec(profile: str, data: str, encoder: str, extra: dict[str, Any] | N
     if isinstance(per_class, dict):
         per_class = per_class["user" if data.startswith("user-") else PROBE_DATA.get(data, data)]
     params = dict(data=data, encoder=encoder, per_class=per_class, pool_per_class=cfg["pool_per_class"], pool_seed=0,
-                  sizes=list(cfg["sizes"]),
-                  norms=list(NORMS), probes=list(PROBES), shots=list(cfg["shots"]), draws=cfg["draws"],
-                  train_fraction=0.5, rsscn7_size=cfg["rsscn7_size"], **(extra or {}))
+                  sizes=list(cfg["sizes"]), norms=list(NORMS), shots=list(cfg["shots"]),
+                  draws=cfg["draws"], train_fraction=0.5, rsscn7_size=cfg["rsscn7_size"], **(extra or {}))
     return CaseSpec(NAME, f"probe-{data}-{encoder}", profile, params, Budget(epochs=0, batch_size=256), build_probe,
                     VERSION, "probe")
 
