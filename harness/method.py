@@ -25,7 +25,7 @@ from torch import Tensor, nn
 from harness.errors import HparamError, Unsupported
 
 PROTOCOLS = ("supervised", "openset", "unlearn", "pretrain", "probe")
-FAMILIES = ("loss", "dg", "osr", "unlearning", "ssl")
+FAMILIES = ("loss", "dg", "osr", "unlearning", "ssl", "probe")
 # Protocols a method also takes part in through another part it provides: a supervised method trains the
 # open-set protocol's closed-set model, which is then scored with the method's ``score`` (MLS by default).
 JOINS_THROUGH: dict[str, frozenset[str]] = {"openset": frozenset({"supervised"})}
@@ -296,6 +296,10 @@ class Method:
         optimizer and updates any teacher.
         """
         raise NotImplementedError(f"{self.name} defines no pretrain step")
+
+    # -- probe ---------------------------------------------------------------
+    # No hook: the probe protocol scores the case's frozen encoders under a preprocessing grid, so nothing of a
+    # method runs; ``baselines/probe/frozen.py`` is its one method.
 
     def describe(self) -> dict[str, Any]:
         out = {"name": self.name, "family": self.family, "protocols": sorted(self.protocols), "hparams": self.hparams}

@@ -2,10 +2,10 @@
 converted). Bad or degenerate input raises :class:`MetricError`; no metric returns a placeholder value.
 
 Modules: ``classification`` (accuracy, macro-F1, group/domain accuracy, ECE), ``openset`` (AUROC, AUPR, FPR@95,
-OSCR), ``unlearning`` (UA/RA/TA, MIA-efficacy, RTE, average gap, margins, KLoM), ``probes`` (kNN and linear
-probes, linear CKA), ``stats`` (mean/std/sem over seeds, two-sided paired t and sign-flip permutation tests,
-Holm correction, Friedman test with Nemenyi CD, bootstrap CIs over seeds and over cases). Each module's docstring
-gives the exact definitions.
+OSCR), ``unlearning`` (UA/RA/TA, MIA-efficacy, RTE, average gap, margins, KLoM), ``probes`` (kNN, linear and
+Gaussian naive Bayes probes, linear CKA), ``stats`` (mean/std/sem over seeds, two-sided paired t and sign-flip
+permutation tests, Holm correction, Friedman test with Nemenyi CD, bootstrap CIs over seeds and over cases). Each
+module's docstring gives the exact definitions.
 """
 
 from harness.metrics._checks import MetricError, as_predictions
@@ -22,7 +22,16 @@ from harness.metrics.classification import (
     worst_group_accuracy,
 )
 from harness.metrics.openset import aupr_in, aupr_out, auroc, fpr_at_95_tpr, fpr_at_tpr, openset_metrics, oscr
-from harness.metrics.probes import knn_accuracy, knn_predict, linear_cka, linear_probe_accuracy
+from harness.metrics.probes import (
+    GaussianNaiveBayes,
+    knn_accuracy,
+    knn_predict,
+    linear_cka,
+    linear_probe_accuracy,
+    linear_probe_predict,
+    naive_bayes_accuracy,
+    naive_bayes_predict,
+)
 from harness.metrics.stats import (
     FriedmanResult,
     PairedComparison,
@@ -55,6 +64,7 @@ from harness.metrics.unlearning import (
 __all__ = [
     "DomainAccuracy",
     "FriedmanResult",
+    "GaussianNaiveBayes",
     "GroupAccuracy",
     "KLoMResult",
     "MetricError",
@@ -82,6 +92,9 @@ __all__ = [
     "knn_predict",
     "linear_cka",
     "linear_probe_accuracy",
+    "linear_probe_predict",
+    "naive_bayes_accuracy",
+    "naive_bayes_predict",
     "macro_f1",
     "margins",
     "mean_std",

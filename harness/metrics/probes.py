@@ -10,6 +10,12 @@ Definitions:
   rows so memory stays bounded.
 * Linear-probe accuracy: ``StandardScaler`` fitted on train, then ``LogisticRegression`` (lbfgs, L2, ``C``),
   accuracy on test.
+* Gaussian naive Bayes (the generative partner of logistic regression in Ng & Jordan, "On discriminative vs.
+  generative classifiers", 2002): per class c the prior pi_c = n_c / n, the feature means mu_c and variances
+  s2_c (ddof=0) plus eps = ``var_smoothing`` * (largest per-feature variance over all train samples); a sample
+  goes to argmax_c log pi_c - 1/2 sum_j [log(2 pi s2_cj) + (x_j - mu_cj)^2 / s2_cj]. This is sklearn's
+  ``GaussianNB`` exactly (ties: the first class in sorted order). Features are used as given: z-scoring
+  changes nothing but the relative size of eps.
 * Linear CKA (Kornblith et al. 2019) for X (n x p), Y (n x q) with columns centred:
   CKA = ||Y^T X||_F^2 / (||X^T X||_F ||Y^T Y||_F), equal to HSIC(K, L) / sqrt(HSIC(K, K) HSIC(L, L)) with linear
   kernels K = X X^T, L = Y Y^T.
@@ -17,13 +23,17 @@ Definitions:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from harness.metrics._checks import MetricError, _np, as_labels, same_length
 
-__all__ = ["knn_accuracy", "knn_predict", "linear_cka", "linear_probe_accuracy"]
+__all__ = [
+    "GaussianNaiveBayes", "knn_accuracy", "knn_predict", "linear_cka", "linear_probe_accuracy",
+    "linear_probe_predict", "naive_bayes_accuracy", "naive_bayes_predict",
+]
 
 _CHUNK_ELEMENTS = 1 << 24  # ~128 MiB of float64 similarities per chunk
 
@@ -94,22 +104,78 @@ def knn_accuracy(
     return float(np.mean(pred == yte))
 
 
-def linear_probe_accuracy(
-    train_x: Any, train_y: Any, test_x: Any, test_y: Any, *, C: float = 1.0, max_iter: int = 5000
-) -> float:
-    """Test accuracy of a logistic-regression probe on standardised frozen features."""
+def linear_probe_predict(train_x: Any, train_y: Any, test_x: Any, *, C: float = 1.0, max_iter: int = 5000
+                         ) -> np.ndarray:
+    """Predictions of a logistic-regression probe on standardised frozen features."""
     from sklearn.linear_model import LogisticRegression  # lazy: slow import, only probes need it
     from sklearn.preprocessing import StandardScaler
 
     xtr, ytr, xte = _train_test(train_x, train_y, test_x)
-    yte = as_labels(test_y, "test labels")
-    same_length(("test features", xte), ("test labels", yte))
     if len(np.unique(ytr)) < 2:
         raise MetricError("linear probe needs at least two classes in the train labels")
     scaler = StandardScaler().fit(xtr)
     clf = LogisticRegression(C=C, max_iter=max_iter)
     clf.fit(scaler.transform(xtr), ytr)
-    return float(np.mean(clf.predict(scaler.transform(xte)) == yte))
+    return clf.predict(scaler.transform(xte))
+
+
+def linear_probe_accuracy(
+    train_x: Any, train_y: Any, test_x: Any, test_y: Any, *, C: float = 1.0, max_iter: int = 5000
+) -> float:
+    """Test accuracy of a logistic-regression probe on standardised frozen features."""
+    yte = as_labels(test_y, "test labels")
+    same_length(("test features", _features(test_x, "test features")), ("test labels", yte))
+    return float(np.mean(linear_probe_predict(train_x, train_y, test_x, C=C, max_iter=max_iter) == yte))
+
+
+@dataclass(frozen=True)
+class GaussianNaiveBayes:
+    """A fitted Gaussian naive Bayes classifier (see module docstring); build it with :meth:`fit`."""
+
+    classes: np.ndarray  # sorted labels
+    log_prior: np.ndarray  # (k,)
+    mean: np.ndarray  # (k, d)
+    var: np.ndarray  # (k, d), smoothed
+
+    @classmethod
+    def fit(cls, train_x: Any, train_y: Any, var_smoothing: float = 1e-9) -> GaussianNaiveBayes:
+        x = _features(train_x, "train features")
+        y = as_labels(train_y, "train labels")
+        same_length(("train features", x), ("train labels", y))
+        classes, inverse, counts = np.unique(y, return_inverse=True, return_counts=True)
+        eps = var_smoothing * float(x.var(axis=0).max())
+        mean = np.stack([x[inverse == c].mean(axis=0) for c in range(len(classes))])
+        var = np.stack([x[inverse == c].var(axis=0) for c in range(len(classes))]) + eps
+        if not (var > 0).all():  # every feature constant over the train set: no variance to smooth with
+            raise MetricError("naive Bayes: every train feature is constant, so the class variances are 0")
+        return cls(classes, np.log(counts / len(y)), mean, var)
+
+    def joint_log_likelihood(self, test_x: Any) -> np.ndarray:
+        """log pi_c + log N(x | mu_c, diag s2_c) for every test row and class, shape (n, k)."""
+        x = _features(test_x, "test features")
+        if x.shape[1] != self.mean.shape[1]:
+            raise MetricError(f"feature dims differ: train {self.mean.shape[1]}, test {x.shape[1]}")
+        norm = -0.5 * np.log(2.0 * np.pi * self.var).sum(axis=1)  # (k,)
+        # one class at a time (k is small): no (n, k, d) tensor, and no cancellation from expanding the square
+        quad = np.stack([(((x - m) ** 2) / v).sum(axis=1) for m, v in zip(self.mean, self.var)], axis=1)
+        return self.log_prior + norm - 0.5 * quad
+
+    def predict(self, test_x: Any) -> np.ndarray:
+        return self.classes[np.argmax(self.joint_log_likelihood(test_x), axis=1)]
+
+
+def naive_bayes_predict(train_x: Any, train_y: Any, test_x: Any, *, var_smoothing: float = 1e-9) -> np.ndarray:
+    """Gaussian naive Bayes predictions (see module docstring)."""
+    return GaussianNaiveBayes.fit(train_x, train_y, var_smoothing).predict(test_x)
+
+
+def naive_bayes_accuracy(train_x: Any, train_y: Any, test_x: Any, test_y: Any, *, var_smoothing: float = 1e-9
+                         ) -> float:
+    """Test accuracy of :func:`naive_bayes_predict`."""
+    yte = as_labels(test_y, "test labels")
+    pred = naive_bayes_predict(train_x, train_y, test_x, var_smoothing=var_smoothing)
+    same_length(("test features", pred), ("test labels", yte))
+    return float(np.mean(pred == yte))
 
 
 def linear_cka(x: Any, y: Any) -> float:

@@ -1,0 +1,1 @@
+"""Methods of the probe protocol (frozen encoders scored by probes on their features)."""
