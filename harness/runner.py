@@ -113,13 +113,9 @@ def build_record(task: Task, method: Method, overrides: dict, seeds: list[int], 
 
 
 def _seed_info(results: list[SeedResult]) -> dict[str, Any]:
-    """Per-seed facts the protocol reported (model, selected epochs, ...): one value when every seed agrees,
-    else a list per seed."""
+    """Per-seed facts the protocol reported (model, selected epochs, ...): a list per name, one entry per seed."""
     keys = sorted({k for r in results for k in r.info})
-    out: dict[str, Any] = {}
-    for k in keys:
-        values = [r.info.get(k) for r in results]
-        out[k] = values[0] if all(v == values[0] for v in values) else values
+    out: dict[str, Any] = {k: [r.info.get(k) for r in results] for k in keys}
     if any(r.selected_epoch >= 0 for r in results):
         out["selected_epoch"] = [r.selected_epoch for r in results]
     return out

@@ -58,27 +58,27 @@ def test_one_model_per_trainer_and_seed_shared_by_every_score(task, monkeypatch)
     real_infer = openset_protocol.infer
     monkeypatch.setattr(openset_protocol, "infer", lambda *a, **k: calls.append(a[2]) or real_infer(*a, **k))
     first = run(task, "msp")
-    key = first["run"]["model_key"]  # one seed: the runner keeps the value itself
-    assert ModelStore.trainings[key] == 1 and first["run"]["model_reused"] is False
+    key = first["run"]["model_key"][0]  # the runner keeps one entry per seed
+    assert ModelStore.trainings[key] == 1 and first["run"]["model_reused"][0] is False
     calls.clear()
     for name in ("mls", "energy", "erm"):  # erm's own row trains the very model the scores use
         rec = run(task, name)
-        assert rec["run"]["model_key"] == key and rec["run"]["model_reused"] is True, name
+        assert rec["run"]["model_key"][0] == key and rec["run"]["model_reused"][0] is True, name
     assert calls == []  # nor is the test split inferred again: its outputs were kept beside the model
     run(task, "knn")
     run(task, "mahalanobis")
     assert calls == ["train"]  # the training outputs once, for the first score that calibrates
     assert ModelStore.trainings[key] == 1
     strong = run(task, "msp", {"trainer": "erm-strong"})
-    other = strong["run"]["model_key"]
-    assert other != key and ModelStore.trainings[other] == 1 and strong["run"]["trainer"] == "erm-strong"
-    assert run(task, "erm-strong")["run"]["model_key"] == other
+    other = strong["run"]["model_key"][0]
+    assert other != key and ModelStore.trainings[other] == 1 and strong["run"]["trainer"][0] == "erm-strong"
+    assert run(task, "erm-strong")["run"]["model_key"][0] == other
     assert ModelStore.trainings[other] == 1
 
 
 def test_rows_scores_checkpoints_and_directions(task):
     erm, mls, msp = run(task, "erm"), run(task, "mls"), run(task, "msp")
-    assert erm["run"]["score"] == "mls" and mls["run"]["score"] == "mls" and msp["run"]["score"] == "msp"
+    assert erm["run"]["score"][0] == "mls" and mls["run"]["score"][0] == "mls" and msp["run"]["score"][0] == "msp"
     assert erm["metrics"]["acc"] == mls["metrics"]["acc"] == msp["metrics"]["acc"]
     for metric in ("auroc", "oscr", "fpr95", "aupr_in", "aupr_out"):
         assert erm["metrics"][metric]["per_seed"] == mls["metrics"][metric]["per_seed"], metric
@@ -86,7 +86,7 @@ def test_rows_scores_checkpoints_and_directions(task):
     assert "auroc_msp" not in mls["metrics"]  # a score's row holds only its own score
     assert not erm["metrics"]["fpr95"]["higher_is_better"] and not erm["metrics"]["fpr95_msp"]["higher_is_better"]
     assert erm["metrics"]["auroc"]["higher_is_better"] and erm["primary_metric"] == "auroc"
-    checkpoints = erm["run"]["checkpoints"]
+    checkpoints = erm["run"]["checkpoints"][0]
     assert [c[0] for c in checkpoints] == [0, 1, 2]
     assert checkpoints[-1][1:] == [mls["metrics"]["acc"]["mean"], mls["metrics"]["auroc"]["mean"]]
     assert erm["timing"]["step_time_median_s"] > 0 and erm["timing"]["steps_timed"] > 0  # training steps
@@ -113,7 +113,7 @@ def test_a_retrained_model_gives_the_same_metrics(task, tmp_path, monkeypatch):
     first = run(task, "mls")
     monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / "fresh"))
     again = run(task, "mls")
-    assert again["run"]["model_reused"] is False and again["metrics"] == first["metrics"]
+    assert again["run"]["model_reused"][0] is False and again["metrics"] == first["metrics"]
 
 
 def test_trainer_hparam_is_checked(task):
@@ -145,16 +145,15 @@ def test_findings_and_figure_from_records(tmp_path):
                 "hparam_overrides": overrides or {}, "metrics": metrics, "run": run_info}
 
     ckpt = [[[0, 0.5, 0.6], [1, 0.7, 0.8]], [[0, 0.6, 0.65], [1, 0.9, 0.95]]]
-    records = [
-        # the runner keeps one value for facts every seed shares ("erm") and a list for the others
-        record("mls", [0, 1], [0.8, 0.95], {"trainer": "erm", "score": "mls", "checkpoints": ckpt}),
-        record("msp", [0, 1], [0.7, 0.9], {"trainer": "erm", "score": "msp", "checkpoints": ckpt}),
-        record("focal", [0, 1], [0.5, 0.4], {"trainer": "focal", "score": "mls",
+    records = [  # the runner keeps one entry per seed for every fact
+        record("mls", [0, 1], [0.8, 0.95], {"trainer": ["erm"] * 2, "score": ["mls"] * 2, "checkpoints": ckpt}),
+        record("msp", [0, 1], [0.7, 0.9], {"trainer": ["erm"] * 2, "score": ["msp"] * 2, "checkpoints": ckpt}),
+        record("focal", [0, 1], [0.5, 0.4], {"trainer": ["focal"] * 2, "score": ["mls"] * 2,
                                              "checkpoints": [[[1, 0.3, 0.5]], [[1, 0.2, 0.4]]]},
                extra={"auroc_msp": {"per_seed": [0.45, 0.3]}}),
-        record("mls", [0], [0.7], {"trainer": "erm", "score": "mls", "checkpoints": [[0, 0.5, 0.7]]},
+        record("mls", [0], [0.7], {"trainer": ["erm"], "score": ["mls"], "checkpoints": [[[0, 0.5, 0.7]]]},
                case="cub-ssb", extra={"auroc_easy": {"per_seed": [0.8]}, "auroc_hard": {"per_seed": [0.6]}}),
-        record("msp", [0], [0.6], {"trainer": "erm", "score": "msp", "checkpoints": [[0, 0.5, 0.7]]},
+        record("msp", [0], [0.6], {"trainer": ["erm"], "score": ["msp"], "checkpoints": [[[0, 0.5, 0.7]]]},
                case="cub-ssb", extra={"auroc_easy": {"per_seed": [0.7]}, "auroc_hard": {"per_seed": [0.65]}}),
     ]
     lines = suite.findings(records)

@@ -91,7 +91,7 @@ def test_smoke_run_strict_on_shared_data(tmp_path, real_data_root):
     for case in cases:
         erm, mls = recs[case, "erm"], recs[case, "mls"]
         assert erm["status"] == mls["status"] == "ok"
-        assert mls["run"]["model_key"] == erm["run"]["model_key"] and mls["run"]["model_reused"] is True
+        assert mls["run"]["model_key"][0] == erm["run"]["model_key"][0] and mls["run"]["model_reused"][0] is True
         assert mls["metrics"]["auroc"] == erm["metrics"]["auroc"]
         assert {"acc", "auroc", "oscr", "fpr95", "aupr_in", "aupr_out"} <= set(mls["metrics"])
         assert {"auroc_msp", "oscr_msp"} <= set(erm["metrics"])

@@ -182,7 +182,7 @@ def test_seed_metrics_recompute_from_evidence_and_the_checkpoint_is_reused(cache
     task = spec.build(spec)
     first = run_case(spec, SimCLR(), [0], CPU, task=task)
     rec = first.record
-    assert rec["status"] == "ok" and rec["run"]["encoder_reused"] is False
+    assert rec["status"] == "ok" and rec["run"]["encoder_reused"][0] is False
     trainings = sum(ModelStore.trainings.values())
     # evidence: the seed's arrays reproduce its metrics exactly
     ctx = RunContext.create(task, SimCLR(), CPU, 0)
@@ -223,7 +223,7 @@ def test_random_init_is_the_random_teachers_teacher(task):
     gain = rt["metrics"]["gain_knn_acc"]["per_seed"]
     assert gain == pytest.approx([a - b for a, b in zip(rt["metrics"]["knn_acc"]["per_seed"],
                                                         rt["metrics"]["teacher_knn_acc"]["per_seed"])])
-    assert "epoch_time_s" not in floor["metrics"] and floor["run"]["pretrain_steps"] == 0
+    assert "epoch_time_s" not in floor["metrics"] and floor["run"]["pretrain_steps"][0] == 0
     assert rt["run"]["method_budget"] == {"augment": "none", "weight_decay": 0.0}
 
 
@@ -249,7 +249,7 @@ def test_the_same_seed_retrains_to_the_same_metrics(tmp_path, monkeypatch):
     for folder in ("a", "b"):  # two empty caches: both seeds train from scratch
         monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / folder))
         rec = run_case(spec, MYOW(), [3], CPU, task=task).record
-        assert rec["run"]["encoder_reused"] is False
+        assert rec["run"]["encoder_reused"][0] is False
         metrics.append({k: v["per_seed"] for k, v in rec["metrics"].items() if k != "epoch_time_s"
                         and k != "peak_memory_mb"})
     assert metrics[0] == metrics[1]

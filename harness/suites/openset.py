@@ -419,21 +419,9 @@ def _row(rec: dict) -> str:
     return rec["method"] + (f"[{trainer}]" if trainer else "")
 
 
-ROW_DEPTH = {"checkpoints": 2}  # list nesting of one seed's value: checkpoints are [[epoch, acc, auroc], ...]
-
-
 def _per_seed(rec: dict, key: str) -> list:
-    """A per-seed fact of the record's ``run``: the runner keeps one value when every seed agrees, else a list."""
-    value, n = rec.get("run", {}).get(key), len(rec["seeds"])
-    per_seed = isinstance(value, list) and len(value) == n and _nesting(value) > ROW_DEPTH.get(key, 0)
-    return value if per_seed else [value] * n
-
-
-def _nesting(value: Any) -> int:
-    depth = 0
-    while isinstance(value, list) and value:
-        value, depth = value[0], depth + 1
-    return depth
+    """A per-seed fact of the record's ``run`` (the runner keeps one entry per seed)."""
+    return rec.get("run", {}).get(key) or [None] * len(rec["seeds"])
 
 
 def _models(records: list[dict]) -> dict[tuple, dict[str, Any]]:
