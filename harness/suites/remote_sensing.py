@@ -63,7 +63,7 @@ from harness.preprocess import NORMS, Geometry, Preprocess, geometry_grid
 from harness.protocols.probe import FEWSHOT, PROBES, Encoder, ProbeTask, probe_metrics
 from harness.records import paired_verdict
 from harness.suites.imagefolder import folder_metrics, listing_hash, stratified_split
-from harness.suites.shift import shift_metrics
+from harness.suites.shift import domain_split, shift_metrics
 from harness.task import Budget, CaseSpec, Task
 
 NAME = "remote_sensing"
@@ -357,27 +357,6 @@ def build_probe(spec: CaseSpec) -> ProbeTask:
     return task
 
 
-def domain_split(domain: torch.Tensor, test_domains: list[int], cap: int | None, seed: int) -> dict[str, torch.Tensor]:
-    """Training domains 70/15/15 train/val/id_test; held-out domains 15% oracle, 15% unlabeled, 70% test."""
-    g = torch.Generator().manual_seed(seed)
-    parts: dict[str, list[torch.Tensor]] = {k: [] for k in ("train", "val", "id_test", "oracle", "unlabeled", "test")}
-    for d in torch.unique(domain).tolist():
-        idx = torch.nonzero(domain == d).flatten()
-        idx = idx[torch.randperm(len(idx), generator=g)][:cap]
-        n = len(idx)
-        if d in test_domains:
-            o, u = int(0.15 * n), int(0.3 * n)
-            parts["oracle"].append(idx[:o])
-            parts["unlabeled"].append(idx[o:u])
-            parts["test"].append(idx[u:])
-        else:
-            a, b = int(0.7 * n), int(0.85 * n)
-            parts["train"].append(idx[:a])
-            parts["val"].append(idx[a:b])
-            parts["id_test"].append(idx[b:])
-    return {k: torch.cat(v) for k, v in parts.items()}
-
-
 def build_supervised(spec: CaseSpec) -> Task:
     p = spec.params
     name = p["dataset"]
@@ -395,7 +374,7 @@ def build_supervised(spec: CaseSpec) -> Task:
         remap[torch.tensor(order)] = torch.arange(len(order))
         data = ArrayDataset(ds.x, ds.y, ds.classes, ds.name, remap[ds.domain], [names[d] for d in order],
                             meta=ds.meta)
-        idx = domain_split(data.domain, list(range(len(train_ids), len(order))), p["cap"], p["data_seed"])
+        idx = domain_split(data.domain, len(order), list(range(len(train_ids), len(order))), p["cap"], p["data_seed"])
         n_train = len(train_ids)
         ordered = data.domain_names
         metrics_fn = lambda out: shift_metrics(out, n_train, ordered, None)  # noqa: E731
@@ -596,5 +575,5 @@ def figures(records: list[dict], out_dir: Path) -> list[tuple[str, Path]]:
 
 
 __all__ = ["BUILTIN_ENCODERS", "SSL_PRETRAIN_DATA", "SSLEncoder", "build_probe", "build_supervised", "case_specs",
-           "crossover", "domain_split", "figures", "findings", "native_stats", "parse_user_dataset",
+           "crossover", "figures", "findings", "native_stats", "parse_user_dataset",
            "per_class_sample", "probe_pool", "spec_for_record", "ssl_encoders"]

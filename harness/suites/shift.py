@@ -151,11 +151,13 @@ def _dataset(p: dict[str, Any]) -> ArrayDataset:
     return ds
 
 
-def _split(ds: ArrayDataset, test_domains: list[int], cap: int | None, seed: int) -> dict[str, torch.Tensor]:
+def domain_split(domain: torch.Tensor, num_domains: int, test_domains: list[int], cap: int | None,
+                 seed: int) -> dict[str, torch.Tensor]:
+    """Training domains 70/15/15 train / val / id_test; held-out domains 15% oracle, 15% unlabeled, 70% test."""
     g = torch.Generator().manual_seed(seed)
     parts: dict[str, list[torch.Tensor]] = {k: [] for k in ("train", "val", "id_test", "oracle", "unlabeled", "test")}
-    for d in range(len(ds.domain_names)):
-        idx = torch.nonzero(ds.domain == d).flatten()
+    for d in range(num_domains):
+        idx = torch.nonzero(domain == d).flatten()
         idx = idx[torch.randperm(len(idx), generator=g)]
         if cap is not None:
             idx = idx[:cap]
@@ -182,7 +184,7 @@ def build(spec: CaseSpec) -> Task:
         raise RuntimeError(f"{spec.case}: held-out domain(s) {missing} not in {ds.name} domains {names}")
     test_ids = [names.index(t) for t in p["test"]]
     train_ids = [d for d in range(len(names)) if d not in test_ids]
-    idx = _split(ds, test_ids, p["cap"], p["data_seed"])
+    idx = domain_split(ds.domain, len(names), test_ids, p["cap"], p["data_seed"])
     # training-domain labels 0..k-1 for methods; held-out domains keep their own ids after those
     remap = torch.empty(len(names), dtype=torch.long)
     order = train_ids + test_ids
