@@ -1,9 +1,9 @@
 # Two commands do all the set-up (each creates .venv on first use):
-#   make run    the suites for a method on the embedded data, offline (METHOD=ensloss PROFILE=smoke)
+#   make run    the main job: every suite at the smoke profile, one method per family, on the embedded data, offline
 #   make test   the harness's own tests
 VENV ?= .venv
 PY := $(VENV)/bin/python
-METHOD ?= ensloss
+METHOD ?= ensloss,erm,mls,salun,simclr,frozen
 PROFILE ?= smoke
 RESULTS ?= out/results
 PYTEST_ARGS ?=

@@ -341,3 +341,14 @@ def test_lazy_imagefolder_streams_the_same_pixels(tmp_path, cache_dir):
     stream = StreamSource(lazy, CPU, workers=1)
     for a, b in zip(DeviceSource(eager, CPU).raw_batches(chunks), stream.raw_batches(chunks)):
         assert torch.equal(a.x, b.x) and torch.equal(a.y, b.y)
+
+
+def test_normalization_stats_match_torch_without_a_float_copy():
+    from harness.data.transforms import normalization_stats
+
+    x = (torch.rand(301, 3, 5, 5, generator=torch.Generator().manual_seed(0)) * 255).to(torch.uint8)
+    rows = torch.arange(0, 301, 2)
+    mean, std = normalization_stats(x, rows, chunk=17)
+    xf = x[rows].float() / 255
+    assert mean == pytest.approx(xf.mean((0, 2, 3)).tolist(), abs=1e-6)
+    assert std == pytest.approx(xf.std((0, 2, 3)).tolist(), abs=1e-6)

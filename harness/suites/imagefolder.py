@@ -29,7 +29,8 @@ from typing import Any
 import torch
 
 from harness.data import load_imagefolder
-from harness.data.dataset import ArrayDataset, to_float
+from harness.data.dataset import ArrayDataset
+from harness.data.transforms import normalization_stats
 from harness.errors import DataError, DataMissing, UsageError
 from harness.metrics import accuracy, macro_f1
 from harness.models import small_cnn, timm_model
@@ -133,15 +134,14 @@ def make_factory(model: str, pretrained: bool, in_chans: int, num_classes: int):
     return lambda: timm_model(model, in_chans, num_classes, pretrained=pretrained)
 
 
-def input_normalization(model: str, pretrained: bool, train_x: torch.Tensor) -> tuple[tuple, tuple]:
+def input_normalization(model: str, pretrained: bool, x: torch.Tensor, train: torch.Tensor) -> tuple[tuple, tuple]:
     """Pretrained weights get the statistics they were trained with; otherwise the train split's own."""
     if pretrained:
         from harness.pretrained import pretrained_weights
 
         w = pretrained_weights(model)
         return tuple(w.mean), tuple(w.std)
-    x = to_float(train_x)
-    return tuple(x.mean((0, 2, 3)).tolist()), tuple(x.std((0, 2, 3)).clamp_min(1e-6).tolist())
+    return normalization_stats(x, train)
 
 
 def build(spec: CaseSpec) -> Task:
@@ -158,7 +158,7 @@ def build(spec: CaseSpec) -> Task:
         spec=spec, data=ds, splits=splits, num_classes=ds.num_classes,
         model_factory=make_factory(p["model"], p["pretrained"], int(ds.x.shape[1]), ds.num_classes),
         metrics_fn=folder_metrics, recompute_fn=recompute_with(folder_metrics), primary_metric="test_acc",
-        normalize=input_normalization(p["model"], p["pretrained"], ds.x[train]),
+        normalize=input_normalization(p["model"], p["pretrained"], ds.x, train),
         selection_rule="validation split (best epoch by val accuracy)", notes=notes,
         info={"path": p["path"], "classes": ds.classes, "split_counts": counts, "split_seed": p["split_seed"]},
     )

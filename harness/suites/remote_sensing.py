@@ -173,6 +173,8 @@ def ssl_encoders(profile: str | None = None) -> list[SSLEncoder]:
             info = dict(entry.info)
             if info["dataset"] not in SSL_PRETRAIN_DATA or int(info["seed"]) != 0:
                 continue
+            if "image_size" in info.get("encoder", {}).get("kwargs", {}):
+                continue  # built for one input size (scatsimclr's scattering): cannot be probed across the size grid
             st = Path(entry.path).stat()
             slug = "".join(c if c.isalnum() or c in "-_" else "-" for c in str(entry.name))
             found.append(SSLEncoder(slug, _file_digest(str(entry.path), st.st_size, st.st_mtime_ns),

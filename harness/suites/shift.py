@@ -51,7 +51,8 @@ from typing import Any
 import torch
 
 from harness import data as hdata
-from harness.data.dataset import ArrayDataset, to_float
+from harness.data.dataset import ArrayDataset
+from harness.data.transforms import normalization_stats
 from harness.metrics import accuracy, domain_accuracy, worst_group_accuracy
 from harness.models import small_cnn, timm_model
 from harness.protocols.supervised import recompute_with
@@ -202,8 +203,7 @@ def build(spec: CaseSpec) -> Task:
         normalize = weights.channel_stats(in_chans)  # what the weights were trained with, not the data's statistics
         info["pretrained"] = weights.info()
     else:
-        xs = to_float(ds.x[idx["train"]])
-        normalize = (tuple(xs.mean((0, 2, 3)).tolist()), tuple(xs.std((0, 2, 3)).clamp_min(1e-6).tolist()))
+        normalize = normalization_stats(ds.x, idx["train"])
     if p["model"] == "cnn":
         def factory():
             return small_cnn(in_chans, k, width=16)
