@@ -13,7 +13,7 @@ from harness.errors import RecordError
 from harness.metrics import summarize
 from harness.provenance import code_versions
 from harness.registry import get_method_class
-from harness.suites import get_suite
+from harness.suites import case_specs, get_suite
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -139,6 +139,9 @@ def test_leaderboard_from_fixture_records(tmp_path):
     assert "ensloss vs bce on test_acc, two-sided paired t-test per case (unadjusted, descriptive): better in 1" in md
     assert "exponential" not in "\n".join(rows)
     assert "Stale records" in md and "ldr-kl__standard.json`: task fingerprint differs" in md
+    n_cases = len(case_specs(get_suite("losses"), "standard"))
+    assert f"Coverage: 4 record(s), 4 method(s), 1 case(s) of the {n_cases} the suite declares at `standard`" in md
+    assert "no records for `mnist3v5-noise0`" in md  # a partial run says which cases it left out
 
 
 def test_check_detects_stale_file(tmp_path):
