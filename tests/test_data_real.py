@@ -6,9 +6,10 @@ mean/std normalisation (``normalize(x, *channel_stats(x))``).
 
 from __future__ import annotations
 
-import time
+import contextlib
 from pathlib import Path
 
+import PIL.Image
 import pytest
 import torch
 
@@ -39,6 +40,17 @@ def assert_plausible_stats(ds: data.ArrayDataset) -> None:
     assert zm.abs().max() < 1e-3 and (zs - 1).abs().max() < 1e-3
 
 
+@contextlib.contextmanager
+def no_image_decoding():
+    """Any attempt to open an image file inside the block fails the test."""
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"an image was decoded: {args[:1]}")
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(PIL.Image, "open", refuse)
+        yield
+
+
 def test_pacs(real: Path, cache_dir: Path) -> None:
     ds = data.load("pacs", size=32)
     assert len(ds) == 9991 and tuple(ds.x.shape[1:]) == (3, 32, 32)
@@ -48,11 +60,9 @@ def test_pacs(real: Path, cache_dir: Path) -> None:
         assert set(ds.y[ds.domain == d].tolist()) == set(range(7))
     assert ds.meta["tier"] == "real" and ds.meta["synthetic"] is False and ds.meta["source"] == str(real / "PACS")
     assert_plausible_stats(ds)
-    start = time.perf_counter()
-    warm = data.load("pacs", size=32)
-    elapsed = time.perf_counter() - start
+    with no_image_decoding():  # a warm load is served from the cache (its speed: benchmarks/bench_data.py)
+        warm = data.load("pacs", size=32)
     assert warm.fingerprint == ds.fingerprint and torch.equal(warm.x, ds.x)
-    assert elapsed < 1.0, f"warm PACS load took {elapsed:.2f}s"
     assert len(list((cache_dir / "datasets").glob("pacs-*.safetensors"))) == 1
 
 
@@ -92,9 +102,8 @@ def test_digits_multi(real: Path) -> None:
 
 
 def test_dataset_info_and_cli_list(real: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    start = time.perf_counter()
-    rows = {r.name: r for r in data.dataset_info()}
-    assert time.perf_counter() - start < 2.0  # counts files, decodes nothing
+    with no_image_decoding():  # counts files, decodes nothing
+        rows = {r.name: r for r in data.dataset_info()}
     assert {n: rows[n].count for n in ("pacs", "rsscn7", "usps", "mnist")} == {
         "pacs": 9991,
         "rsscn7": 2800,
