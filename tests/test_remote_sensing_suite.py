@@ -22,7 +22,7 @@ def _spec(case: str, profile: str = "smoke", datasets: list[str] | None = None):
     return next(s for s in rs.case_specs(profile, datasets) if s.case == case)
 
 
-def test_case_lists_mix_protocols_and_label_synthetic() -> None:
+def test_case_lists_mix_protocols_and_label_synthetic(cache_dir) -> None:  # no SSL encoders cached
     specs = rs.case_specs("smoke")
     probe = {s.case for s in specs if s.protocol == "probe"}
     supervised = {s.case for s in specs if s.protocol == "supervised"}
