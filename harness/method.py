@@ -104,8 +104,7 @@ def group_means(values: Tensor, groups: Tensor, num_groups: int) -> tuple[Tensor
     return sums / counts.clamp_min(1), present
 
 
-def annealed_penalty_weight(state: State, optimizer: torch.optim.Optimizer, lam: float, anneal_frac: float,
-                            reset_optimizer: bool) -> float:
+def annealed_penalty_weight(state: State, engine: Any, lam: float, anneal_frac: float, reset_optimizer: bool) -> float:
     """DomainBed's penalty schedule (IRM, VREx): weight 1 for the first ``anneal_frac`` of the steps, then ``lam``.
 
     With ``reset_optimizer`` the optimizer's state is cleared at the jump, as DomainBed rebuilds Adam:
@@ -113,7 +112,7 @@ def annealed_penalty_weight(state: State, optimizer: torch.optim.Optimizer, lam:
     """
     anneal = int(anneal_frac * state.total_steps)
     if state.step == anneal and reset_optimizer:
-        optimizer.state.clear()
+        engine.reset_optimizer_state()
     return lam if state.step >= anneal else 1.0
 
 
@@ -220,13 +219,16 @@ class Method:
     def loss(self, logits: Tensor, batch: Batch, state: State) -> Tensor:
         return cross_entropy(logits, batch.y)
 
-    def train_step(self, model: nn.Module, batch: Batch, optimizer: torch.optim.Optimizer, state: State) -> dict:
-        """One optimisation step; returns scalars to log. ``"loss"`` is checked for NaN/Inf."""
-        optimizer.zero_grad(set_to_none=True)
-        loss = self.loss(model(batch.x), batch, state)
-        loss.backward()
-        optimizer.step()
-        return {"loss": loss.detach()}
+    def train_step(self, model: nn.Module, batch: Batch, engine: Any, state: State) -> dict | Tensor:
+        """One optimisation step's objective; returns the loss (or a dict of scalars with ``"loss"``).
+
+        ``engine`` is the protocol's :class:`~harness.engine.StepEngine`: it has zeroed the gradients,
+        runs this under the run's autocast, backpropagates the returned loss, clips, steps the optimizer and the
+        schedule and checks the loss for NaN/Inf. A multi-pass method (SAM, UDIM) calls ``engine.backward(loss)``
+        itself, once per pass (gradients accumulate into one update), and ``engine.grad(loss, params)`` for
+        directions that must not touch ``.grad``; it never calls ``optimizer.step()``.
+        """
+        return {"loss": self.loss(model(batch.x), batch, state)}
 
     # -- openset -------------------------------------------------------------
     # The open-set protocol scores a closed-set classifier trained on the known classes. A method with a

@@ -14,19 +14,15 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-import torch
-from torch import Tensor, nn
+from torch import nn
 
 from harness.errors import UsageError
 from harness.timing import note_compilation
 
-PRECISIONS = ("fp32", "bf16", "fp16")
-_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+PRECISIONS = ("fp32", "bf16", "fp16")  # autocast and the grad scaler live in harness.engine
 
 
 @dataclass(frozen=True)
@@ -115,75 +111,3 @@ class CompileClock:
         if self._handler is not None:
             self._handler.remove_start_callback(self._start)
             self._handler.remove_end_callback(self._end)
-
-
-class ScaledOptimizer:
-    """The optimizer a method sees under fp16: ``step`` goes through the grad scaler (unscale, skip on inf/NaN).
-
-    Everything else (``zero_grad``, ``param_groups``, ``state``) is the wrapped optimizer's. A method may step
-    once per train step, as :class:`torch.amp.GradScaler` requires.
-    """
-
-    def __init__(self, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler) -> None:
-        self.optimizer, self.scaler, self.stepped = optimizer, scaler, False
-
-    def step(self, closure: Any = None) -> Any:
-        if closure is not None:
-            raise UsageError("--precision fp16: optimizer.step(closure) is not supported by the grad scaler")
-        self.stepped = True
-        return self.scaler.step(self.optimizer)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.optimizer, name)
-
-
-@contextmanager
-def scaled_backward(scaler: torch.amp.GradScaler) -> Iterator[None]:
-    """Within the block, every ``loss.backward()`` is ``scaler.scale(loss).backward()``.
-
-    Methods call ``backward`` themselves, so the scale goes in at
-    ``torch.autograd.backward`` (what ``Tensor.backward`` calls) rather than into
-    each method. Gradients taken with ``torch.autograd.grad`` are not scaled:
-    the baselines use those for directions only (SAM's epsilon, UDIM's input
-    perturbation), which a scale does not change.
-    """
-    original = torch.autograd.backward
-
-    def backward(tensors: Tensor | list[Tensor], *args: Any, **kwargs: Any) -> None:
-        roots = [tensors] if isinstance(tensors, Tensor) else list(tensors)
-        return original([scaler.scale(t) for t in roots], *args, **kwargs)
-
-    torch.autograd.backward = backward
-    try:
-        yield
-    finally:
-        torch.autograd.backward = original
-
-
-class MixedPrecision:
-    """Autocast around a method's train step (bf16 or fp16), with loss scaling for fp16 on any device.
-
-    Weights, optimizer state and evaluation stay fp32: only the training
-    step's forward and backward run in the lower precision.
-    """
-
-    def __init__(self, precision: str, device: torch.device) -> None:
-        self.precision, self.dtype, self.device_type = precision, _DTYPES[precision], device.type
-        self.scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
-
-    def train_step(self, method: Any, model: nn.Module, batch: Any, optimizer: torch.optim.Optimizer,
-                   state: Any) -> dict:
-        with torch.autocast(self.device_type, dtype=self.dtype):
-            if self.scaler is None:
-                return method.train_step(model, batch, optimizer, state)
-            scaled = ScaledOptimizer(optimizer, self.scaler)
-            with scaled_backward(self.scaler):
-                logs = method.train_step(model, batch, scaled, state)
-        if scaled.stepped:
-            self.scaler.update()
-        return logs
-
-
-def mixed_precision(precision: str, device: torch.device) -> MixedPrecision | None:
-    """None for fp32, so the hot loop's fp32 path is the plain method call."""
-    return None if precision == "fp32" else MixedPrecision(precision, device)

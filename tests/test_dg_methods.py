@@ -16,6 +16,7 @@ from baselines.dg.mixup import mix
 from baselines.dg.sam import ascend, restore, sam_step, trainable
 from baselines.dg.udim import gradient_statistics_gap, sharpness_gradients
 from baselines.dg.vrex import domain_risks
+from harness.engine import StepEngine, run_train_step
 from harness.errors import DataError, HparamError, Unsupported
 from harness.method import Batch, State, cross_entropy
 from harness.models import mlp, small_cnn
@@ -80,7 +81,7 @@ def one_step(name: str, case: str, step: int, domains: tuple[int, ...] | None = 
     method = create_method(name)
     state = make_state(step=step, num_classes=k)
     method.setup(None, state)
-    logs = method.train_step(model, batch, torch.optim.SGD(model.parameters(), lr=0.1), state)
+    logs = run_train_step(method, model, batch, torch.optim.SGD(model.parameters(), lr=0.1), state)
     return logs, before, params_of(model)
 
 
@@ -121,7 +122,8 @@ def test_sam_ascent_raises_loss_and_restores_exactly():
     assert all(torch.equal(p, t) for p, t in zip(params, theta))
 
     # a zero learning rate leaves θ bitwise unchanged: the perturbation is fully undone
-    logs = sam_step(model, x, y, torch.optim.SGD(model.parameters(), lr=0.0), rho=0.05)
+    engine = StepEngine(torch.optim.SGD(model.parameters(), lr=0.0))
+    logs = engine.step(lambda: sam_step(model, x, y, engine, rho=0.05))
     assert all(torch.equal(p, t) for p, t in zip(model.parameters(), theta))
     assert logs["loss_perturbed"] > logs["loss"]
 
@@ -130,7 +132,8 @@ def test_sam_ascent_raises_loss_and_restores_exactly():
     sp = trainable(shadow)
     ascend(sp, torch.autograd.grad(cross_entropy(shadow(x), y), sp), 0.05)
     g_perturbed = torch.autograd.grad(cross_entropy(shadow(x), y), sp)
-    sam_step(model, x, y, torch.optim.SGD(model.parameters(), lr=0.5), rho=0.05)
+    engine = StepEngine(torch.optim.SGD(model.parameters(), lr=0.5))
+    engine.step(lambda: sam_step(model, x, y, engine, rho=0.05))
     for p, t, g in zip(model.parameters(), theta, g_perturbed):
         torch.testing.assert_close(p.detach(), t - 0.5 * g)
 
@@ -187,7 +190,7 @@ def test_vrex_penalty_is_population_variance_of_domain_risks():
     risks = torch.stack([F.cross_entropy(logits[batch.domain == d], batch.y[batch.domain == d]) for d in range(3)])
     torch.testing.assert_close(domain_risks(logits, batch.y, batch.domain), risks)
     method = create_method("vrex")
-    logs = method.train_step(model, batch, torch.optim.SGD(model.parameters(), lr=0.1), make_state(step=5))
+    logs = run_train_step(method, model, batch, torch.optim.SGD(model.parameters(), lr=0.1), make_state(step=5))
     torch.testing.assert_close(logs["penalty"], torch.var(risks, unbiased=False))
     torch.testing.assert_close(logs["loss"], risks.mean() + 10.0 * torch.var(risks, unbiased=False))
 
@@ -202,7 +205,7 @@ def test_penalty_anneal_and_optimizer_reset(name, lam):
         opt = torch.optim.Adam(model.parameters(), lr=1e-3)
         weights = []
         for step in (0, 1):  # anneal point is int(0.1 * 10) = 1
-            logs = method.train_step(model, batch, opt, make_state(step=step))
+            logs = run_train_step(method, model, batch, opt, make_state(step=step))
             weights.append(logs["penalty_weight"].item())
             torch.testing.assert_close(logs["loss"], logs["nll"] + weights[-1] * logs["penalty"])
         assert weights == [1.0, lam]
@@ -253,10 +256,11 @@ def test_coral_penalty_zero_for_identical_domains_positive_otherwise():
     y = torch.randint(3, (6,))
     same = Batch(x=torch.cat([x, x]), y=torch.cat([y, y]), domain=torch.tensor([0] * 6 + [1] * 6))
     method = create_method("coral")
-    logs = method.train_step(copy.deepcopy(model), same, torch.optim.SGD(model.parameters(), lr=0.0), make_state())
+    logs = run_train_step(method, copy.deepcopy(model), same, torch.optim.SGD(model.parameters(), lr=0.0), make_state())
     assert logs["penalty"].item() == 0.0
     other = Batch(x=torch.cat([x, 3 * x + 1]), y=same.y, domain=same.domain)
-    logs = method.train_step(copy.deepcopy(model), other, torch.optim.SGD(model.parameters(), lr=0.0), make_state())
+    logs = run_train_step(method, copy.deepcopy(model), other, torch.optim.SGD(model.parameters(), lr=0.0),
+                          make_state())
     assert logs["penalty"].item() > 0
     torch.testing.assert_close(logs["loss"], logs["nll"] + logs["penalty"])
 
@@ -289,7 +293,7 @@ def test_mixup_loss_matches_hand_computation():
     expected = torch.stack(by_hand).mean()
     torch.testing.assert_close(method.objective(model, batch, pairs), expected)
     # train_step draws the same pairs from the same generator state
-    logs = method.train_step(model, batch, torch.optim.SGD(model.parameters(), lr=0.1), make_state(seed=7))
+    logs = run_train_step(method, model, batch, torch.optim.SGD(model.parameters(), lr=0.1), make_state(seed=7))
     torch.testing.assert_close(logs["loss"], expected.detach())
 
 
@@ -301,7 +305,7 @@ def test_udim_warmup_is_sam():
     logs = []
     for model, name in zip(models, ("sam", "udim")):
         opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
-        logs.append(create_method(name).train_step(model, batch, opt, make_state(step=1, total_steps=10)))
+        logs.append(run_train_step(create_method(name), model, batch, opt, make_state(step=1, total_steps=10)))
     assert all(torch.equal(a, b) for a, b in zip(models[0].parameters(), models[1].parameters()))
     assert torch.equal(logs[0]["loss"], logs[1]["loss"])
 
@@ -363,8 +367,9 @@ def test_udim_without_penalty_is_sam_on_the_clean_batch():
     # the reference builds ε from the clean batch's gradient (before perturbing x): with λ = 0 UDIM is SAM
     batch = domain_batch((1, 8, 8), 3)
     models = [cnn(), cnn()]
-    sam_step(models[0], batch.x, batch.y, torch.optim.SGD(models[0].parameters(), lr=0.5), 0.05)
-    create_method("udim", {"lam": 0.0}).train_step(
+    engine = StepEngine(torch.optim.SGD(models[0].parameters(), lr=0.5))
+    engine.step(lambda: sam_step(models[0], batch.x, batch.y, engine, 0.05))
+    run_train_step(create_method("udim", {"lam": 0.0}),
         models[1], batch, torch.optim.SGD(models[1].parameters(), lr=0.5), make_state(step=2))
     for a, b in zip(models[0].parameters(), models[1].parameters()):
         torch.testing.assert_close(a, b)
@@ -390,7 +395,7 @@ def test_udim_penalty_scope_batch_or_per_domain():
 
 def test_udim_after_warmup_logs_penalty():
     model = cnn()
-    logs = create_method("udim", {"lam": 2.0}).train_step(
+    logs = run_train_step(create_method("udim", {"lam": 2.0}),
         model, domain_batch((1, 8, 8), 3), torch.optim.SGD(model.parameters(), lr=0.1), make_state(step=2))
     assert {"loss", "ce", "loss_perturbed", "penalty"} <= set(logs)
     assert torch.isfinite(logs["loss"]) and logs["penalty"] >= 0

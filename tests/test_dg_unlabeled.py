@@ -12,6 +12,7 @@ from torch import nn
 from baselines.dg.dann import adaptation_weight, reverse_gradient
 from baselines.dg.divdis import Heads, head_probs, marginal_kl, mutual_information, repulsion
 from baselines.dg.pseudo_label import confident_pseudo_labels
+from harness.engine import run_train_step
 from harness.errors import HarnessError, Unsupported
 from harness.method import Batch, State, cross_entropy
 from harness.models import mlp, small_cnn
@@ -62,7 +63,7 @@ def test_registered_and_need_target_data(name):
     batch = make_batch()
     batch.unlabeled_x = None
     with pytest.raises(HarnessError, match="unlabeled_x"):
-        method.train_step(model, batch, torch.optim.SGD(model.parameters(), lr=0.1), state)
+        run_train_step(method, model, batch, torch.optim.SGD(model.parameters(), lr=0.1), state)
 
 
 @pytest.mark.parametrize("binary", [False, True])
@@ -73,7 +74,7 @@ def test_one_step_finite_moves_and_deterministic(name, binary):
         model, method, state = prepared(name, binary=binary)
         before = [p.detach().clone() for p in model.parameters()]
         batch = make_batch((6,), 2) if binary else make_batch()
-        logs = method.train_step(model, batch, torch.optim.SGD(model.parameters(), lr=0.1), state)
+        logs = run_train_step(method, model, batch, torch.optim.SGD(model.parameters(), lr=0.1), state)
         assert torch.isfinite(logs["loss"]) and not logs["loss"].requires_grad
         after = [p.detach().clone() for p in model.parameters()]
         assert any(not torch.equal(a, b) for a, b in zip(after, before))
@@ -106,7 +107,7 @@ def test_dann_discriminator_descends_while_features_ascend():
     g_task = torch.autograd.grad(task_loss, feat_params)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    method.train_step(model, batch, opt, state)
+    run_train_step(method, model, batch, opt, state)
     for (name, p), gt, gd in zip(model.featurizer.named_parameters(), g_task, g_feat):
         torch.testing.assert_close(p.detach(), before[f"featurizer.{name}"] - 0.1 * (gt - weight * gd))
     for (name, p), gd in zip(disc.named_parameters(), g_disc):
@@ -133,7 +134,7 @@ def _pseudo_step(hparams: dict, step: int = 5):
     model, method, state = prepared("pseudo-label", hparams)
     state.step = step
     batch = make_batch()
-    logs = method.train_step(model, batch, torch.optim.SGD(model.parameters(), lr=0.1), state)
+    logs = run_train_step(method, model, batch, torch.optim.SGD(model.parameters(), lr=0.1), state)
     return model, logs, batch
 
 
@@ -141,7 +142,7 @@ def test_pseudo_label_without_confident_targets_is_erm():
     model, logs, batch = _pseudo_step({"threshold": 1.1})
     torch.manual_seed(0)
     erm = small_cnn(1, 3, width=8)
-    create_method("erm").train_step(erm, batch, torch.optim.SGD(erm.parameters(), lr=0.1), make_state())
+    run_train_step(create_method("erm"), erm, batch, torch.optim.SGD(erm.parameters(), lr=0.1), make_state())
     for a, b in zip(model.parameters(), erm.parameters()):
         torch.testing.assert_close(a, b)
     assert logs["confident_frac"] == 0.0
@@ -195,7 +196,7 @@ def test_divdis_heads_disagree_on_target_after_training():
     opt = torch.optim.Adam(model.parameters(), lr=0.02)
     for step in range(300):
         state.step = step
-        method.train_step(model, Batch(x=source, y=y, unlabeled_x=target), opt, state)
+        run_train_step(method, model, Batch(x=source, y=y, unlabeled_x=target), opt, state)
     with torch.no_grad():
         preds = (model.classifier.all(model.featurizer(target)).squeeze(-1) > 0).long()
         source_acc = ((model.classifier.all(model.featurizer(source)).squeeze(-1) > 0).long() == y[:, None])

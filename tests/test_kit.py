@@ -15,6 +15,7 @@ from torch import nn
 from harness import Method, register_method
 from harness.data.dataset import ArrayDataset, to_float
 from harness.data.source import DeviceSource, StreamSource, choose_source
+from harness.engine import StepEngine
 from harness.errors import UsageError
 from harness.models import mlp, small_cnn
 from harness.protocols.kit import (
@@ -116,13 +117,12 @@ def test_cosine_schedule_with_warmup():
     assert make_scheduler(opt, Budget(epochs=1, batch_size=2), 10, 10) is None  # constant: no scheduler
 
 
-def test_grad_clip_applies_inside_any_optimizer_step():
+def test_engine_clips_the_gradient_norm_before_every_update():
     model = nn.Linear(4, 1, bias=False)
     nn.init.zeros_(model.weight)
-    opt = make_optimizer(model, Budget(epochs=1, batch_size=2, lr=1.0, optimizer="sgd", momentum=0.0,
-                                       grad_clip=0.5))
-    (model(torch.full((1, 4), 10.0)).sum()).backward()  # gradient norm 20
-    opt.step()
+    budget = Budget(epochs=1, batch_size=2, lr=1.0, optimizer="sgd", momentum=0.0, grad_clip=0.5)
+    engine = StepEngine(make_optimizer(model, budget), grad_clip=budget.grad_clip)
+    engine.step(lambda: model(torch.full((1, 4), 10.0)).sum())  # gradient norm 20
     assert model.weight.norm().item() == pytest.approx(0.5, rel=1e-5)
 
 

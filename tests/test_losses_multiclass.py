@@ -15,6 +15,7 @@ import torch
 
 from harness import data as hdata
 from harness.data.dataset import to_float
+from harness.engine import run_train_step
 from harness.method import Batch, State
 from harness.models import small_cnn
 from harness.protocols.kit import RunContext, fit
@@ -48,7 +49,7 @@ def train(name: str, digits, prior: bool = True, epochs: int = 4) -> tuple[float
         perm = torch.randperm(len(y), generator=order)
         for start in range(0, len(y), 64):
             idx = perm[start:start + 64]
-            method.train_step(model, Batch(x=x[idx], y=y[idx]), optimizer, state)
+            run_train_step(method, model, Batch(x=x[idx], y=y[idx]), optimizer, state)
     with torch.no_grad():
         pred = model(x_test).argmax(1)
     return float((pred == y_test).float().mean()), len(torch.unique(pred))

@@ -7,6 +7,7 @@ from itertools import combinations
 import torch
 from torch import Tensor, nn
 
+from harness.engine import StepEngine
 from harness.method import Batch, Method, State, cross_entropy, group_means
 from harness.registry import register_method
 
@@ -33,8 +34,7 @@ class CORAL(Method):
     needs_domains = True
     hparams = dict(mmd_gamma=1.0)
 
-    def train_step(self, model: nn.Module, batch: Batch, optimizer: torch.optim.Optimizer, state: State) -> dict:
-        optimizer.zero_grad(set_to_none=True)
+    def train_step(self, model: nn.Module, batch: Batch, engine: StepEngine, state: State) -> dict:
         features = model.featurizer(batch.x)
         logits = model.classifier(features)
         ids, inv = torch.unique(batch.domain, return_inverse=True)
@@ -44,6 +44,4 @@ class CORAL(Method):
         gaps = [coral_distance(a, b) for a, b in combinations([m for m in members if len(m) >= 2], 2)]
         penalty = torch.stack(gaps).mean() if gaps else nll.new_zeros(())
         loss = nll + self.hparams["mmd_gamma"] * penalty
-        loss.backward()
-        optimizer.step()
-        return {"loss": loss.detach(), "nll": nll.detach(), "penalty": penalty.detach()}
+        return {"loss": loss, "nll": nll.detach(), "penalty": penalty.detach()}

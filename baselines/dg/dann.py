@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from harness.engine import StepEngine
 from harness.errors import HarnessError
 from harness.method import Batch, Method, State, cross_entropy
 from harness.registry import register_method
@@ -66,11 +67,10 @@ class DANN(Method):
             nn.Linear(model.n_features, width), nn.ReLU(), nn.Linear(width, width), nn.ReLU(), nn.Linear(width, 1),
         ).to(next(model.parameters()).device)
 
-    def train_step(self, model: nn.Module, batch: Batch, optimizer: torch.optim.Optimizer, state: State) -> dict:
+    def train_step(self, model: nn.Module, batch: Batch, engine: StepEngine, state: State) -> dict:
         if batch.unlabeled_x is None:
             raise HarnessError("dann needs batch.unlabeled_x (target inputs); the task provides no unlabeled split")
         n = len(batch)
-        optimizer.zero_grad(set_to_none=True)
         features = model.featurizer(torch.cat([batch.x, batch.unlabeled_x]))
         task_loss = cross_entropy(model.classifier(features[:n]), batch.y)
         weight = self.hparams["lam"] * adaptation_weight(state.step / max(1, state.total_steps), self.hparams["gamma"])
@@ -78,7 +78,5 @@ class DANN(Method):
         is_target = torch.cat([torch.zeros(n), torch.ones(len(features) - n)]).to(domain_logits)
         domain_loss = F.binary_cross_entropy_with_logits(domain_logits, is_target)
         loss = task_loss + domain_loss
-        loss.backward()
-        optimizer.step()
-        return {"loss": loss.detach(), "task_loss": task_loss.detach(), "domain_loss": domain_loss.detach(),
+        return {"loss": loss, "task_loss": task_loss.detach(), "domain_loss": domain_loss.detach(),
                 "reversal_weight": torch.tensor(weight)}

@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from harness.engine import StepEngine
 from harness.errors import HarnessError
 from harness.method import Batch, Method, State, cross_entropy
 from harness.registry import register_method
@@ -98,12 +99,11 @@ class DivDis(Method):
         state.divdis_epoch = -1
         state.divdis_correct = torch.zeros(self.hparams["heads"], device=state.device)
 
-    def train_step(self, model: nn.Module, batch: Batch, optimizer: torch.optim.Optimizer, state: State) -> dict:
+    def train_step(self, model: nn.Module, batch: Batch, engine: StepEngine, state: State) -> dict:
         if batch.unlabeled_x is None:
             raise HarnessError("divdis needs batch.unlabeled_x (target inputs); the task provides no unlabeled split")
         heads: Heads = model.classifier
         n, h = len(batch), self.hparams
-        optimizer.zero_grad(set_to_none=True)
         logits = heads.all(model.featurizer(torch.cat([batch.x, batch.unlabeled_x])))
         source, target = logits[:n], logits[n:]
         task_loss = torch.stack([cross_entropy(source[:, k].squeeze(-1), batch.y) for k in range(heads.heads)]).mean()
@@ -111,10 +111,8 @@ class DivDis(Method):
         diversity = repulsion(probs_target)
         regulariser = marginal_kl(probs_target, head_probs(source))
         loss = task_loss + h["div_weight"] * diversity + h["reg_weight"] * regulariser
-        loss.backward()
-        optimizer.step()
         self._track_heads(heads, source.detach(), batch.y, state)
-        return {"loss": loss.detach(), "task_loss": task_loss.detach(), "mutual_info": diversity.detach(),
+        return {"loss": loss, "task_loss": task_loss.detach(), "mutual_info": diversity.detach(),
                 "marginal_kl": regulariser.detach(), "active_head": heads.active.clone()}
 
     @staticmethod

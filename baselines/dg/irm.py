@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from harness.engine import StepEngine
 from harness.method import Batch, Method, State, annealed_penalty_weight, cross_entropy
 from harness.registry import register_method
 
@@ -37,10 +38,9 @@ class IRM(Method):
     needs_domains = True
     hparams = dict(lam=100.0, anneal_frac=0.1, reset_optimizer=True)
 
-    def train_step(self, model: nn.Module, batch: Batch, optimizer: torch.optim.Optimizer, state: State) -> dict:
+    def train_step(self, model: nn.Module, batch: Batch, engine: StepEngine, state: State) -> dict:
         h = self.hparams
-        weight = annealed_penalty_weight(state, optimizer, h["lam"], h["anneal_frac"], h["reset_optimizer"])
-        optimizer.zero_grad(set_to_none=True)
+        weight = annealed_penalty_weight(state, engine, h["lam"], h["anneal_frac"], h["reset_optimizer"])
         logits = model(batch.x)
         ids, inv = torch.unique(batch.domain, return_inverse=True)
         risks, penalties = [], []
@@ -52,7 +52,5 @@ class IRM(Method):
         nll = torch.stack(risks).mean()
         penalty = torch.stack(penalties).mean() if penalties else logits.new_zeros(())
         loss = nll + weight * penalty
-        loss.backward()
-        optimizer.step()
-        return {"loss": loss.detach(), "nll": nll.detach(), "penalty": penalty.detach(),
+        return {"loss": loss, "nll": nll.detach(), "penalty": penalty.detach(),
                 "penalty_weight": torch.tensor(weight)}

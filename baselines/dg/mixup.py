@@ -6,6 +6,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from harness.engine import StepEngine
 from harness.method import Batch, Method, State, cross_entropy
 from harness.registry import register_method
 
@@ -56,10 +57,7 @@ class Mixup(Method):
             total = total + lam * cross_entropy(o, batch.y[i]) + (1 - lam) * cross_entropy(o, batch.y[j])
         return total / len(pairs)
 
-    def train_step(self, model: nn.Module, batch: Batch, optimizer: torch.optim.Optimizer, state: State) -> dict:
+    def train_step(self, model: nn.Module, batch: Batch, engine: StepEngine, state: State) -> dict:
         pairs = self.draw_pairs(batch, state)
-        optimizer.zero_grad(set_to_none=True)
         loss = self.objective(model, batch, pairs)
-        loss.backward()
-        optimizer.step()
-        return {"loss": loss.detach()}
+        return {"loss": loss}

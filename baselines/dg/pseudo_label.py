@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from harness.engine import StepEngine
 from harness.errors import HarnessError
 from harness.method import Batch, Method, State, cross_entropy, is_binary
 from harness.registry import register_method
@@ -40,11 +41,10 @@ class PseudoLabel(Method):
     needs_unlabeled = True
     hparams = dict(threshold=0.95, weight=1.0, warmup_frac=0.2)
 
-    def train_step(self, model: nn.Module, batch: Batch, optimizer: torch.optim.Optimizer, state: State) -> dict:
+    def train_step(self, model: nn.Module, batch: Batch, engine: StepEngine, state: State) -> dict:
         if batch.unlabeled_x is None:
             raise HarnessError("pseudo-label needs batch.unlabeled_x (target inputs); the task provides none")
         h, n = self.hparams, len(batch)
-        optimizer.zero_grad(set_to_none=True)
         logits = model(torch.cat([batch.x, batch.unlabeled_x]))
         supervised = cross_entropy(logits[:n], batch.y)
         labels, confident = confident_pseudo_labels(logits[n:], h["threshold"])
@@ -52,7 +52,5 @@ class PseudoLabel(Method):
         unsupervised = (per_sample * confident).sum() / len(per_sample)
         weight = h["weight"] if state.step >= int(h["warmup_frac"] * state.total_steps) else 0.0
         loss = supervised + weight * unsupervised
-        loss.backward()
-        optimizer.step()
-        return {"loss": loss.detach(), "supervised": supervised.detach(), "pseudo": unsupervised.detach(),
+        return {"loss": loss, "supervised": supervised.detach(), "pseudo": unsupervised.detach(),
                 "confident_frac": confident.float().mean()}

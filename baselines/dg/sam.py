@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from harness.engine import StepEngine
 from harness.method import Batch, Method, State, cross_entropy
 from harness.registry import register_method
 
@@ -34,17 +35,15 @@ def restore(params: Sequence[nn.Parameter], saved: Sequence[Tensor]) -> None:
         p.copy_(s)
 
 
-def sam_step(model: nn.Module, x: Tensor, y: Tensor, optimizer: torch.optim.Optimizer, rho: float) -> dict:
-    """One SAM update: gradient at θ + ε(θ), applied at θ."""
-    optimizer.zero_grad(set_to_none=True)
+def sam_step(model: nn.Module, x: Tensor, y: Tensor, engine: StepEngine, rho: float) -> dict:
+    """One SAM update: gradient at θ + ε(θ), applied at θ by the engine."""
     params = trainable(model)
     loss = cross_entropy(model(x), y)
-    grads = torch.autograd.grad(loss, params, allow_unused=True)
+    grads = engine.grad(loss, params, allow_unused=True)
     saved = ascend(params, grads, rho)
     loss_perturbed = cross_entropy(model(x), y)
-    loss_perturbed.backward()
+    engine.backward(loss_perturbed)
     restore(params, saved)
-    optimizer.step()
     return {"loss": loss.detach(), "loss_perturbed": loss_perturbed.detach()}
 
 
@@ -60,5 +59,5 @@ class SAM(Method):
     protocols = frozenset({"supervised"})
     hparams = dict(rho=0.05)
 
-    def train_step(self, model: nn.Module, batch: Batch, optimizer: torch.optim.Optimizer, state: State) -> dict:
-        return sam_step(model, batch.x, batch.y, optimizer, self.hparams["rho"])
+    def train_step(self, model: nn.Module, batch: Batch, engine: StepEngine, state: State) -> dict:
+        return sam_step(model, batch.x, batch.y, engine, self.hparams["rho"])

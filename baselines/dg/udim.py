@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from baselines.dg.sam import ascend, restore, sam_step, trainable
+from harness.engine import StepEngine
 from harness.errors import HparamError
 from harness.method import Batch, Method, State, cross_entropy
 from harness.registry import register_method
@@ -14,7 +15,8 @@ from harness.registry import register_method
 SCOPES = ("batch", "domain")
 
 
-def sharpness_gradients(model: nn.Module, x: Tensor, y: Tensor, rho: float, eta: float
+def sharpness_gradients(model: nn.Module, x: Tensor, y: Tensor, rho: float, eta: float,
+                        engine: StepEngine | None = None
                         ) -> tuple[Tensor, list[Tensor | None], Tensor]:
     """One pass at θ on the clean batch: (CE, ∇_θ CE, x̃).
 
@@ -23,11 +25,12 @@ def sharpness_gradients(model: nn.Module, x: Tensor, y: Tensor, rho: float, eta:
     the batch dimension: for every input element, the vector of its changes across the batch has L2 norm η, so a
     sample moves by about η/√N per element whatever the image size. Needs a double backward (the ‖∇_θ CE‖ term).
     """
+    grad = torch.autograd.grad if engine is None else engine.grad  # the engine unscales under fp16
     x_in = x.detach().clone().requires_grad_(True)
     ce = cross_entropy(model(x_in), y)
-    grads = torch.autograd.grad(ce, trainable(model), create_graph=True, allow_unused=True)
+    grads = grad(ce, trainable(model), create_graph=True, allow_unused=True)
     sq = torch.stack([g.pow(2).sum() for g in grads if g is not None]).sum()
-    grad_x, = torch.autograd.grad(ce + rho * (sq + 1e-24).sqrt(), x_in)  # 1e-24: finite d√ at 0
+    grad_x, = grad(ce + rho * (sq + 1e-24).sqrt(), x_in)  # 1e-24: finite d√ at 0
     x_tilde = x + eta * F.normalize(grad_x, p=2.0, dim=0, eps=1e-12)
     return ce.detach(), [None if g is None else g.detach() for g in grads], x_tilde.detach()
 
@@ -100,21 +103,19 @@ class UDIM(Method):
             total = total + gradient_statistics_gap(features, model.classifier(features), y[idx].repeat(2), len(idx))
         return total
 
-    def train_step(self, model: nn.Module, batch: Batch, optimizer: torch.optim.Optimizer, state: State) -> dict:
+    def train_step(self, model: nn.Module, batch: Batch, engine: StepEngine, state: State) -> dict:
         rho, lam = self.hparams["rho"], self.hparams["lam"]
         if state.step < int(self.hparams["warmup_frac"] * state.total_steps):
-            return sam_step(model, batch.x, batch.y, optimizer, rho)
+            return sam_step(model, batch.x, batch.y, engine, rho)
         x, y = batch.x, batch.y
-        ce, grads, x_tilde = sharpness_gradients(model, x, y, rho, self.hparams["eta"])
-        optimizer.zero_grad(set_to_none=True)
+        ce, grads, x_tilde = sharpness_gradients(model, x, y, rho, self.hparams["eta"], engine)
         params = trainable(model)
         saved = ascend(params, grads, rho)
         loss_perturbed = cross_entropy(model(x), y)
-        loss_perturbed.backward()
+        engine.backward(loss_perturbed)
         restore(params, saved)
         # the penalty at θ; its gradient adds to the SAM gradient already in .grad
         penalty = self.penalty(model, x, x_tilde, y, batch.domain)
-        (lam * penalty).backward()
-        optimizer.step()
+        engine.backward(lam * penalty)
         return {"loss": ce + lam * penalty.detach(), "ce": ce, "loss_perturbed": loss_perturbed.detach(),
                 "penalty": penalty.detach()}

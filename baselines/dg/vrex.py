@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from harness.engine import StepEngine
 from harness.method import Batch, Method, State, annealed_penalty_weight, cross_entropy, group_means
 from harness.registry import register_method
 
@@ -32,15 +33,12 @@ class VREx(Method):
     needs_domains = True
     hparams = dict(lam=10.0, anneal_frac=0.1, reset_optimizer=True)
 
-    def train_step(self, model: nn.Module, batch: Batch, optimizer: torch.optim.Optimizer, state: State) -> dict:
+    def train_step(self, model: nn.Module, batch: Batch, engine: StepEngine, state: State) -> dict:
         h = self.hparams
-        weight = annealed_penalty_weight(state, optimizer, h["lam"], h["anneal_frac"], h["reset_optimizer"])
-        optimizer.zero_grad(set_to_none=True)
+        weight = annealed_penalty_weight(state, engine, h["lam"], h["anneal_frac"], h["reset_optimizer"])
         risks = domain_risks(model(batch.x), batch.y, batch.domain)
         mean = risks.mean()
         penalty = ((risks - mean) ** 2).mean()
         loss = mean + weight * penalty
-        loss.backward()
-        optimizer.step()
-        return {"loss": loss.detach(), "nll": mean.detach(), "penalty": penalty.detach(),
+        return {"loss": loss, "nll": mean.detach(), "penalty": penalty.detach(),
                 "penalty_weight": torch.tensor(weight)}

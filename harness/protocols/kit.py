@@ -29,9 +29,10 @@ import torch
 from torch import Tensor, nn
 
 from harness.data.source import DataSource, choose_source
+from harness.engine import StepEngine, prepare_model
 from harness.errors import Diverged, MethodError
 from harness.method import Batch, Method, State
-from harness.speed import MixedPrecision, SpeedOptions, compile_model, mixed_precision
+from harness.speed import SpeedOptions
 from harness.task import Budget, Task
 from harness.timing import StepStats, StepTimer
 
@@ -106,7 +107,6 @@ class RunContext:
     augment_gen: torch.Generator | None = None  # its own stream, so augmenting never shifts the batch order
     store: dict[str, Any] = field(default_factory=dict)
     speed: SpeedOptions = field(default_factory=SpeedOptions)  # --compile / --precision for the training steps
-    amp: MixedPrecision | None = None  # autocast (+ grad scaler) around train steps; None for fp32
 
     @classmethod
     def create(cls, task: Task, method: Method, device: torch.device, seed: int, data_path: str = "auto",
@@ -122,7 +122,7 @@ class RunContext:
         speed = speed or SpeedOptions()
         return cls(task, method, device, seed, source, budget, StepTimer(device),
                    torch.Generator().manual_seed(seed), augment, torch.Generator().manual_seed(seed + 7919),
-                   speed=speed, amp=mixed_precision(speed.precision, device))
+                   speed=speed)
 
     @property
     def eval_batch(self) -> int:
@@ -141,6 +141,13 @@ class RunContext:
         indices = self.task.splits[split].indices if isinstance(split, str) else split
         return SplitLoader(self, indices, batch_size or self.budget.batch_size, augment)
 
+    def engine(self, optimizer: torch.optim.Optimizer, state: State | None = None, scheduler: Any = None,
+               **kwargs: Any) -> StepEngine:
+        """The step engine for ``optimizer`` with this run's precision, device, seed and the budget's clipping."""
+        return StepEngine(optimizer, device=self.device, precision=self.speed.precision,
+                          grad_clip=self.budget.grad_clip, scheduler=scheduler, state=state, seed=self.seed,
+                          **kwargs)
+
     def describe(self) -> dict[str, Any]:
         out = self.source.describe()
         out["augment"] = self.augment.describe() if self.augment is not None else "none"
@@ -151,7 +158,7 @@ class RunContext:
 
 
 def make_optimizer(params: nn.Module | Iterable[Tensor], budget: Budget) -> torch.optim.Optimizer:
-    """Adam, AdamW or SGD with momentum, with the budget's gradient-norm clipping before every step."""
+    """Adam, AdamW or SGD with momentum (the step engine applies the budget's gradient-norm clipping)."""
     params = list(params.parameters() if isinstance(params, nn.Module) else params)
     if budget.optimizer == "sgd":
         opt: torch.optim.Optimizer = torch.optim.SGD(params, lr=budget.lr, momentum=budget.momentum,
@@ -160,15 +167,6 @@ def make_optimizer(params: nn.Module | Iterable[Tensor], budget: Budget) -> torc
         opt = torch.optim.AdamW(params, lr=budget.lr, weight_decay=budget.weight_decay)
     else:
         opt = torch.optim.Adam(params, lr=budget.lr, weight_decay=budget.weight_decay)
-    if budget.grad_clip is not None:
-        max_norm = float(budget.grad_clip)
-
-        def clip(optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
-            # a hook, so that clipping also applies inside a method's own train_step (SAM, UDIM, ...)
-            grads = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
-            torch.nn.utils.clip_grad_norm_(grads, max_norm)
-
-        opt.register_step_pre_hook(clip)
     return opt
 
 
@@ -324,26 +322,25 @@ def training_batch(ctx: RunContext, raw: Any, state: State, unlabeled: Tensor | 
     return batch
 
 
-def train_epoch(ctx: RunContext, method: Method, model: nn.Module, optimizer: torch.optim.Optimizer, state: State,
-                index_batches: Iterable[Tensor], scheduler: Any = None, unlabeled: Tensor | None = None,
+def train_epoch(ctx: RunContext, method: Method, model: nn.Module, engine: StepEngine, state: State,
+                index_batches: Iterable[Tensor], unlabeled: Tensor | None = None,
                 timer: StepTimer | None = None) -> None:
-    """The hot loop: gather and prepare, step (timed), check the loss. Nothing else."""
+    """The hot loop: gather and prepare, one engine step (timed), nothing else."""
     timer = timer or ctx.timer
     model.train()
-    source, amp = ctx.source, ctx.amp
-    for raw in source.raw_batches(index_batches):
+    for raw in ctx.source.raw_batches(index_batches):
         batch = training_batch(ctx, raw, state, unlabeled)
         timer.start()
-        try:
-            logs = method.train_step(model, batch, optimizer, state) if amp is None else \
-                amp.train_step(method, model, batch, optimizer, state)
-        except (RuntimeError, ValueError, TypeError, IndexError) as err:
-            raise method_failure(method, err, batch, model) from err
+        supervised_step(method, model, batch, engine, state)
         timer.stop(len(raw.y))
-        check_loss(logs, state, ctx.seed)
-        if scheduler is not None:
-            scheduler.step()
-        state.step += 1
+
+
+def supervised_step(method: Method, model: nn.Module, batch: Batch, engine: StepEngine, state: State) -> dict:
+    """One engine step of the method's ``train_step``; a torch error in it becomes one line naming the method."""
+    try:
+        return engine.step(lambda: method.train_step(model, batch, engine, state))
+    except (RuntimeError, ValueError, TypeError, IndexError) as err:
+        raise method_failure(method, err, batch, model) from err
 
 
 @dataclass
@@ -360,6 +357,7 @@ class FitResult:
     last_weights: dict[str, Tensor]
     optimizer: torch.optim.Optimizer
     state: State
+    engine: StepEngine
     epoch_batches: Callable[[torch.Generator], Iterator[Tensor]]
     history: list[dict[str, float]] = field(default_factory=list)  # per epoch: each rule's selection accuracy
     unlabeled: Tensor | None = None
@@ -396,12 +394,12 @@ def fit(ctx: RunContext, model: nn.Module, *, split: str = "train", method: Meth
     check_model_output(model, ctx.source.prepare(ctx.source.gather_x(first[:2])), task.num_classes,
                        f"{task.suite}/{task.case}")  # on the eager model, before any compilation
     method.init_model(model, task)
-    if ctx.speed.compile:
-        compile_model(model, ctx.speed.compile)
+    prepare_model(model, ctx.speed.compile)
     optimizer = make_optimizer(model, budget)
     steps_per_epoch = sum(1 for _ in epoch_batches(torch.Generator().manual_seed(0)))
     state = ctx.make_state(steps_per_epoch, epochs)
     scheduler = make_scheduler(optimizer, budget, state.total_steps, steps_per_epoch)
+    engine = ctx.engine(optimizer, state, scheduler, max_steps=state.total_steps)
     method.setup(task, state)
     unlabeled = None
     if method.uses_unlabeled and task.unlabeled_split:
@@ -411,7 +409,7 @@ def fit(ctx: RunContext, model: nn.Module, *, split: str = "train", method: Meth
     history = []
     for epoch in range(epochs):
         state.epoch = epoch
-        train_epoch(ctx, method, model, optimizer, state, epoch_batches(ctx.index_gen), scheduler, unlabeled)
+        train_epoch(ctx, method, model, engine, state, epoch_batches(ctx.index_gen), unlabeled)
         scores = {}
         for rule, split_name in rules.items():
             scores[rule] = acc = accuracy_on(ctx, model, split_name)
@@ -421,7 +419,7 @@ def fit(ctx: RunContext, model: nn.Module, *, split: str = "train", method: Meth
         if on_epoch_end is not None:
             on_epoch_end(epoch, model)
     last = copy.deepcopy(model.state_dict())
-    return FitResult(model, best, last, optimizer, state, epoch_batches, history, unlabeled)
+    return FitResult(model, best, last, optimizer, state, engine, epoch_batches, history, unlabeled)
 
 
 def benchmark_step(ctx: RunContext, fitted: FitResult, method: Method | None = None) -> Callable[[], None]:
@@ -430,19 +428,18 @@ def benchmark_step(ctx: RunContext, fitted: FitResult, method: Method | None = N
 
     The batch is gathered and augmented once, up front, so the closure holds
     what the timed window holds: the method's step (with the run's precision)
-    and the loss check.
+    and the loss check, through the same engine settings.
     """
     method = method or ctx.method
-    model, optimizer, state, amp = fitted.model, fitted.optimizer, fitted.state, ctx.amp
+    model, state = fitted.model, fitted.state
+    # past the training budget on purpose: the benchmark's extra steps run on their own engine, same optimizer
+    engine = ctx.engine(fitted.optimizer, state, count=False)
     idx = next(fitted.epoch_batches(torch.Generator().manual_seed(ctx.seed)))
     (batch,) = [training_batch(ctx, raw, state, fitted.unlabeled) for raw in ctx.source.raw_batches([idx])]
 
     def step() -> None:
         model.train()
-        logs = method.train_step(model, batch, optimizer, state) if amp is None else \
-            amp.train_step(method, model, batch, optimizer, state)
-        check_loss(logs, state, ctx.seed)
-        state.step += 1
+        supervised_step(method, model, batch, engine, state)
 
     return step
 
@@ -488,5 +485,6 @@ def infer_splits(ctx: RunContext, model: nn.Module, splits: Iterable[str] | None
 __all__ = [
     "Checkpoint", "FitResult", "Outputs", "RunContext", "SeedResult", "SplitLoader", "SplitOutput",
     "accuracy_on", "batch_indices", "benchmark_step", "check_loss", "eval_batch_size", "fit", "infer",
-    "infer_splits", "make_optimizer", "model_info", "make_scheduler", "seed_everything", "train_batches", "train_epoch",
+    "infer_splits", "make_optimizer", "model_info", "make_scheduler", "seed_everything", "supervised_step",
+    "train_batches", "train_epoch",
 ]

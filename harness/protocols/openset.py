@@ -270,11 +270,11 @@ def train_benchmark(ctx: RunContext, trainer: Method, model: nn.Module) -> Calla
         if not built:
             tctx = RunContext.create(ctx.task, trainer, ctx.device, ctx.seed, source=ctx.source, speed=ctx.speed)
             m = copy.deepcopy(model)
-            opt = make_optimizer(m, tctx.budget)
             state = tctx.make_state(1)
+            engine = tctx.engine(make_optimizer(m, tctx.budget), state)
             trainer.setup(ctx.task, state)
             idx = next(train_batches(tctx)(torch.Generator().manual_seed(ctx.seed)))
-            built.append(lambda: train_epoch(tctx, trainer, m, opt, state, [idx], timer=StepTimer(ctx.device)))
+            built.append(lambda: train_epoch(tctx, trainer, m, engine, state, [idx], timer=StepTimer(ctx.device)))
         built[0]()
 
     return step
