@@ -31,6 +31,12 @@ from harness.errors import Diverged, MethodError
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
+def autocast(device: torch.device | str, precision: str) -> contextlib.AbstractContextManager:
+    """Autocast at ``precision`` on ``device`` (a no-op at fp32): what training steps and frozen forwards run under."""
+    dtype = _DTYPES.get(precision)
+    return contextlib.nullcontext() if dtype is None else torch.autocast(torch.device(device).type, dtype=dtype)
+
+
 class BudgetExceeded(MethodError):
     """A method asked for more optimiser updates than the protocol's budget allows."""
 
@@ -74,9 +80,7 @@ class StepEngine:
 
     def autocast(self) -> contextlib.AbstractContextManager:
         """Autocast at the run's precision (a no-op at fp32)."""
-        if self.dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device_type, dtype=self.dtype)
+        return autocast(self.device_type, self.precision)
 
     def backward(self, loss: Tensor) -> None:
         """Accumulate ∇loss into ``.grad`` (scaled under fp16); the update comes once, at the end of the step."""
@@ -179,17 +183,6 @@ class StepBudget:
         self.used += 1
 
 
-def check_speed_support(protocol: str, precision: str, compile_backend: str | None,
-                        supports_compile: bool = True) -> None:
-    """Refuse, in one line, a speed option a protocol cannot honour (rather than record a setting that never ran)."""
-    from harness.errors import UsageError
-
-    if compile_backend is not None and not supports_compile:
-        raise UsageError(f"--compile has no effect on the {protocol!r} protocol (it compiles no training step); "
-                         f"run it without --compile")
-    del precision  # every protocol's training steps run under the engine's autocast
-
-
 def prepare_model(model: nn.Module, compile_backend: str | None) -> nn.Module:
     """``torch.compile`` the forward in place when the run asks for it (:func:`harness.speed.compile_model`)."""
     if compile_backend is None:
@@ -199,7 +192,7 @@ def prepare_model(model: nn.Module, compile_backend: str | None) -> nn.Module:
     return compile_model(model, compile_backend)
 
 
-__all__ = ["BudgetExceeded", "StepBudget", "StepEngine", "check_speed_support", "prepare_model", "run_train_step"]
+__all__ = ["BudgetExceeded", "StepBudget", "StepEngine", "autocast", "prepare_model", "run_train_step"]
 
 
 def run_train_step(method: Any, model: nn.Module, batch: Any, optimizer: torch.optim.Optimizer, state: Any,

@@ -300,8 +300,12 @@ class Method:
         raise NotImplementedError(f"{self.name} defines no pretrain step")
 
     # -- probe ---------------------------------------------------------------
-    # No hook: the probe protocol scores the case's frozen encoders under a preprocessing grid, so nothing of a
-    # method runs; ``baselines/probe/frozen.py`` is its one method.
+    # The probe protocol scores the case's frozen encoders under a preprocessing grid; ``baselines/probe/frozen.py``
+    # is its one method. Its only hook is how features are read off the encoder.
+
+    def embed(self, encoder: nn.Module, x: Tensor) -> Tensor:
+        """Features of a preprocessed batch, under the run's autocast and inference mode. Default: ``encoder(x)``."""
+        return encoder(x)
 
     def describe(self) -> dict[str, Any]:
         out = {"name": self.name, "family": self.family, "protocols": sorted(self.protocols), "hparams": self.hparams}

@@ -7,11 +7,12 @@ import torch
 from torch import nn
 
 from harness import Method, register_method
-from harness.errors import UsageError
+from harness.engine import StepEngine
+from harness.errors import Diverged, UsageError
 from harness.method import Batch, State
 from harness.registry import create_method
 from harness.runner import run_case
-from harness.speed import MixedPrecision, SpeedOptions
+from harness.speed import SpeedOptions
 from harness.suites import losses
 
 CPU = torch.device("cpu")
@@ -50,7 +51,7 @@ def test_bf16_autocast_runs_the_step_in_bf16_and_is_recorded_as_a_speed_option(b
 
 
 class _Linear(Method):
-    """Plain step: the loss scaling must happen around it, not in it."""
+    """Plain step that backpropagates through the engine: the loss scaling happens in the engine, not in it."""
 
     name = "test-linear"
 
@@ -58,41 +59,44 @@ class _Linear(Method):
         super().__init__()
         self.seen = seen
 
-    def train_step(self, model, batch, optimizer, state):
-        optimizer.zero_grad(set_to_none=True)
+    def train_step(self, model, batch, engine, state):
         loss = (model(batch.x).float() * state.sign).mean()
-        loss.backward()
+        engine.backward(loss)
         self.seen["grad"] = model.weight.grad.detach().clone()
-        optimizer.step()
-        return {"loss": loss.detach()}
+        return {"loss": loss}
 
 
 def _fp16_step(sign: float):
     torch.manual_seed(0)
     model = nn.Linear(4, 1, bias=False)
-    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    engine = StepEngine(torch.optim.SGD(model.parameters(), lr=0.1), precision="fp16")
     batch = Batch(x=torch.randn(8, 4), y=torch.zeros(8, dtype=torch.long))
     seen: dict = {}
-    amp = MixedPrecision("fp16", CPU)
     w0 = model.weight.detach().clone()
-    amp.train_step(_Linear(seen), model, batch, opt, State(sign=sign))
-    return amp, model, w0, batch, seen
+    method, state = _Linear(seen), State(sign=sign)
+    try:
+        engine.step(lambda: method.train_step(model, batch, engine, state))
+    except Diverged:
+        seen["diverged"] = True
+    return engine, model, w0, batch, seen
 
 
 def test_fp16_scales_the_loss_in_backward_and_unscales_before_the_update():
-    amp, model, w0, batch, seen = _fp16_step(1.0)
+    engine, model, w0, batch, seen = _fp16_step(1.0)
     true_grad = batch.x.mean(0, keepdim=True)  # d/dW of mean(W x)
     scale = 2.0 ** 16  # GradScaler's initial scale
     assert torch.allclose(seen["grad"], true_grad * scale, rtol=1e-2)  # x is rounded to fp16
     assert torch.allclose(model.weight.detach(), w0 - 0.1 * true_grad, rtol=1e-3, atol=1e-3)
-    assert amp.scaler.get_scale() == scale  # no overflow: the scale stays until its growth interval
+    assert engine.scaler.get_scale() == scale  # no overflow: the scale stays until its growth interval
 
 
 def test_fp16_skips_the_update_and_halves_the_scale_on_overflow():
-    amp, model, w0, _, _ = _fp16_step(float("inf"))
+    backward = torch.autograd.backward
+    engine, model, w0, _, seen = _fp16_step(float("inf"))
+    assert seen.get("diverged")  # an infinite loss also stops the case
     assert torch.equal(model.weight.detach(), w0)
-    assert amp.scaler.get_scale() == 2.0 ** 15
-    assert torch.autograd.backward.__module__ == "torch.autograd"  # the scaling patch is gone after the step
+    assert engine.scaler.get_scale() == 2.0 ** 15
+    assert torch.autograd.backward is backward  # nothing in torch is patched
 
 
 def test_compiled_model_records_compile_time_apart_from_step_time(bc_task):

@@ -52,7 +52,8 @@ from torch import Tensor, nn
 
 from harness.data.dataset import tensor_digest
 from harness.data.paths import cache_root
-from harness.errors import DataError
+from harness.engine import autocast
+from harness.errors import DataError, UsageError
 from harness.metrics import knn_predict, linear_probe_predict, naive_bayes_predict
 from harness.models import check_in_chans
 from harness.preprocess import Preprocess
@@ -206,7 +207,8 @@ def extract(ctx: RunContext, model: nn.Module, prep: Preprocess, rows: Tensor, t
             count += flat.shape[1]
             if timed:
                 ctx.timer.start()
-            f = model(x)
+            with autocast(ctx.device, ctx.speed.precision):
+                f = ctx.method.embed(model, x)
             if timed:
                 ctx.timer.stop(len(x))
             feats.append(f.float().flatten(1).cpu())
@@ -292,6 +294,9 @@ class _Features:
 
 
 def run_probe(task: ProbeTask, method: Any, ctx: RunContext) -> SeedResult:
+    if ctx.speed.compile is not None:
+        raise UsageError("--compile has no effect on the probe protocol (it trains nothing and each encoder runs "
+                         "a few forward passes); run probe cases without --compile")
     model, digest = _encoder(task, ctx.device)
     cache = FeatureCache()
     code = source_digest(Preprocess, extract)
@@ -314,7 +319,7 @@ def run_probe(task: ProbeTask, method: Any, ctx: RunContext) -> SeedResult:
     for prep in task.grid:
         rows = everything if prep.name == task.reference else grid_rows
         key = store_key(encoder=digest, preprocess=prep.key(), data=task.data.fingerprint, rows=tensor_digest(rows),
-                        code=code)
+                        code=code, **({} if ctx.speed.precision == "fp32" else {"precision": ctx.speed.precision}))
         feats, meta = cache.get(key, lambda p=prep, r=rows: extract(ctx, model, p, r, timed=p.name == task.reference))
         computed, reused = computed + (not meta["reused"]), reused + meta["reused"]
         extract_s += 0.0 if meta["reused"] else meta["seconds"]
@@ -344,8 +349,8 @@ def forward_step(ctx: RunContext, model: nn.Module, prep: Preprocess, n: int = 1
     raw = next(iter(ctx.source.raw_batches([torch.arange(min(n, len(ctx.task.data)))])))
 
     def step() -> None:
-        with torch.inference_mode():
-            model(prep(raw.x))
+        with torch.inference_mode(), autocast(ctx.device, ctx.speed.precision):
+            ctx.method.embed(model, prep(raw.x))
 
     return step
 
