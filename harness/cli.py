@@ -121,6 +121,32 @@ def cmd_regenerate(args: argparse.Namespace) -> int:
     return code
 
 
+def cmd_tune(args: argparse.Namespace) -> int:
+    import ast
+
+    from harness import tuning
+    from harness.environment import resolve_device
+    from harness.registry import create_method
+    from harness.suites import case_specs, get_suite
+
+    specs = {s.case: s for s in case_specs(get_suite(args.suite), args.profile)}
+    if args.case not in specs:
+        raise UsageError(f"tune: no case {args.case!r} in {args.suite} at {args.profile}; cases: {', '.join(specs)}")
+    grid: dict[str, list] = {}
+    for item in args.grid:
+        key, _, values = item.partition("=")
+        if not values or key in grid:
+            raise UsageError(f"--grid {item!r}: give each key once, as key=v1,v2")
+        grid[key] = [ast.literal_eval(v) for v in values.split(",")]
+    seeds = list(range(tuning.TUNING_SEED_START, tuning.TUNING_SEED_START + args.seeds))
+    result = tuning.tune(specs[args.case], create_method(args.method), grid, args.metric, seeds,
+                         resolve_device(args.device))
+    for row in result["rows"]:
+        print(f"{row['setting']}: {args.metric} = {row['mean']:.4f}  (seeds {seeds})")
+    print(f"chosen: {result['chosen']}  ->  {tuning.write_tuning(result)}")
+    return 0
+
+
 def cmd_gate(args: argparse.Namespace) -> int:
     from harness import gate
     from harness.environment import resolve_device
@@ -225,6 +251,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a suite or protocol change re-runs every method with smoke records, not only the baseline")
     p.add_argument("--device", default="cpu")
     p.set_defaults(func=cmd_gate)
+    p = sub.add_parser("tune", help="choose a case setting on its selection metric, on tuning seeds never reported")
+    p.add_argument("--suite", required=True)
+    p.add_argument("--case", required=True)
+    p.add_argument("--profile", default="standard")
+    p.add_argument("--method", default="erm")
+    p.add_argument("--grid", action="append", default=[], required=True, metavar="KEY=V1,V2",
+                   help="a budget field or case parameter and its values (repeatable)")
+    p.add_argument("--metric", default="val_acc", help="the selection metric (default: training-domain validation)")
+    p.add_argument("--seeds", type=int, default=1, help="how many tuning seeds (from 1000)")
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(func=cmd_tune)
     p = sub.add_parser("data", help="dataset listing and download (see `data --help`)", add_help=False)
     p.add_argument("rest", nargs=argparse.REMAINDER)
     p.set_defaults(func=cmd_data)

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from harness.environment import environment
-from harness.errors import Diverged
+from harness.errors import Diverged, UsageError
 from harness.method import Method
 from harness.metrics import summarize
 from harness.protocols import RunContext, SeedResult, get_protocol
@@ -152,6 +152,11 @@ def run_case(spec: CaseSpec, method: Method, seeds: list[int], device: torch.dev
     method.check_protocol(spec.protocol)
     if results_dir is None:
         return _run_case(spec, method, seeds, device, None, overrides, resume, task, postprocess, data_path, speed)
+    from harness.tuning import is_tuning_seed
+
+    if any(is_tuning_seed(s) for s in seeds):
+        raise UsageError(f"seeds {[s for s in seeds if is_tuning_seed(s)]} are tuning seeds (harness.tuning): settings "
+                         "are chosen on them, so no record reports them")
     path = record_path(check_writable(results_dir), spec.suite, spec.case, method.name, spec.profile, overrides)
     with record_lock(path):
         return _run_case(spec, method, seeds, device, path, overrides, resume, task, postprocess, data_path, speed)

@@ -1,0 +1,82 @@
+"""Choosing a case's settings without touching reported data.
+
+A setting (a learning rate, a resolution) is chosen by its *selection metric* (training-domain validation
+accuracy for the shift suite: DomainBed's rule) on *tuning seeds*, which no reported record may use. Every grid
+point runs as its own case variant, nothing is written to ``results/``, and the outcome (grid, scores, choice,
+seeds, metric, date) is kept as JSON under ``docs/tuning/`` so that the suite can cite it and records carry the
+citation (``task_info.tuned``).
+
+    python -m harness tune --suite shift --case pacs_pretrained-sketch --profile standard \
+        --grid lr=1e-4,3e-4 --grid size=64,96
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from harness.errors import UsageError
+from harness.task import CaseSpec
+
+TUNING_SEED_START = 1000  # seeds >= this tune settings; records that report them are refused (see is_tuning_seed)
+TUNING_DIR = Path(__file__).resolve().parent.parent / "docs" / "tuning"
+
+
+def is_tuning_seed(seed: int) -> bool:
+    return seed >= TUNING_SEED_START
+
+
+def variant(spec: CaseSpec, setting: dict[str, Any]) -> CaseSpec:
+    """The case with ``setting`` applied: budget fields (lr, epochs, ...) or case params (size, cap, ...)."""
+    budget_fields = set(spec.budget.__dataclass_fields__)
+    budget = {k: v for k, v in setting.items() if k in budget_fields}
+    params = {k: v for k, v in setting.items() if k not in budget_fields}
+    unknown = [k for k in params if k not in spec.params]
+    if unknown:
+        raise UsageError(f"tune: {', '.join(unknown)} is neither a budget field nor a parameter of {spec.case} "
+                         f"(params: {', '.join(sorted(spec.params))})")
+    return replace(spec, budget=replace(spec.budget, **budget), params={**spec.params, **params})
+
+
+def tune(spec: CaseSpec, method: Any, grid: dict[str, list[Any]], metric: str, seeds: list[int],
+         device: torch.device) -> dict[str, Any]:
+    """Run every grid point on the tuning seeds; the choice maximises the mean selection metric (ties: first)."""
+    from harness.runner import run_case
+
+    bad = [s for s in seeds if not is_tuning_seed(s)]
+    if bad:
+        raise UsageError(f"tune: seeds {bad} can be reported; tuning seeds start at {TUNING_SEED_START}")
+    rows = []
+    for values in itertools.product(*grid.values()):
+        setting = dict(zip(grid, values))
+        record = run_case(variant(spec, setting), method, seeds, device).record
+        if metric not in record["metrics"]:
+            raise UsageError(f"tune: {spec.case} reports no {metric!r}; metrics: {', '.join(record['metrics'])}")
+        per_seed = record["metrics"][metric]["per_seed"]
+        rows.append({"setting": setting, "per_seed": per_seed, "mean": float(np.mean(per_seed))})
+    best = max(rows, key=lambda r: r["mean"])  # max keeps the first of equal means
+    return {"suite": spec.suite, "case": spec.case, "profile": spec.profile, "method": method.name,
+            "metric": metric, "seeds": seeds, "grid": grid, "rows": rows, "chosen": best["setting"],
+            "date": time.strftime("%Y-%m-%d")}
+
+
+def write_tuning(result: dict[str, Any], folder: Path = TUNING_DIR) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{result['suite']}__{result['case']}__{result['profile']}.json"
+    path.write_text(json.dumps(result, indent=1, sort_keys=True) + "\n")
+    return path
+
+
+def read_tuning(suite: str, case: str, profile: str, folder: Path = TUNING_DIR) -> dict[str, Any] | None:
+    path = folder / f"{suite}__{case}__{profile}.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+__all__ = ["TUNING_SEED_START", "is_tuning_seed", "read_tuning", "tune", "variant", "write_tuning"]
