@@ -129,8 +129,8 @@ class StepEngine:
             self._in_step = False
         logs = dict(out) if isinstance(out, dict) else {"loss": loss}
         logs["loss"] = loss.detach()
+        self.check(logs)  # before the update: a NaN step is reported with its own index and never applied
         self._apply()
-        self.check(logs)
         return logs
 
     def check(self, logs: dict) -> None:
