@@ -13,6 +13,15 @@ from harness.errors import HarnessError, UsageError
 REPO = Path(__file__).resolve().parent.parent
 
 
+def existing_results_dir(value: str) -> Path:
+    """``--results-dir`` of a command that reads records: a missing folder is a usage error, never "0 records"."""
+    path = Path(value)
+    if not path.is_dir():
+        raise UsageError(f"--results-dir {value}: no such folder (pass the folder that holds the records, e.g. "
+                         "--results-dir results)")
+    return path
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     from harness.registry import load_method_module, method_entries
     from harness.suites import all_suites
@@ -47,8 +56,12 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
     from harness import leaderboard
+    from harness.records import iter_records
 
-    results, out = Path(args.results_dir), Path(args.output)
+    results, out = existing_results_dir(args.results_dir), Path(args.output)
+    if not args.check and not iter_records(results):  # an empty board would silently replace a full one
+        raise UsageError(f"no records under {results}: refusing to write an empty leaderboard over {out}; pass "
+                         "--results-dir to the folder that holds the records")
     figures = Path(args.figures_dir) if args.figures_dir else None
     if args.check:
         stale = leaderboard.collect(results).stale
@@ -88,8 +101,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
     from harness.environment import resolve_device
     from harness.records import load_record
 
-    results = Path(args.results_dir)
+    results = existing_results_dir(args.results_dir)
     paths = [Path(p) for p in args.paths]
+    if not paths and not any(p for p in results.rglob("*.json") if not p.name.startswith(".")):
+        raise UsageError(f"no records under {results}: nothing to validate (pass the folder that holds them)")
     code = _report(verify.check_files(results, paths), "schema, consistency and evidence")
     if args.recompute:
         tasks: dict = {}
@@ -113,8 +128,8 @@ def cmd_regenerate(args: argparse.Namespace) -> int:
 
     if not args.stale:
         raise UsageError("regenerate re-runs stale records only: pass --stale (see `leaderboard --check`)")
-    outcomes = verify.regenerate(Path(args.results_dir), resolve_device(args.device), args.suite, args.profile,
-                                 args.method, args.dry_run)
+    outcomes = verify.regenerate(existing_results_dir(args.results_dir), resolve_device(args.device), args.suite,
+                                 args.profile, args.method, args.dry_run)
     code = _report(outcomes, "regenerate")
     if outcomes and not args.dry_run:
         print("now rebuild the leaderboard: python -m harness leaderboard")
@@ -151,8 +166,8 @@ def cmd_gate(args: argparse.Namespace) -> int:
     from harness import gate
     from harness.environment import resolve_device
 
-    failures = gate.run_gate(args.base, Path(args.results_dir), resolve_device(args.device), args.tolerance,
-                             args.time_tolerance, args.all_methods)
+    failures = gate.run_gate(args.base, existing_results_dir(args.results_dir), resolve_device(args.device),
+                             args.tolerance, args.time_tolerance, args.all_methods)
     for failure in failures:
         print(f"REGRESSION {failure}", file=sys.stderr)
     print("gate: " + (f"{len(failures)} regression(s)" if failures else "passed"))

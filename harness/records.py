@@ -375,6 +375,8 @@ def load_record(path: Path) -> dict:
         record = json.loads(Path(path).read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
         raise RecordError(f"{path}: not valid JSON ({err})") from None
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+        raise RecordError(f"{path}: no such record file") from None
     return check_consistency(validate(record, str(path)), str(path))
 
 

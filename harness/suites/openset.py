@@ -14,11 +14,12 @@ Cases (each known/unknown split fixed and in the fingerprint):
   The main metrics pool the two shifted domains; ``_photo`` (held-out photos, no shift), ``_art_painting`` and
   ``_sketch`` are reported beside them. Pretrained EfficientNet-Lite0. The split is this suite's choice (the
   classes in PACS's alphabetical order): horse is the hard unknown, close to dog and giraffe.
-* ``imagefolder-<name>``: your own folder of ``<class>/`` subfolders, ``--dataset=imagefolder:PATH`` (the same value
-  the imagefolder suite reads) with round(0.6 K) known classes drawn with seed 0; ``--dataset=openset:PATH,known=N,
-  seed=S`` draws N known classes with seed S, and ``--dataset=openset:PATH,known=FILE`` reads the known class names
-  from a file (one per line). Stratified 70/30 train/test per class; the unknown classes' test part is the unknown
-  set. Size and backbone from the imagefolder suite's profile.
+* ``imagefolder-<name>-<hash>``: your own folder of ``<class>/`` subfolders, ``--dataset=imagefolder:PATH`` (the
+  same value the imagefolder suite reads) with round(0.6 K) known classes drawn with seed 0;
+  ``--dataset=openset:PATH,known=N,seed=S`` draws N known classes with seed S, and
+  ``--dataset=openset:PATH,known=FILE`` reads the known class names from a file (one per line).
+  Stratified 70/30 train/test per class; the unknown classes' test part is the unknown set.
+  Size and backbone from the imagefolder suite's profile.
 
 Methods: the scores in ``baselines/osr`` (msp, mls, energy, odin, mahalanobis, knn, vim) score a closed-set model
 trained by the method their ``trainer`` hparam names (default ``erm``; e.g. ``--hparam trainer=erm-strong``), so a

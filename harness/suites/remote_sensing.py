@@ -62,7 +62,7 @@ from harness.models import small_cnn, timm_model
 from harness.preprocess import NORMS, Geometry, Preprocess, geometry_grid
 from harness.protocols.probe import FEWSHOT, PROBES, Encoder, ProbeTask, probe_metrics
 from harness.records import paired_verdict
-from harness.suites.imagefolder import folder_metrics, listing_hash, stratified_split
+from harness.suites.imagefolder import folder_metrics, folder_slug, listing_hash, stratified_split
 from harness.suites.shift import domain_split, shift_metrics
 from harness.task import Budget, CaseSpec, Task
 
@@ -230,9 +230,8 @@ def parse_user_dataset(value: str) -> tuple[str, Path] | None:
 
 
 def _user_specs(profile: str, bands: str, path: Path) -> list[CaseSpec]:
-    slug = "".join(c if c.isalnum() or c in "-_" else "_" for c in path.name) or "root"
     extra = dict(path=str(path), bands=bands, listing=listing_hash(path))
-    return [_probe_spec(profile, f"user-{bands}-{slug}", enc, extra) for enc in BUILTIN_ENCODERS]
+    return [_probe_spec(profile, f"user-{bands}-{folder_slug(path)}", enc, extra) for enc in BUILTIN_ENCODERS]
 
 
 def case_specs(profile: str, datasets: list[str] | None = None) -> list[CaseSpec]:
