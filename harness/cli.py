@@ -1,4 +1,4 @@
-"""``python -m harness``: list, leaderboard, validate, regenerate, gate, data, launch."""
+"""``python -m harness``: list, leaderboard, validate, regenerate, gate, verify, data, launch."""
 
 from __future__ import annotations
 
@@ -174,6 +174,22 @@ def cmd_gate(args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
+def cmd_verify(args: argparse.Namespace) -> int:
+    from harness import verify
+    from harness.environment import resolve_device
+
+    results = existing_results_dir(args.results_dir)
+    device = resolve_device(args.device)
+    if args.changed == bool(args.paths):
+        raise UsageError("verify: pass --changed (the records a change adds or modifies) or record paths, not both")
+    if args.changed:
+        outcomes = verify.verify_changed(args.base, results, device, Path(args.repo) if args.repo else None,
+                                         args.max_records, args.max_seconds)
+    else:
+        outcomes = verify.verify_paths([Path(p) for p in args.paths], results, device)
+    return _report(outcomes, "re-executed")
+
+
 def cmd_data(args: argparse.Namespace) -> int:
     from harness.data.cli import main as data_main
 
@@ -277,6 +293,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=int, default=1, help="how many tuning seeds (from 1000)")
     p.add_argument("--device", default="cpu")
     p.set_defaults(func=cmd_tune)
+    p = sub.add_parser("verify", help="CI: re-execute seed 0 of every record a change adds or modifies, bit for bit",
+                       description="Checks each record's identity, seeds, labels and metrics, then re-runs seed 0 on "
+                                   "CPU with its thread count and requires bit-identical metrics (harness/verify.py)")
+    p.add_argument("paths", nargs="*", help="record files to verify (instead of --changed)")
+    p.add_argument("--changed", action="store_true", help="the records under --results-dir that differ from --base")
+    p.add_argument("--base", default="auto", help="git ref to diff against (auto: merge-base with origin/main, "
+                   "else HEAD~1; a single-commit repository: the empty tree)")
+    p.add_argument("--results-dir", default=str(REPO / "results"))
+    p.add_argument("--repo", default=None, help="the git checkout to diff (default: this harness's)")
+    p.add_argument("--max-records", type=int, default=40, help="fail at once when more records changed (default 40)")
+    p.add_argument("--max-seconds", type=float, default=1200.0,
+                   help="fail at once when the estimated re-execution time exceeds this (default 1200)")
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(func=cmd_verify)
     p = sub.add_parser("data", help="dataset listing and download (see `data --help`)", add_help=False)
     p.add_argument("rest", nargs=argparse.REMAINDER)
     p.set_defaults(func=cmd_data)
