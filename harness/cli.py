@@ -302,9 +302,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "else HEAD~1; a single-commit repository: the empty tree)")
     p.add_argument("--results-dir", default=str(REPO / "results"))
     p.add_argument("--repo", default=None, help="the git checkout to diff (default: this harness's)")
-    p.add_argument("--max-records", type=int, default=40, help="fail at once when more records changed (default 40)")
-    p.add_argument("--max-seconds", type=float, default=1200.0,
-                   help="fail at once when the estimated re-execution time exceeds this (default 1200)")
+    p.add_argument("--max-records", type=int, default=40,
+                   help="re-execute at most this many records; more changed: a hash-chosen sample (default 40)")
+    p.add_argument("--max-seconds", type=float, default=240.0,
+                   help="estimated re-execution budget in seconds; over it: a hash-chosen sample (default 240)")
     p.add_argument("--device", default="cpu")
     p.set_defaults(func=cmd_verify)
     p = sub.add_parser("data", help="dataset listing and download (see `data --help`)", add_help=False)
