@@ -302,21 +302,33 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
 
 
 class _TerminalFile:
-    """A file for tqdm that writes to the terminal past pytest's output capture (as live logging does)."""
+    """A file for tqdm that writes to the terminal past pytest's output capture (as live logging does).
+
+    The bar gets a line of its own below pytest's progress line; on close the cursor goes back to the end of
+    that line (ANSI), so the test's outcome letter lands where pytest expects it.
+    """
 
     def __init__(self, config: pytest.Config) -> None:
         self.capman = config.pluginmanager.getplugin("capturemanager")
         self.tw = config.get_terminal_writer()
+        self.raw = getattr(self.tw, "_file", sys.stdout)  # untracked by the writer: its column count stays true
 
     def isatty(self) -> bool:
-        return bool(getattr(self.tw, "_file", sys.stdout).isatty())
+        return bool(getattr(self.raw, "isatty", lambda: False)())
 
     def write(self, text: str) -> None:
         with self.capman.global_and_fixture_disabled() if self.capman else _nothing():
-            self.tw.write(text, flush=True)
+            self.raw.write(text)
+            self.raw.flush()
 
     def flush(self) -> None:
-        self.tw.flush()
+        pass
+
+    def open_line(self) -> None:
+        self.write("\n")
+
+    def back_to_pytest_line(self) -> None:
+        self.write(f"\r\x1b[2K\x1b[1A\x1b[{self.tw.width_of_current_line + 1}G")
 
 
 @contextmanager
@@ -325,8 +337,14 @@ def _nothing() -> Iterator[None]:
 
 
 def progress_enabled(config: pytest.Config) -> bool:
-    """A per-case progress bar: not under -q, not in an xdist worker, not when the terminal is no tty."""
-    return config.getoption("verbose") >= 0 and worker_slot() is None and _TerminalFile(config).isatty()
+    """A per-case progress bar: not under -q, not in an xdist worker, only on a terminal that takes ANSI codes."""
+    if config.getoption("verbose") < 0 or worker_slot() is not None:
+        return False
+    out = _TerminalFile(config)
+    return out.isatty() and out.tw.hasmarkup
+
+
+PROGRESS_INTERVAL_S = 0.5  # between redraws: a bar costs the timed steps next to nothing
 
 
 @contextmanager
@@ -339,7 +357,9 @@ def case_progress(config: pytest.Config, label: str) -> Iterator[None]:
 
     from harness.engine import observe_steps
 
-    bar = tqdm(desc=label, unit="step", file=_TerminalFile(config), leave=False, mininterval=0.5, dynamic_ncols=True)
+    out = _TerminalFile(config)
+    out.open_line()
+    bar = tqdm(desc=label, unit="step", file=out, leave=False, mininterval=PROGRESS_INTERVAL_S, dynamic_ncols=True)
     seed = [None]
 
     def tick(engine) -> None:
@@ -353,6 +373,7 @@ def case_progress(config: pytest.Config, label: str) -> Iterator[None]:
             yield
     finally:
         bar.close()
+        out.back_to_pytest_line()
 
 
 def feed_benchmark(benchmark, durations: tuple[float, ...]) -> bool:
