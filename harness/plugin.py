@@ -39,20 +39,21 @@ CONFIG_KEY = pytest.StashKey[RunConfig]()
 _WARNINGS_KEY = pytest.StashKey[list]()  # records the controller could not read
 _GROUP_TAG = re.compile(r"@(data-[^@\]]*)\]$")  # the group in a test id under xdist: test[erm-case@data-name]
 _DESELECTED_KEY = pytest.StashKey[Counter]()  # (suite, why) -> cases deselected because the method has no part
-_CASE_IDS_KEY = pytest.StashKey[set]()  # node ids of suite cases, for the summary's skip reasons
 _PARAM_ID = re.compile(r"::[^\[\]:]+\[([^\]]+)\]$")  # the parameter id of a node id: file.py::test_x[ID]
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("harness", "benchmark harness")
-    group.addoption("--method", default=None, help="comma-separated method names (default: erm)")
+    group.addoption("--method", default=None,
+                    help="comma-separated method names (default: the methods that node ids or --lf name, else erm)")
     group.addoption("--profile", default="smoke", choices=("smoke", "standard", "full"), help="suite size")
     group.addoption("--seeds", type=int, default=None,
                     help="number of seeds (default: the suite's SEEDS, else 1 smoke, 3 standard, 5 full; "
                          "a case may ask for more)")
     group.addoption("--device", default="auto", help="cpu, cuda, cuda:1 or auto (default)")
     group.addoption("--hparam", action="append", default=[], metavar="KEY=VALUE",
-                    help="override a method hparam, typed against its default; method.key=value targets one")
+                    help="override a method hparam, typed against its default; method.key=value targets one; "
+                         "each key once (a repeated key is an error, not a sweep)")
     group.addoption("--results-dir", default=None,
                     help="where records go (default: <rootdir>/out/results; leaderboard rows: --results-dir=results)")
     group.addoption("--method-module", action="append", default=[], metavar="PATH",
@@ -167,7 +168,6 @@ def _dist_given(config: pytest.Config) -> bool:
 def pytest_configure(config: pytest.Config) -> None:
     config.stash[RESULTS_KEY] = []
     config.stash[_DESELECTED_KEY] = Counter()
-    config.stash[_CASE_IDS_KEY] = set()
     from harness.suites import suite_names
 
     # one marker per suite and realdata, so -m selects cases and --strict-markers passes outside this repo too
@@ -277,14 +277,11 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     """Deselect (not skip) the cases a method takes no part in, so a multi-suite run reports only real outcomes."""
     kept, dropped = [], []
     counts = config.stash.setdefault(_DESELECTED_KEY, Counter())
-    case_ids = config.stash.setdefault(_CASE_IDS_KEY, set())
     methods: dict[str, object] = {}
     for item in items:
         param = getattr(getattr(item, "callspec", None), "params", {}).get("harness_case")
         if not isinstance(param, tuple) or param[0] is None:
             kept.append(item)
-            if isinstance(param, tuple):
-                case_ids.add(item.nodeid)
             continue
         spec, name = param
         if name not in methods:
@@ -292,7 +289,6 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
         why = mismatch(methods[name], spec, item.module)
         if why is None:
             kept.append(item)
-            case_ids.add(item.nodeid)
         else:
             dropped.append(item)
             counts[(spec.suite, why)] += 1
@@ -495,12 +491,17 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     if hasattr(config, "workeroutput"):
         config.workeroutput["harness_records"] = [[str(r.path), r.resumed] for r in config.stash.get(RESULTS_KEY, [])
                                                   if r.path is not None]
+        config.workeroutput["harness_deselected"] = [[*k, n] for k, n in config.stash.get(_DESELECTED_KEY, {}).items()]
 
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_testnodedown(node, error) -> None:
     """On the xdist controller: read the records a finished worker reports, for the summary."""
     results = node.config.stash.setdefault(RESULTS_KEY, [])
+    deselected = node.config.stash.setdefault(_DESELECTED_KEY, Counter())
+    if not deselected:  # every worker collects every case: one worker's count is the run's
+        deselected.update({(suite, why): n for suite, why, n in getattr(node, "workeroutput", {}).get(
+            "harness_deselected", [])})
     for path, resumed in getattr(node, "workeroutput", {}).get("harness_records", []):
         try:
             results.append(CaseResult(load_record(Path(path)), Path(path), resumed))
@@ -525,7 +526,8 @@ def deselected_line(counts: Counter) -> str | None:
         by_why.setdefault(why, Counter())[suite] += n
     parts = [f"{why}: " + ", ".join(f"{suite} {n}" for suite, n in sorted(c.items()))
              for why, c in sorted(by_why.items())]
-    return f"harness: deselected {sum(counts.values())} cases the method does not take part in ({'; '.join(parts)})"
+    n = sum(counts.values())
+    return f"harness: deselected {n} case{'s' * (n != 1)} the method does not take part in ({'; '.join(parts)})"
 
 
 _TABLE_OPTIONS = ("--benchmark-columns", "--benchmark-sort", "--benchmark-group-by", "--benchmark-name",
@@ -541,10 +543,12 @@ def _skip_lines(terminalreporter, config: pytest.Config) -> list[str]:
     """Every suite case's skip reason, unless ``-rs`` (or ``-ra``/``-rA``) already lists them."""
     if set(getattr(config.option, "reportchars", "") or "") & set("saA"):
         return []
-    ids = config.stash.get(_CASE_IDS_KEY, set())
+    from harness.suites import suite_names
+
+    suites = set(suite_names())
     lines = []
-    for rep in terminalreporter.stats.get("skipped", []):
-        if rep.nodeid in ids and isinstance(rep.longrepr, tuple):
+    for rep in terminalreporter.stats.get("skipped", []):  # suite cases carry their suite's marker (also under xdist)
+        if suites & set(getattr(rep, "keywords", {}) or {}) and isinstance(rep.longrepr, tuple):
             lines.append(f"skipped {rep.nodeid}: {str(rep.longrepr[2]).removeprefix('Skipped: ')}")
     return lines
 

@@ -75,7 +75,7 @@ def test_mismatches_are_deselected_without_loading_and_real_skips_keep_reasons(p
     result = pytester.runpytest("--method=ensloss,erm", "-k", "pacs-photo", f"--results-dir={tmp_path}")
     result.assert_outcomes(skipped=1)  # erm on PACS: the data is missing, a real skip
     result.stdout.fnmatch_lines([
-        "harness: deselected 1 cases the method does not take part in (binary-only on multi-class: shift 1)",
+        "harness: deselected 1 case the method does not take part in (binary-only on multi-class: shift 1)",
         "skipped test_shift_suite.py::test_shift[[]erm-pacs-photo[]]: pacs not found under*nowhere*",
     ])
     assert "ensloss-pacs-photo" not in result.stdout.str()
