@@ -180,7 +180,8 @@ def pytest_configure(config: pytest.Config) -> None:
         config.option.dist = "loadgroup"
     if getattr(config, "workerinput", {}).get("harness_loadgroup"):
         config.option.loadgroup = True  # workers re-parse the command line, which does not say loadgroup
-    if config.getoption("--method") is not None or config.getoption("--hparam") or _node_id_args(config):
+    if config.getoption("--method") is not None or config.getoption("--hparam") \
+            or methods_from_node_ids(_node_id_args(config)):
         _run_config(config)  # fail fast: unknown method or bad hparam is a usage error before collection
 
 
