@@ -11,6 +11,15 @@ pytest 9.2 ignores how xdist 3.8 tags a test with its group (it sets
 ``item._nodeid``, which pytest no longer reads: pytest-xdist issue #1386),
 so under xdist the group also goes into the test id (``erm-pacs-photo@data-pacs``)
 and the plugin's scheduler reads it from there.
+
+pytest conventions: a case's id is ``{method}-{case}``, and a node id (or ``--lf``'s last failures) names its
+method, so it re-runs without ``--method``. Cases a method takes no part in (a protocol it has no part in, a
+binary-only method on a case the suite file's ``NUM_CLASSES`` declares multi-class) are deselected at collection,
+counted in one summary line; real skips (missing data, ...) stay skips, their reasons listed in the summary. Each
+case carries its suite's marker and ``realdata`` when it reads ``$HARNESS_DATA``. pytest-benchmark is optional
+(``-p no:benchmark``); when loaded it is handed the record's own timed steps, so both report one measurement,
+and its table is hidden behind the harness's unless a ``--benchmark-*`` display option asks for it. On a
+terminal each case shows a tqdm bar of its optimisation steps (fed by :func:`harness.engine.observe_steps`).
 """
 
 from __future__ import annotations
