@@ -320,7 +320,8 @@ class _TerminalFile:
         self.raw = getattr(self.tw, "_file", sys.stdout)  # untracked by the writer: its column count stays true
 
     def isatty(self) -> bool:
-        return bool(getattr(self.raw, "isatty", lambda: False)())
+        with self.capman.global_and_fixture_disabled() if self.capman else _nothing():  # fd 1 is a file under capture
+            return bool(getattr(self.raw, "isatty", lambda: False)())
 
     def write(self, text: str) -> None:
         with self.capman.global_and_fixture_disabled() if self.capman else _nothing():

@@ -5,8 +5,12 @@ collection only."""
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -169,7 +173,6 @@ def test_progress_bar_counts_steps_and_stays_quiet_under_q(losses, tmp_path, mon
 def test_declared_class_counts_match_the_built_tasks():
     """The suite files' NUM_CLASSES decide deselection: check them on the cases that build from embedded data."""
     import importlib.util
-    from pathlib import Path
 
     suites = Path(__file__).resolve().parents[1] / "suites"
     checked = 0
@@ -193,3 +196,27 @@ def test_missing_data_skip_reason_is_in_the_summary(pytester, tmp_path, monkeypa
     result = pytester.runpytest("--method=erm", "-k", "pacs-sketch and not pretrained", f"--results-dir={tmp_path}")
     result.assert_outcomes(skipped=1)
     result.stdout.fnmatch_lines(["*harness results*", "skipped *erm-pacs-sketch*: pacs not found under*"])
+
+
+@pytest.mark.skipif(not hasattr(os, "openpty"), reason="needs a pseudo-terminal (POSIX)")
+def test_progress_bar_shows_on_a_real_terminal(tmp_path):
+    """A fresh pytest on a pseudo-terminal: the bar is drawn past pytest's capture, then the cursor goes back."""
+    repo = Path(__file__).resolve().parents[1]
+    master, slave = os.openpty()
+    cmd = [sys.executable, "-m", "pytest", "suites/test_losses.py", "--method=bce", "-k", "breast_cancer-noise0]",
+           f"--results-dir={tmp_path}", "-p", "no:cacheprovider", "-p", "no:benchmark"]
+    proc = subprocess.Popen(cmd, cwd=repo, stdin=slave, stdout=slave, stderr=slave, env=dict(os.environ, TERM="xterm"))
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            data = os.read(master, 65536)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not data:
+            break
+        chunks.append(data)
+    os.close(master)
+    assert proc.wait(timeout=600) == 0
+    out = b"".join(chunks).decode(errors="replace")
+    assert "bce-breast_cancer-noise0: 0step" in out and "\x1b[1A" in out and "1 passed" in out
