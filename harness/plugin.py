@@ -237,6 +237,9 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     except HarnessError as err:
         raise pytest.UsageError(str(err)) from None
     tag_ids = worker_slot() is not None and getattr(metafunc.config.option, "loadgroup", False)
+    named = [a for a in metafunc.config.args if "::" in str(a) and "[" in str(a)]
+    if named:  # ids named on the command line are found as written: with the xdist group tag or without it
+        tag_ids = any("@data-" in str(a) for a in named)
     for spec in specs:
         group = data_group(suite, spec)
         marks = [pytest.mark.xdist_group(group), getattr(pytest.mark, suite.NAME)]

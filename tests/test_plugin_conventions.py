@@ -220,3 +220,21 @@ def test_progress_bar_shows_on_a_real_terminal(tmp_path):
     assert proc.wait(timeout=600) == 0
     out = b"".join(chunks).decode(errors="replace")
     assert "bce-breast_cancer-noise0: 0step" in out and "\x1b[1A" in out and "1 passed" in out
+
+
+def test_deselection_count_and_skip_reasons_reach_the_xdist_controller(pytester, tmp_path, monkeypatch):
+    pytester.makepyfile(test_shift_suite=SHIFT)
+    monkeypatch.setenv("HARNESS_DATA", str(tmp_path / "nowhere"))
+    monkeypatch.delenv("CI", raising=False)
+    monkeypatch.setenv("PYTHONPATH", str(Path(plugin.__file__).resolve().parents[1]))  # this checkout's harness
+    result = pytester.runpytest_subprocess("-n", "2", "--method=ensloss,erm", "-k", "pacs-photo or pacs-cartoon",
+                                           f"--results-dir={tmp_path}", "-p", "no:cacheprovider")
+    result.assert_outcomes(skipped=2)
+    result.stdout.fnmatch_lines([
+        "harness: deselected 2 cases the method does not take part in (binary-only on multi-class: shift 2)",
+        "skipped test_shift_suite.py::test_shift[[]erm-pacs-*@data-pacs[]]: pacs not found under*",
+    ])
+    # an id copied from the xdist output (with its group tag) re-runs without -n and without --method
+    tagged = re.search(r"skipped (test_shift_suite.py::test_shift\[erm-pacs-photo@data-pacs\])", result.stdout.str())
+    again = pytester.runpytest(tagged.group(1), f"--results-dir={tmp_path}", "-rs")
+    again.assert_outcomes(skipped=1)
