@@ -49,16 +49,19 @@ def mean_over_cases(records: list[dict], metric: str | None = None) -> tuple[flo
 
 
 def time_axis(ax, values: list[float], axis: str = "x") -> None:
-    """Log scale with 1-2-3-5 ticks written as plain numbers when the values span more than 4x, else linear
-    (a log axis over less than a decade gets one or two ticks, and matplotlib's minor labels collide)."""
+    """Log scale with ticks written as plain numbers when the values span more than 4x, else linear (a log axis
+    over less than a decade gets one or two ticks, and matplotlib's minor labels collide). The tick set thins
+    with the span so labels never touch: 1-2-3-5 per decade up to 1.5 decades, 1-2-5 up to 3, then 1 only."""
     from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
     values = [v for v in values if v and v > 0]
     if not values or max(values) / min(values) <= 4:
         return
+    decades = math.log10(max(values) / min(values))
+    subs = (1.0, 2.0, 3.0, 5.0) if decades <= 1.5 else (1.0, 2.0, 5.0) if decades <= 3 else (1.0,)
     target = ax.xaxis if axis == "x" else ax.yaxis
     (ax.set_xscale if axis == "x" else ax.set_yscale)("log")
-    target.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 3.0, 5.0)))
+    target.set_major_locator(LogLocator(base=10, subs=subs))
     target.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
     target.set_minor_formatter(NullFormatter())
 
@@ -71,16 +74,20 @@ def label_points(ax, points: list[tuple[float, float]], labels: list[str], fonts
     fig.canvas.draw()  # fixes the limits, so data -> pixel transforms are final
     px = fig.dpi / 72.0
     height = fontsize * 1.35 * px
-    placed: list[tuple[float, float, float, float]] = []
+    marker = 5 * px  # a label must not cover another point's marker either
+    placed: list[tuple[float, float, float, float]] = [
+        (x - marker, y - marker, x + marker, y + marker) for x, y in (ax.transData.transform(p) for p in points)]
     order = sorted(range(len(points)), key=lambda i: ax.transData.transform(points[i])[1])
     for i in order:
         x, y = ax.transData.transform(points[i])
         width = 0.6 * fontsize * px * len(labels[i])
         x0, y0 = x + 4 * px, y + 2 * px
         shift = 0.0
+        own = (x - marker, y - marker, x + marker, y + marker)
         for step in range(1, 40):
             box = (x0, y0 + shift, x0 + width, y0 + shift + height)
-            if not any(box[0] < b[2] and b[0] < box[2] and box[1] < b[3] and b[1] < box[3] for b in placed):
+            if not any(b != own and box[0] < b[2] and b[0] < box[2] and box[1] < b[3] and b[1] < box[3]
+                       for b in placed):
                 break
             shift = height * ((step + 1) // 2) * (1 if step % 2 else -1)  # try above, then below, further out
         placed.append((x0, y0 + shift, x0 + width, y0 + shift + height))
