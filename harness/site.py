@@ -159,6 +159,14 @@ def _declared(suite, profile: str) -> list[str]:
         return []
 
 
+def _flag_stale(frame: pd.DataFrame, recs: list[dict]) -> pd.DataFrame:
+    """Mark the rows of stale records (``harness report`` only) in the method column: "name (stale)"."""
+    stale = {_label(r) for r in recs if "_stale" in r}
+    if stale:
+        frame = frame.assign(method=[f"{m} (stale)" if m in stale else m for m in frame["method"]])
+    return frame
+
+
 def section_view(suite, profile: str, recs: list[dict]) -> SectionView:
     """The tables of one suite and profile, split by seed count as the leaderboard splits them."""
     n_std = seed_count(suite, profile)
@@ -177,9 +185,9 @@ def section_view(suite, profile: str, recs: list[dict]) -> SectionView:
         cases.append(CaseView(
             case, first["primary_metric"], higher_is_better(first, first["primary_metric"]),
             "; ".join(sorted({r["model_selection"] for r in rows + others})),
-            lb.case_frame(rows, suite) if rows else None,
-            lb.case_frame(others, suite, n_case[case], tested=False) if others else None, n_case[case],
-            [_label(r) for r in rows + others if "_stale" in r]))
+            _flag_stale(lb.case_frame(rows, suite), rows) if rows else None,
+            _flag_stale(lb.case_frame(others, suite, n_case[case], tested=False), others) if others else None,
+            n_case[case], [_label(r) for r in rows + others if "_stale" in r]))
     claims = headline(agg)
     if agg.friedman is None:
         claims.insert(0, "No Friedman test: it needs at least 2 methods run on at least 2 common cases.")

@@ -112,7 +112,7 @@ def test_report_on_own_results(tmp_path, capsys):
     captured = capsys.readouterr()
     md = captured.out
     assert "## losses (standard profile)" in md and "## losses (smoke profile)" in md
-    assert "| focal" in md and "| my-loss" in md  # stale and unknown-code rows are in the tables
+    assert "| focal (stale)" in md and "| my-loss (stale)" in md  # stale and unknown-code rows, labelled
     assert "stale records" in md and "Stale rows (other code; see the list at the end): focal" in md
     assert "method 'my-loss' is not registered here" in md and "made by other code (method changed)" in md
     assert "2 stale record(s) are included" in md and "are stale" in captured.err
