@@ -257,8 +257,9 @@ def build(results_dir: Path, profiles: tuple[str, ...] | None = lb.RANKED_PROFIL
     sections = []
     for name in suite_names():
         suite = get_suite(name)
+        order = ("full", "standard", "smoke")
         present = sorted({r["profile"] for r in recs if r["suite"] == name},
-                         key=("full", "standard", "smoke").index)
+                         key=lambda p: (order.index(p) if p in order else len(order), p))
         for profile in present if profiles is None else [p for p in profiles if p in present]:
             mine = [r for r in recs if r["suite"] == name and r["profile"] == profile]
             sections.append(section_view(suite, profile, mine))
