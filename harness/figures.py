@@ -77,11 +77,13 @@ def label_points(ax, points: list[tuple[float, float]], labels: list[str], fonts
     marker = 5 * px  # a label must not cover another point's marker either
     placed: list[tuple[float, float, float, float]] = [
         (x - marker, y - marker, x + marker, y + marker) for x, y in (ax.transData.transform(p) for p in points)]
+    right = ax.get_window_extent().x1
     order = sorted(range(len(points)), key=lambda i: ax.transData.transform(points[i])[1])
     for i in order:
         x, y = ax.transData.transform(points[i])
         width = 0.6 * fontsize * px * len(labels[i])
-        x0, y0 = x + 4 * px, y + 2 * px
+        left = x + 4 * px + width > right  # a label that would cross the right spine goes left of its point
+        x0, y0 = (x - 4 * px - width if left else x + 4 * px), y + 2 * px
         shift = 0.0
         own = (x - marker, y - marker, x + marker, y + marker)
         for step in range(1, 40):
@@ -92,7 +94,8 @@ def label_points(ax, points: list[tuple[float, float]], labels: list[str], fonts
             shift = height * ((step + 1) // 2) * (1 if step % 2 else -1)  # try above, then below, further out
         placed.append((x0, y0 + shift, x0 + width, y0 + shift + height))
         moved = abs(shift) > 0
-        ax.annotate(labels[i], points[i], xytext=(4, 2 + shift / px), textcoords="offset points", fontsize=fontsize,
+        ax.annotate(labels[i], points[i], xytext=(-4 if left else 4, 2 + shift / px), textcoords="offset points",
+                    fontsize=fontsize, ha="right" if left else "left",
                     arrowprops={"arrowstyle": "-", "lw": 0.5, "color": "0.5", "shrinkA": 0, "shrinkB": 2}
                     if moved else None)
 
