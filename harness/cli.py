@@ -78,7 +78,10 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from harness import site
+    from harness.registry import load_method_module
 
+    for path in args.method_module:  # the user's methods: their records' code versions can then be checked
+        load_method_module(path)
     results = Path(args.results_dir)
     report = site.build(results, profiles=None, include_stale=True)
     if report.stale:
@@ -255,6 +258,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--html", default=None, metavar="DIR", help="also write a static site to DIR")
     p.add_argument("--output", default=None, metavar="FILE", help="write the Markdown report here (default: stdout "
                    "when --html is not given)")
+    p.add_argument("--method-module", action="append", default=[], metavar="PATH",
+                   help="load methods from this file, so records of them are checked against their code")
     p.set_defaults(func=cmd_report)
     p = sub.add_parser("validate", help="check records: schema, consistency, evidence; optionally recompute or rerun")
     p.add_argument("paths", nargs="*", help="record files (default: every record under --results-dir); "

@@ -164,3 +164,36 @@ def test_site_renders_in_headless_chromium(tmp_path):
                                                               real(*a, **k), flags=re.S))
         found = check.check(results, tmp_path / "s3", shutil.which("chromium"))
         assert any("shows methods ['bce', 'ensloss']" in p for p in found), found
+
+
+def test_report_loads_method_modules(tmp_path):
+    """A --method-module method's records are current once `report --method-module` loads its file."""
+    import subprocess
+    import sys
+    import textwrap
+
+    from harness.registry import load_method_module
+
+    source = tmp_path / "site_user_loss.py"
+    source.write_text(textwrap.dedent('''
+        from harness import Method, register_method
+
+
+        @register_method("site-user-loss")
+        class SiteUserLoss(Method):
+            family, protocols = "loss", frozenset({"supervised"})
+    '''))
+    load_method_module(source)  # in this process only, to write a record with its code versions
+    results = fixture_results(tmp_path)
+    write(results, make_record(CASES[0], "site-user-loss", [0.8, 0.82, 0.81, 0.8, 0.8]))
+
+    def report(*extra: str) -> str:
+        done = subprocess.run([sys.executable, "-m", "harness", "report", str(results), *extra], cwd=REPO,
+                              capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    unloaded = report()
+    assert "| site-user-loss (stale)" in unloaded and "'site-user-loss' is not registered here" in unloaded
+    loaded = report("--method-module", str(source))
+    assert "| site-user-loss " in loaded and "site-user-loss (stale)" not in loaded
