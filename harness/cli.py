@@ -1,4 +1,4 @@
-"""``python -m harness``: list, leaderboard, validate, regenerate, gate, verify, data, launch."""
+"""``python -m harness``: list, leaderboard, report, validate, regenerate, gate, verify, tune, data, launch."""
 
 from __future__ import annotations
 
@@ -78,8 +78,37 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
             print(problem, file=sys.stderr)
         print(f"{out} is stale: run `python -m harness leaderboard` and commit the result", file=sys.stderr)
         return 1
+    if args.html:
+        from harness import site
+
+        index = site.write_html(site.build(results), results, Path(args.html))
+        print(f"wrote {index}")
+        return 0
     leaderboard.write(results, out, figures)
-    print(f"wrote {out}")
+    print(f"wrote {out} and its per-suite pages")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from harness import site
+    from harness.registry import load_method_module
+
+    for path in args.method_module:  # the user's methods: their records' code versions can then be checked
+        load_method_module(path)
+    results = Path(args.results_dir)
+    report = site.build(results, profiles=None, include_stale=True)
+    if report.stale:
+        print(f"note: {len(report.stale)} of the records are stale against the code here (other code, or a method "
+              "not loaded here); they are included and listed at the end of the report", file=sys.stderr)
+    if args.html:
+        print(f"wrote {site.write_html(report, results, Path(args.html), title=f'Report: {results}')}")
+    if args.output:
+        out = Path(args.output)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(site.report_markdown(report, results, out.parent), encoding="utf-8")
+        print(f"wrote {out}")
+    elif not args.html:
+        print(site.report_markdown(report, results, None), end="")
     return 0
 
 
@@ -251,7 +280,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--figures-dir", default=None, help="where the PNGs go (default: docs/figures beside --output)")
     p.add_argument("--check", action="store_true",
                    help="exit 1 when leaderboard.md (or a linked figure) is out of date; lists stale records")
+    p.add_argument("--html", default=None, metavar="DIR",
+                   help="write the leaderboard as a static site (DIR/index.html, a page per suite) instead")
     p.set_defaults(func=cmd_leaderboard)
+    p = sub.add_parser("report", help="the leaderboard's tables for your own results folder (any profile, stale "
+                       "records and unregistered methods included and flagged)")
+    p.add_argument("results_dir", metavar="RESULTS_DIR")
+    p.add_argument("--html", default=None, metavar="DIR", help="also write a static site to DIR")
+    p.add_argument("--output", default=None, metavar="FILE", help="write the Markdown report here (default: stdout "
+                   "when --html is not given)")
+    p.add_argument("--method-module", action="append", default=[], metavar="PATH",
+                   help="load methods from this file, so records of them are checked against their code")
+    p.set_defaults(func=cmd_report)
     p = sub.add_parser("validate", help="check records: schema, consistency, evidence; optionally recompute or rerun")
     p.add_argument("paths", nargs="*", help="record files (default: every record under --results-dir); "
                    "--rerun draws from them")

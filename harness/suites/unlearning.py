@@ -318,32 +318,33 @@ def findings(records: list[dict]) -> list[str]:
 
 
 def figures(records: list[dict], out_dir: Path) -> list[tuple[str, Path]]:
-    """One scatter per case: average gap to retrain against RTE (log scale), the Pareto front joined."""
-    import matplotlib
+    """One scatter per case: average gap to retrain against RTE (log scale), ± 1 sem over seeds on both axes,
+    the Pareto front joined."""
+    from harness.figures import label_points, pyplot, save, seed_sem, time_axis
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     out = []
     for case, recs in sorted(_rows(records).items()):
         rows = [(m, _mean(r, "gap"), _mean(r, "RTE")) for m, r in recs.items()
                 if _mean(r, "gap") is not None and _mean(r, "RTE")]
         if not rows:
             continue
-        fig, ax = plt.subplots(figsize=(5, 3.5))
+        front_names = pareto(rows)
+        fig, ax = plt.subplots(figsize=(6.5, 4.2))
         for m, g, t in rows:
-            ax.scatter(t, g, color="tab:red" if m in pareto(rows) else "tab:blue")
-            ax.annotate(_label(recs[m]), (t, g), fontsize=7, xytext=(3, 3), textcoords="offset points")
-        front = sorted((t, g) for m, g, t in rows if m in pareto(rows))
+            ax.errorbar(t, g, xerr=seed_sem(recs[m]["metrics"].get("RTE")) or 0.0,
+                        yerr=seed_sem(recs[m]["metrics"].get("gap")) or 0.0, fmt="o", ms=5, capsize=2, lw=0.8,
+                        color="tab:red" if m in front_names else "tab:blue")
+        front = sorted((t, g) for m, g, t in rows if m in front_names)
         ax.plot([t for t, _ in front], [g for _, g in front], color="tab:red", lw=0.8)
-        ax.set_xscale("log")
-        ax.set_xlabel("RTE (method time / retrain time)")
-        ax.set_ylabel("average gap to retrain")
-        ax.set_title(f"unlearning / {case}", fontsize=9)
-        fig.tight_layout()
+        time_axis(ax, [t for _, _, t in rows])
+        ax.set_xlabel("RTE: method time / retrain time (lower is better)")
+        ax.set_ylabel("average gap to retrain (lower is better)")
+        ax.set_title(f"unlearning / {case}: average gap to retrain against RTE\n(red: Pareto front; "
+                     "bars: ± 1 sem over seeds)", fontsize=9)
+        ax.grid(alpha=0.3)
+        label_points(ax, [(t, g) for _, g, t in rows], [_label(recs[m]) for m, _, _ in rows])
         path = Path(out_dir) / f"unlearning-{case}-gap-rte.png"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
+        save(fig, path)
         out.append((f"{case}: gap to retrain vs RTE", path))
     return out
