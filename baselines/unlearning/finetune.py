@@ -5,7 +5,6 @@ from __future__ import annotations
 from torch import nn
 
 from harness.method import Method, State, cross_entropy
-from harness.protocols.unlearn import optimize
 from harness.registry import register_method
 
 
@@ -19,6 +18,6 @@ class Finetune(Method):
     hparams = dict(lr_factor=0.3)
 
     def unlearn(self, model: nn.Module, forget, retain, state: State) -> nn.Module:
-        optimizer = state.optimizer(model.parameters(), self.hparams["lr_factor"])
-        optimize(model, lambda b: cross_entropy(model(b.x), b.y), retain.forever(), state, state.total_steps, optimizer)
+        engine = state.engine(model.parameters(), self.hparams["lr_factor"])
+        state.optimize(model, engine, lambda b: cross_entropy(model(b.x), b.y), retain.forever())
         return model

@@ -5,7 +5,6 @@ from __future__ import annotations
 from torch import nn
 
 from harness.method import Method, State, cross_entropy
-from harness.protocols.unlearn import optimize
 from harness.registry import register_method
 
 
@@ -21,6 +20,6 @@ class GradAscent(Method):
 
     def unlearn(self, model: nn.Module, forget, retain, state: State) -> nn.Module:
         steps = max(1, round(self.hparams["step_frac"] * state.total_steps))
-        optimizer = state.optimizer(model.parameters(), self.hparams["lr_factor"])
-        optimize(model, lambda b: -cross_entropy(model(b.x), b.y), forget.forever(), state, steps, optimizer)
+        engine = state.engine(model.parameters(), self.hparams["lr_factor"])
+        state.optimize(model, engine, lambda b: -cross_entropy(model(b.x), b.y), forget.forever(), steps)
         return model
