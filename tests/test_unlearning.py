@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import replace
 
@@ -367,3 +368,32 @@ def test_klom_bins_keep_the_measured_density() -> None:
     assert [proto.klom_bins(n) for n in (1, 12, 24, 60, 120, 500)] == [2, 2, 4, 10, 20, 20]
     standard = suite.case_specs("standard")[0].params["n_oracles"] - 1
     assert proto.klom_bins(standard * 3) == 2 and standard * 3 / proto.klom_bins(standard * 3) >= 6
+
+
+# -- tuned defaults ------------------------------------------------------------------------------------
+
+TUNED = ["finetune", "random-label", "l1-sparse", "salun", "scrub", "laf", "dmm", "grad-ascent"]
+
+
+def tuned_choice(method: str) -> tuple[float, list[str]]:
+    """The lr_factor of lowest gap averaged over the tuned cases' files (gap at tuning seeds, smoke), and the cases."""
+    from harness.tuning import TUNING_DIR
+
+    files = sorted(TUNING_DIR.glob(f"unlearning__*__smoke__{method}.json"))
+    by_value: dict[float, list[float]] = {}
+    cases = []
+    for path in files:
+        result = json.loads(path.read_text())
+        assert result["metric"] == "gap" and all(s >= 1000 for s in result["seeds"]) and result["lower_is_better"]
+        cases.append(result["case"])
+        for row in result["rows"]:
+            by_value.setdefault(row["setting"]["lr_factor"], []).append(row["mean"])
+    full = {v: float(np.mean(g)) for v, g in by_value.items() if len(g) == len(files)}
+    return min(full, key=full.get), cases
+
+
+@pytest.mark.parametrize("name", TUNED)
+def test_lr_factor_defaults_are_the_tuned_ones(name) -> None:
+    choice, cases = tuned_choice(name)
+    assert len(cases) >= 2, cases
+    assert create_method(name).hparams["lr_factor"] == choice, (name, choice, cases)

@@ -15,7 +15,7 @@ class Finetune(Method):
 
     family = "unlearning"
     protocols = frozenset({"unlearn"})
-    hparams = dict(lr_factor=0.3)
+    hparams = dict(lr_factor=0.3)  # lr_factor: lowest mean gap, docs/tuning/unlearning__*__smoke__finetune.json
 
     def unlearn(self, model: nn.Module, forget, retain, state: State) -> nn.Module:
         engine = state.engine(model.parameters(), self.hparams["lr_factor"])

@@ -60,7 +60,7 @@ class LAF(Method):
     family = "unlearning"
     protocols = frozenset({"unlearn"})
     hparams = dict(vae_frac=0.2, vae_batch=256, vae_lr=1e-3, kld_weight=0.025, hidden=128, latent=16, temperature=1.0,
-                   lr_factor=0.1)
+                   lr_factor=0.1)  # lr_factor: docs/tuning/unlearning__*__smoke__laf.json
     reads_labels = False
 
     def unlearn(self, model: nn.Module, forget, retain, state: State) -> nn.Module:

@@ -24,6 +24,7 @@ class SCRUB(Method):
     family = "unlearning"
     protocols = frozenset({"unlearn"})
     hparams = dict(temperature=4.0, alpha=0.001, gamma=0.99, rounds=4, max_rounds=2, lr_factor=0.3)
+    # lr_factor: lowest mean gap, docs/tuning/unlearning__*__smoke__scrub.json
 
     def unlearn(self, model: nn.Module, forget, retain, state: State) -> nn.Module:
         h = self.hparams
