@@ -89,7 +89,7 @@ def test_grad_ascent_lowers_forget_accuracy(tiny) -> None:
     default, original = forget_accuracy()
     assert original > 0.8
     assert default <= original - 0.05, (default, original)
-    stronger, _ = forget_accuracy(lr_factor=0.2)  # a longer stride up the forget loss forgets more
+    stronger, _ = forget_accuracy(lr_factor=0.3)  # a longer stride up the forget loss forgets more
     assert stronger < default - 0.1, (stronger, default)
 
 

@@ -16,7 +16,7 @@ class GradAscent(Method):
 
     family = "unlearning"
     protocols = frozenset({"unlearn"})
-    hparams = dict(step_frac=0.25, lr_factor=0.1)  # lr_factor: lowest mean gap, docs/tuning/unlearning__*__smoke__grad-ascent.json
+    hparams = dict(step_frac=0.25, lr_factor=0.1)  # lr_factor: docs/tuning/unlearning__*__smoke__grad-ascent.json
 
     def unlearn(self, model: nn.Module, forget, retain, state: State) -> nn.Module:
         steps = max(1, round(self.hparams["step_frac"] * state.total_steps))

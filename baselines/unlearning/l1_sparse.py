@@ -17,7 +17,7 @@ class L1Sparse(Method):
 
     family = "unlearning"
     protocols = frozenset({"unlearn"})
-    hparams = dict(gamma=5e-4, lr_factor=1.0)  # lr_factor: lowest mean gap, docs/tuning/unlearning__*__smoke__l1-sparse.json
+    hparams = dict(gamma=5e-4, lr_factor=1.0)  # lr_factor: docs/tuning/unlearning__*__smoke__l1-sparse.json
 
     def unlearn(self, model: nn.Module, forget, retain, state: State) -> nn.Module:
         params = [p for p in model.parameters() if p.requires_grad]
