@@ -1,4 +1,4 @@
-"""``python -m harness``: list, leaderboard, validate, regenerate, gate, data, launch."""
+"""``python -m harness``: list, leaderboard, report, validate, regenerate, gate, verify, tune, data, launch."""
 
 from __future__ import annotations
 
@@ -11,6 +11,15 @@ from tabulate import tabulate
 from harness.errors import HarnessError, UsageError
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+def existing_results_dir(value: str) -> Path:
+    """``--results-dir`` of a command that reads records: a missing folder is a usage error, never "0 records"."""
+    path = Path(value)
+    if not path.is_dir():
+        raise UsageError(f"--results-dir {value}: no such folder (pass the folder that holds the records, e.g. "
+                         "--results-dir results)")
+    return path
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -47,8 +56,12 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
     from harness import leaderboard
+    from harness.records import iter_records
 
-    results, out = Path(args.results_dir), Path(args.output)
+    results, out = existing_results_dir(args.results_dir), Path(args.output)
+    if not args.check and not iter_records(results):  # an empty board would silently replace a full one
+        raise UsageError(f"no records under {results}: refusing to write an empty leaderboard over {out}; pass "
+                         "--results-dir to the folder that holds the records")
     figures = Path(args.figures_dir) if args.figures_dir else None
     if args.check:
         stale = leaderboard.collect(results).stale
@@ -65,8 +78,37 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
             print(problem, file=sys.stderr)
         print(f"{out} is stale: run `python -m harness leaderboard` and commit the result", file=sys.stderr)
         return 1
+    if args.html:
+        from harness import site
+
+        index = site.write_html(site.build(results), results, Path(args.html))
+        print(f"wrote {index}")
+        return 0
     leaderboard.write(results, out, figures)
-    print(f"wrote {out}")
+    print(f"wrote {out} and its per-suite pages")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from harness import site
+    from harness.registry import load_method_module
+
+    for path in args.method_module:  # the user's methods: their records' code versions can then be checked
+        load_method_module(path)
+    results = Path(args.results_dir)
+    report = site.build(results, profiles=None, include_stale=True)
+    if report.stale:
+        print(f"note: {len(report.stale)} of the records are stale against the code here (other code, or a method "
+              "not loaded here); they are included and listed at the end of the report", file=sys.stderr)
+    if args.html:
+        print(f"wrote {site.write_html(report, results, Path(args.html), title=f'Report: {results}')}")
+    if args.output:
+        out = Path(args.output)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(site.report_markdown(report, results, out.parent), encoding="utf-8")
+        print(f"wrote {out}")
+    elif not args.html:
+        print(site.report_markdown(report, results, None), end="")
     return 0
 
 
@@ -88,8 +130,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
     from harness.environment import resolve_device
     from harness.records import load_record
 
-    results = Path(args.results_dir)
+    results = existing_results_dir(args.results_dir)
     paths = [Path(p) for p in args.paths]
+    if not paths and not any(p for p in results.rglob("*.json") if not p.name.startswith(".")):
+        raise UsageError(f"no records under {results}: nothing to validate (pass the folder that holds them)")
     code = _report(verify.check_files(results, paths), "schema, consistency and evidence")
     if args.recompute:
         tasks: dict = {}
@@ -113,8 +157,8 @@ def cmd_regenerate(args: argparse.Namespace) -> int:
 
     if not args.stale:
         raise UsageError("regenerate re-runs stale records only: pass --stale (see `leaderboard --check`)")
-    outcomes = verify.regenerate(Path(args.results_dir), resolve_device(args.device), args.suite, args.profile,
-                                 args.method, args.dry_run)
+    outcomes = verify.regenerate(existing_results_dir(args.results_dir), resolve_device(args.device), args.suite,
+                                 args.profile, args.method, args.dry_run)
     code = _report(outcomes, "regenerate")
     if outcomes and not args.dry_run:
         print("now rebuild the leaderboard: python -m harness leaderboard")
@@ -151,12 +195,28 @@ def cmd_gate(args: argparse.Namespace) -> int:
     from harness import gate
     from harness.environment import resolve_device
 
-    failures = gate.run_gate(args.base, Path(args.results_dir), resolve_device(args.device), args.tolerance,
-                             args.time_tolerance, args.all_methods)
+    failures = gate.run_gate(args.base, existing_results_dir(args.results_dir), resolve_device(args.device),
+                             args.tolerance, args.time_tolerance, args.all_methods)
     for failure in failures:
         print(f"REGRESSION {failure}", file=sys.stderr)
     print("gate: " + (f"{len(failures)} regression(s)" if failures else "passed"))
     return 1 if failures else 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from harness import verify
+    from harness.environment import resolve_device
+
+    results = existing_results_dir(args.results_dir)
+    device = resolve_device(args.device)
+    if args.changed == bool(args.paths):
+        raise UsageError("verify: pass --changed (the records a change adds or modifies) or record paths, not both")
+    if args.changed:
+        outcomes = verify.verify_changed(args.base, results, device, Path(args.repo) if args.repo else None,
+                                         args.max_records, args.max_seconds)
+    else:
+        outcomes = verify.verify_paths([Path(p) for p in args.paths], results, device)
+    return _report(outcomes, "re-executed")
 
 
 def cmd_data(args: argparse.Namespace) -> int:
@@ -220,7 +280,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--figures-dir", default=None, help="where the PNGs go (default: docs/figures beside --output)")
     p.add_argument("--check", action="store_true",
                    help="exit 1 when leaderboard.md (or a linked figure) is out of date; lists stale records")
+    p.add_argument("--html", default=None, metavar="DIR",
+                   help="write the leaderboard as a static site (DIR/index.html, a page per suite) instead")
     p.set_defaults(func=cmd_leaderboard)
+    p = sub.add_parser("report", help="the leaderboard's tables for your own results folder (any profile, stale "
+                       "records and unregistered methods included and flagged)")
+    p.add_argument("results_dir", metavar="RESULTS_DIR")
+    p.add_argument("--html", default=None, metavar="DIR", help="also write a static site to DIR")
+    p.add_argument("--output", default=None, metavar="FILE", help="write the Markdown report here (default: stdout "
+                   "when --html is not given)")
+    p.add_argument("--method-module", action="append", default=[], metavar="PATH",
+                   help="load methods from this file, so records of them are checked against their code")
+    p.set_defaults(func=cmd_report)
     p = sub.add_parser("validate", help="check records: schema, consistency, evidence; optionally recompute or rerun")
     p.add_argument("paths", nargs="*", help="record files (default: every record under --results-dir); "
                    "--rerun draws from them")
@@ -262,6 +333,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=int, default=1, help="how many tuning seeds (from 1000)")
     p.add_argument("--device", default="cpu")
     p.set_defaults(func=cmd_tune)
+    p = sub.add_parser("verify", help="CI: re-execute seed 0 of every record a change adds or modifies, bit for bit",
+                       description="Checks each record's identity, seeds, labels and metrics, then re-runs seed 0 on "
+                                   "CPU with its thread count and requires bit-identical metrics (harness/verify.py)")
+    p.add_argument("paths", nargs="*", help="record files to verify (instead of --changed)")
+    p.add_argument("--changed", action="store_true", help="the records under --results-dir that differ from --base")
+    p.add_argument("--base", default="auto", help="git ref to diff against (auto: merge-base with origin/main, "
+                   "else HEAD~1; a single-commit repository: the empty tree)")
+    p.add_argument("--results-dir", default=str(REPO / "results"))
+    p.add_argument("--repo", default=None, help="the git checkout to diff (default: this harness's)")
+    p.add_argument("--max-records", type=int, default=40,
+                   help="re-execute at most this many records; more changed: a hash-chosen sample (default 40)")
+    p.add_argument("--max-seconds", type=float, default=240.0,
+                   help="estimated re-execution budget in seconds; over it: a hash-chosen sample (default 240)")
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(func=cmd_verify)
     p = sub.add_parser("data", help="dataset listing and download (see `data --help`)", add_help=False)
     p.add_argument("rest", nargs=argparse.REMAINDER)
     p.set_defaults(func=cmd_data)

@@ -41,6 +41,21 @@ class BudgetExceeded(MethodError):
     """A method asked for more optimiser updates than the protocol's budget allows."""
 
 
+# callables told of every applied update (the pytest plugin's per-case progress bar): one central hook, so no
+# protocol loop needs its own progress code
+_STEP_OBSERVERS: list[Callable[[StepEngine], None]] = []
+
+
+@contextlib.contextmanager
+def observe_steps(fn: Callable[[StepEngine], None]):
+    """Call ``fn(engine)`` after every update any engine applies while the context is open."""
+    _STEP_OBSERVERS.append(fn)
+    try:
+        yield fn
+    finally:
+        _STEP_OBSERVERS.remove(fn)
+
+
 def _loss_of(out: Any) -> Tensor | None:
     if isinstance(out, Tensor):
         return out
@@ -165,6 +180,8 @@ class StepEngine:
         self.steps += 1
         if self.count and self.state is not None:
             self.state.step += 1
+        for observer in _STEP_OBSERVERS:
+            observer(self)
 
 
 class StepBudget:
@@ -192,7 +209,7 @@ def prepare_model(model: nn.Module, compile_backend: str | None) -> nn.Module:
     return compile_model(model, compile_backend)
 
 
-__all__ = ["BudgetExceeded", "StepBudget", "StepEngine", "autocast", "prepare_model", "run_train_step"]
+__all__ = ["BudgetExceeded", "StepBudget", "StepEngine", "autocast", "observe_steps", "prepare_model", "run_train_step"]
 
 
 def run_train_step(method: Any, model: nn.Module, batch: Any, optimizer: torch.optim.Optimizer, state: Any,

@@ -1,5 +1,9 @@
 """Build ``leaderboard.md`` (and its figures) from the records in ``results/``.
 
+``leaderboard.md`` is the summary (each suite's ranking, coverage and claims) and links one page per suite,
+``docs/leaderboard/<suite>.md``, with the tables below; :mod:`harness.site` arranges and renders them (also
+as a static HTML site) from this module's table builders. :func:`build_markdown` gives everything as one text.
+
 One section per suite and profile (``standard`` and ``full``; smoke records
 exist for CI's regression gate and are not ranked), one table per case, rows
 sorted by the case's primary metric in its direction. A record is ranked only
@@ -27,7 +31,6 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -203,45 +206,39 @@ def aggregate_table(agg: Aggregate) -> pd.DataFrame:
 
 
 def pareto_figure(records: list[dict], agg: Aggregate, path: Path) -> bool:
-    """Mean primary metric over the aggregate's cases against median step time; False when < 2 methods."""
+    """Mean primary metric over the aggregate's cases (± sem over seeds, :mod:`harness.figures`) against median
+    step time; False when fewer than 2 methods have a step time."""
+    from harness.figures import label_points, legend_outside, mean_over_cases, pyplot, save, time_axis
+
     points = []
     for m in agg.methods:
         recs = [r for r in records if r["method"] == m and r["case"] in agg.cases and not r["hparam_overrides"]]
         steps = sorted(r["timing"]["step_time_median_s"] for r in recs if r["timing"]["step_time_median_s"])
         if not steps:
             continue
-        value = sum(r["metrics"][r["primary_metric"]]["mean"] for r in recs) / len(recs)
-        points.append((m, steps[len(steps) // 2] * 1e3, value))
+        value, sem = mean_over_cases(recs)
+        points.append((m, steps[len(steps) // 2] * 1e3, value, sem))
     if len(points) < 2:
         return False
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     up = higher_is_better(records[0], records[0]["primary_metric"])
     front = [p for p in points if not any(q[1] <= p[1] and (q[2] >= p[2] if up else q[2] <= p[2])
                                           and (q[1], q[2]) != (p[1], p[2]) for q in points)]
-    metrics = sorted({r["primary_metric"] for r in records if r["case"] in agg.cases})
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
-    ax.scatter([p[1] for p in points], [p[2] for p in points], color="tab:blue")
+    metrics = " / ".join(sorted({r["primary_metric"] for r in records if r["case"] in agg.cases}))
+    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
+    ax.errorbar([p[1] for p in points], [p[2] for p in points], yerr=[p[3] or 0.0 for p in points], fmt="o",
+                color="tab:blue", ms=5, capsize=2, lw=0.8, label="method (± 1 sem over seeds)")
     front.sort(key=lambda p: p[1])
-    ax.plot([p[1] for p in front], [p[2] for p in front], color="tab:red", label="Pareto front")
-    for name, x, y in points:
-        ax.annotate(name, (x, y), textcoords="offset points", xytext=(4, 3), fontsize=8)
-    ax.set_xscale("log")
-    from matplotlib.ticker import ScalarFormatter
-
-    for axis in (ax.xaxis.set_major_formatter, ax.xaxis.set_minor_formatter):
-        axis(ScalarFormatter())
-    ax.set_xlabel("median training-step time over cases (ms, log scale)")
-    ax.set_ylabel(f"mean {' / '.join(metrics)} over {len(agg.cases)} cases")
-    ax.set_title(f"{records[0]['suite']} ({records[0]['profile']}): accuracy against step time")
-    ax.legend(loc="best", fontsize=8)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, metadata={"Software": None})
-    plt.close(fig)
+    ax.plot([p[1] for p in front], [p[2] for p in front], color="tab:red", lw=1, marker="o", mfc="none", ms=10,
+            label="Pareto front")
+    time_axis(ax, [p[1] for p in points])
+    ax.set_xlabel("median training-step time over cases (ms)")
+    ax.set_ylabel(f"mean {metrics} over {len(agg.cases)} cases ({'higher' if up else 'lower'} is better)")
+    ax.set_title(f"{records[0]['suite']} ({records[0]['profile']}): mean {metrics} against step time", fontsize=10)
+    ax.grid(alpha=0.3)
+    label_points(ax, [(p[1], p[2]) for p in points], [p[0] for p in points])
+    legend_outside(ax)
+    save(fig, path)
     return True
 
 
@@ -366,24 +363,24 @@ def figure_links(markdown: str) -> list[str]:
 
 
 def write(results_dir: Path, out: Path, figures_dir: Path | None = None) -> None:
-    """Write ``out`` and draw its figures into ``figures_dir`` (default ``docs/figures`` beside ``out``)."""
+    """Write ``out`` (the summary) and its per-suite pages (:func:`harness.site.write_markdown`), and draw the
+    figures into ``figures_dir`` (default ``docs/figures`` beside ``out``). :func:`build_markdown` is the same
+    content as one file."""
+    from harness import site  # the summary and the per-suite pages (docs/leaderboard/<suite>.md)
+
     figures_dir = Path(figures_dir) if figures_dir is not None else Path(out).parent / DEFAULT_FIGURES
-    Path(out).write_text(build_markdown(results_dir, figures_dir, out), encoding="utf-8")
+    site.write_markdown(results_dir, Path(out), figures_dir)
 
 
 def problems(results_dir: Path, out: Path, figures_dir: Path | None = None) -> list[str]:
-    """Why ``out`` is not what the records generate now (empty when it is up to date)."""
+    """Why ``out`` or a per-suite page is not what the records generate now (empty when up to date)."""
     out = Path(out)
     if not out.is_file():
         return [f"{out} does not exist; run `python -m harness leaderboard`"]
+    from harness import site
+
     figures_dir = Path(figures_dir) if figures_dir is not None else out.parent / DEFAULT_FIGURES
-    with tempfile.TemporaryDirectory() as tmp:
-        text = build_markdown(results_dir, figures_dir, out, render_dir=Path(tmp))
-    found = []
-    if out.read_text(encoding="utf-8") != text:
-        found.append(f"{out} differs from what the records in {results_dir} generate")
-    found += [f"figure {href} is missing" for href in figure_links(text) if not (out.parent / href).is_file()]
-    return found
+    return site.markdown_problems(results_dir, out, figures_dir)
 
 
 def check(results_dir: Path, out: Path, figures_dir: Path | None = None) -> bool:

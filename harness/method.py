@@ -265,8 +265,10 @@ class Method:
         ``forget`` and ``retain`` are SplitLoaders (:class:`~harness.protocols.kit.SplitLoader`: ``.batches()``,
         ``.forever()``, ``len``). ``state`` carries ``total_steps`` (the step budget: optimiser updates of the
         model, about a fifth of a retraining by default), ``step``, ``device``, ``generator``, ``num_classes``, and
-        ``optimizer(params, lr_factor=1.0)``, the case's optimiser recipe. The protocol times this call (the
-        numerator of RTE); loops come from :func:`harness.protocols.unlearn.optimize`.
+        ``optimizer(params, lr_factor=1.0)``, the case's optimiser recipe. Updates come from the protocol's engines
+        (:class:`harness.protocols.unlearn.UnlearnEngines`): ``engine = state.engine(params_or_optimizer,
+        lr_factor)`` and ``state.optimize(model, engine, step, batches, steps=None)``; every engine spends the one
+        ``state.budget``. The protocol times this call (the numerator of RTE).
         """
         raise NotImplementedError(f"{self.name} defines no unlearn step")
 

@@ -375,6 +375,8 @@ def load_record(path: Path) -> dict:
         record = json.loads(Path(path).read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
         raise RecordError(f"{path}: not valid JSON ({err})") from None
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+        raise RecordError(f"{path}: no such record file") from None
     return check_consistency(validate(record, str(path)), str(path))
 
 
@@ -414,3 +416,52 @@ def paired_verdict(rec: dict, base: dict, metric: str, test: str = "t",
     if len(a) < 2:
         return None
     return paired_test(a, b, higher_is_better=higher_is_better(rec, metric), test=test, alpha=alpha)
+
+
+FRAME_KEYS = ["suite", "profile", "case", "method", "hparams", "metric", "primary", "higher_is_better", "status"]
+
+
+def to_frame(source: Path | str | list[dict], per_seed: bool = True):
+    """Records as a tidy pandas DataFrame, for your own analysis of a results folder.
+
+    ``source`` is a results folder (every record under it, validated) or a list of record dicts. With
+    ``per_seed`` (the default) there is one row per record x metric x seed, column ``seed`` and ``value``;
+    otherwise one row per record x metric with ``mean``, ``std`` (sample, ddof=1), ``sem`` and ``n`` (seeds).
+    Both carry :data:`FRAME_KEYS` (``hparams`` is the overrides as JSON, "" for the method's defaults; ``primary``
+    marks the case's primary metric), the median step time ``step_ms`` and, for a folder, the record's ``path``.
+    A diverged record has its rows with NaN values. Whether a record is current with the code here is
+    :func:`harness.leaderboard.collect`'s question, not this frame's.
+
+    >>> df = to_frame("results")                                   # doctest: +SKIP
+    >>> df[df.primary].groupby(["suite", "method"]).value.mean()   # doctest: +SKIP
+    """
+    import pandas as pd
+
+    if isinstance(source, (str, Path)):
+        pairs = [(p.as_posix(), r) for p, r in iter_records(Path(source))]
+    else:
+        pairs = [(None, r) for r in source]
+    rows = []
+    for path, rec in pairs:
+        step = rec.get("timing", {}).get("step_time_median_s")
+        base = {"suite": rec["suite"], "profile": rec["profile"], "case": rec["case"], "method": rec["method"],
+                "hparams": json.dumps(rec["hparam_overrides"], sort_keys=True, default=str)
+                if rec["hparam_overrides"] else "",
+                "status": rec["status"], "step_ms": step * 1e3 if step else math.nan}
+        if path is not None:
+            base["path"] = path
+        for name, m in sorted(rec["metrics"].items()):
+            row = {**base, "metric": name, "primary": name == rec["primary_metric"],
+                   "higher_is_better": higher_is_better(rec, name)}
+            values = [math.nan if v is None else float(v) for v in m.get("per_seed", [])]
+            if per_seed:
+                for seed, v in zip(rec["seeds"], values or [math.nan] * len(rec["seeds"])):
+                    rows.append({**row, "seed": seed, "value": v})
+            else:
+                rows.append({**row, "mean": math.nan if m.get("mean") is None else m["mean"],
+                             "std": math.nan if m.get("std") is None else m["std"],
+                             "sem": math.nan if m.get("sem") is None else m["sem"],
+                             "n": sum(not math.isnan(v) for v in values)})
+    value_cols = ["seed", "value"] if per_seed else ["mean", "std", "sem", "n"]
+    columns = FRAME_KEYS + value_cols + ["step_ms"] + (["path"] if isinstance(source, (str, Path)) else [])
+    return pd.DataFrame(rows, columns=columns)

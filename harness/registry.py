@@ -15,6 +15,7 @@ import difflib
 import fnmatch
 import importlib
 import importlib.util
+import re
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,13 +23,42 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from harness.errors import UsageError
+from harness.errors import HarnessError, UsageError
 
 if TYPE_CHECKING:
     from harness.method import Method
 
 BASELINES_DIR = Path(__file__).resolve().parent.parent / "baselines"
 ENTRY_POINT_GROUP = "harness.methods"
+# One pattern for every method name: it becomes a record file name, a leaderboard row and a CLI value, so no
+# spaces, no upper case (``My-Loss`` and ``my-loss`` would share a file on case-insensitive disks), no underscore
+# (``my_loss`` and ``my loss`` slugged to one file) and no leading dot (a hidden record file).
+NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]*$")
+
+
+def check_method_name(name: object, where: str) -> str:
+    """``name`` when it matches :data:`NAME_PATTERN`, else a one-line usage error naming ``where`` it came from."""
+    if isinstance(name, str) and NAME_PATTERN.match(name):
+        return name
+    hint = re.sub(r"[^a-z0-9-]+", "-", str(name).lower()).strip("-.") or "my-method"
+    raise UsageError(f"method name {name!r} ({where}) is not allowed: use lower-case letters, digits and '-', "
+                     f"starting with a letter or digit (pattern {NAME_PATTERN.pattern}), e.g. {hint!r}")
+
+
+def _where(target: str) -> str:
+    """Where a ``module:Class`` target lives, as a file when the module is imported or is under baselines/."""
+    import sys
+
+    module = target.partition(":")[0]
+    file = getattr(sys.modules.get(module), "__file__", None)
+    if file is None and module.startswith("baselines."):
+        file = str(BASELINES_DIR.parent / (module.replace(".", "/") + ".py"))
+    return f"{target} ({file})" if file else target
+
+
+def _duplicate(name: str, old: str, new: str) -> UsageError:
+    return UsageError(f"method {name!r} is registered twice: by {_where(old)} and by {_where(new)}; every method "
+                      "needs its own name, so rename one (records and leaderboard rows are keyed by name)")
 
 
 @dataclass
@@ -45,6 +75,8 @@ class MethodEntry:
             module_name, _, attr = self.target.partition(":")
             try:
                 module = importlib.import_module(module_name)
+            except HarnessError:  # a bad or duplicate name in the file: already one clear line
+                raise
             except Exception as err:  # a broken method breaks only its own entry, with a clear message
                 raise UsageError(f"method {self.name!r} ({self.target}) failed to import: {err!r}") from err
             # importing runs the decorator, which fills in self.cls
@@ -57,14 +89,20 @@ _discovered = False
 
 
 def register_method(name: str) -> Callable[[type], type]:
-    """Class decorator: ``@register_method("ensloss")``. A duplicate name warns and overwrites."""
+    """Class decorator: ``@register_method("ensloss")``.
+
+    The name must match :data:`NAME_PATTERN`; a name another class (in this or another file, built-in or not)
+    already holds is a usage error, never a silent replacement.
+    """
+    check_method_name(name, "register_method")
 
     def wrap(cls: type) -> type:
-        cls.name = name
         target = f"{cls.__module__}:{cls.__qualname__}"
+        discover()  # built-in names first, so a user file cannot silently shadow one
         old = _METHODS.get(name)
-        if old is not None and old.target != target and old.cls is not None:
-            warnings.warn(f"method {name!r} registered twice: {old.target} is replaced by {target}", stacklevel=2)
+        if old is not None and old.target != target:
+            raise _duplicate(name, old.target, target)
+        cls.name = name
         source = old.source if old is not None and old.target == target else "decorator"
         _METHODS[name] = MethodEntry(
             name, target, getattr(cls, "family", "?"), tuple(sorted(getattr(cls, "protocols", ()))), source, cls
@@ -120,21 +158,40 @@ def _scan_file(path: Path, module: str) -> list[MethodEntry]:
 
 
 def discover() -> None:
-    """Populate the registry from baselines/ and entry points (idempotent, imports nothing)."""
+    """Populate the registry from baselines/ and entry points (idempotent, imports nothing).
+
+    A name that breaks :data:`NAME_PATTERN` or that two files register is a usage error, raised again on every
+    later call (the registry is never left half-trusted).
+    """
     global _discovered
     if _discovered:
         return
     _discovered = True
+    try:
+        _discover()
+    except HarnessError:
+        _discovered = False
+        raise
+
+
+def _discover() -> None:
     for path in sorted(BASELINES_DIR.glob("*/*.py")):
         if path.name.startswith("_"):
             continue
         module = f"baselines.{path.parent.name}.{path.stem}"
         for entry in _scan_file(path, module):
-            _METHODS.setdefault(entry.name, entry)
+            check_method_name(entry.name, str(path))
+            old = _METHODS.setdefault(entry.name, entry)
+            if old.target != entry.target:
+                raise _duplicate(entry.name, old.target, entry.target)
     for ep in entry_points(group=ENTRY_POINT_GROUP):
-        if ep.name not in _METHODS:
-            dist = ep.dist.name if ep.dist else "?"
+        dist = ep.dist.name if ep.dist else "?"
+        check_method_name(ep.name, f"entry point of {dist}")
+        old = _METHODS.get(ep.name)
+        if old is None:
             _METHODS[ep.name] = MethodEntry(ep.name, ep.value, source=f"entry point ({dist})")
+        elif old.target != ep.value:
+            raise _duplicate(ep.name, old.target, ep.value)
 
 
 def load_method_module(path: str | Path) -> list[str]:
@@ -146,8 +203,11 @@ def load_method_module(path: str | Path) -> list[str]:
     if spec is None or spec.loader is None:
         raise UsageError(f"--method-module {path}: not a Python file (expected a .py file)")
     module = importlib.util.module_from_spec(spec)
+    discover()
     try:
         spec.loader.exec_module(module)
+    except HarnessError:  # a bad or duplicate method name: already one clear line
+        raise
     except SyntaxError as err:
         raise UsageError(f"--method-module {path}: syntax error at line {err.lineno}: {err.msg}") from None
     except Exception as err:  # the module's own import-time failure, shown as one line

@@ -33,6 +33,8 @@ class CaseResult:
     path: Path | None
     resumed: bool = False
     benchmark_step: Callable[[], None] | None = None
+    # the timed steps of the seed whose median is the record's step_time_median_s (empty when none were kept)
+    step_durations: tuple[float, ...] = ()
 
     @property
     def diverged(self) -> bool:
@@ -223,4 +225,7 @@ def _run_case(spec: CaseSpec, method: Method, seeds: list[int], device: torch.de
             inner()
             synchronize(device)
 
-    return CaseResult(record, path, benchmark_step=step)
+    median = record["timing"]["step_time_median_s"]
+    durations = next((r.timing.durations for r in results if r.timing is not None and r.timing.steps > 0
+                      and r.timing.median_s == median), ())
+    return CaseResult(record, path, benchmark_step=step, step_durations=durations)

@@ -22,7 +22,7 @@ from __future__ import annotations
 import resource
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -37,6 +37,8 @@ class StepStats:
     peak_memory_bytes: int
     memory_kind: str
     compile_steps: int = 0  # steps left out because torch compiled during them
+    # the kept per-step seconds the median is taken over (pytest-benchmark's stats are fed these, so both agree)
+    durations: tuple[float, ...] = field(default=(), repr=False)
 
     def as_dict(self) -> dict:
         return dict(
@@ -157,7 +159,8 @@ class StepTimer:
             return StepStats(float("nan"), float("nan"), 0, float("nan"), 0, "none", compiled)
         q1, med, q3 = np.percentile(d, [25, 50, 75])
         peak, kind = peak_memory(self.device)
-        return StepStats(float(med), float(q3 - q1), int(len(d)), float(n.sum() / d.sum()), peak, kind, compiled)
+        return StepStats(float(med), float(q3 - q1), int(len(d)), float(n.sum() / d.sum()), peak, kind, compiled,
+                         tuple(float(x) for x in d))
 
 
 def reference_workload_seconds(device: torch.device, repeats: int = 9) -> float:

@@ -47,35 +47,52 @@ def variant(spec: CaseSpec, setting: dict[str, Any]) -> CaseSpec:
 
 def tune(spec: CaseSpec, method: Any, grid: dict[str, list[Any]], metric: str, seeds: list[int],
          device: torch.device) -> dict[str, Any]:
-    """Run every grid point on the tuning seeds; the choice maximises the mean selection metric (ties: first)."""
+    """Run every grid point on the tuning seeds; the choice is the best mean selection metric (ties: first).
+
+    A grid key that is one of the method's hparams (an unlearning method's ``lr_factor``) sets that hparam;
+    others set budget fields or case params (:func:`variant`). The best is the highest mean, or the lowest for a
+    metric the record marks lower-is-better (the unlearning gap).
+    """
+    from harness.registry import create_method
     from harness.runner import run_case
 
     bad = [s for s in seeds if not is_tuning_seed(s)]
     if bad:
         raise UsageError(f"tune: seeds {bad} can be reported; tuning seeds start at {TUNING_SEED_START}")
     rows = []
+    lower = False
     for values in itertools.product(*grid.values()):
         setting = dict(zip(grid, values))
-        record = run_case(variant(spec, setting), method, seeds, device).record
+        hp = {k: v for k, v in setting.items() if k in type(method).hparams}
+        case_setting = {k: v for k, v in setting.items() if k not in hp}
+        run_method = create_method(method.name, {**method.hparams, **hp}) if hp else method
+        record = run_case(variant(spec, case_setting), run_method, seeds, device).record
         if metric not in record["metrics"]:
             raise UsageError(f"tune: {spec.case} reports no {metric!r}; metrics: {', '.join(record['metrics'])}")
+        lower = record["metrics"][metric].get("higher_is_better") is False
         per_seed = record["metrics"][metric]["per_seed"]
         rows.append({"setting": setting, "per_seed": per_seed, "mean": float(np.mean(per_seed))})
-    best = max(rows, key=lambda r: r["mean"])  # max keeps the first of equal means
-    return {"suite": spec.suite, "case": spec.case, "profile": spec.profile, "method": method.name,
-            "metric": metric, "seeds": seeds, "grid": grid, "rows": rows, "chosen": best["setting"],
-            "date": time.strftime("%Y-%m-%d")}
+    best = (min if lower else max)(rows, key=lambda r: r["mean"])  # min/max keep the first of equal means
+    out = {"suite": spec.suite, "case": spec.case, "profile": spec.profile, "method": method.name,
+           "metric": metric, "seeds": seeds, "grid": grid, "rows": rows, "chosen": best["setting"],
+           "date": time.strftime("%Y-%m-%d")}
+    if any(k in type(method).hparams for k in grid):
+        out["method_hparams"] = True  # filed per method: <suite>__<case>__<profile>__<method>.json
+        out["lower_is_better"] = lower
+    return out
 
 
 def write_tuning(result: dict[str, Any], folder: Path = TUNING_DIR) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{result['suite']}__{result['case']}__{result['profile']}.json"
+    tail = f"__{result['method']}" if result.get("method_hparams") else ""
+    path = folder / f"{result['suite']}__{result['case']}__{result['profile']}{tail}.json"
     path.write_text(json.dumps(result, indent=1, sort_keys=True) + "\n")
     return path
 
 
-def read_tuning(suite: str, case: str, profile: str, folder: Path = TUNING_DIR) -> dict[str, Any] | None:
-    path = folder / f"{suite}__{case}__{profile}.json"
+def read_tuning(suite: str, case: str, profile: str, folder: Path = TUNING_DIR,
+                method: str | None = None) -> dict[str, Any] | None:
+    path = folder / (f"{suite}__{case}__{profile}" + (f"__{method}" if method else "") + ".json")
     return json.loads(path.read_text()) if path.is_file() else None
 
 

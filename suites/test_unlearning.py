@@ -3,5 +3,5 @@
 from harness.suites import unlearning as SUITE  # noqa: F401  (the plugin reads SUITE)
 
 
-def test_unlearning(harness_case, benchmark):
-    harness_case.run(benchmark)
+def test_unlearning(harness_case):
+    harness_case.run()

@@ -1,7 +1,7 @@
 """--precision takes effect on every protocol: a method hook sees autocast active, and the record says what ran.
 
-The SSL and unlearning protocols have their own bf16 tests (tests/test_ssl_engine.py, tests/test_unlearning.py);
-this file covers supervised, open set and probe, plus the engine's own rules (budget, no method-side updates).
+The SSL protocol has its own bf16 test (tests/test_ssl_engine.py); this file covers supervised, open set, probe
+and unlearning, plus the engine's own rules (budget, no method-side updates).
 """
 
 from __future__ import annotations
@@ -81,6 +81,39 @@ def test_probe_features_are_read_under_bf16_autocast_and_compile_is_refused(cach
     assert all(v == v for v in out.metrics.values())  # features in bf16 still give finite metrics
     with pytest.raises(UsageError, match="--compile has no effect on the probe protocol"):
         run_probe(task, method, RunContext.create(task, method, CPU, 0, speed=SpeedOptions(compile="eager")))
+
+
+class UnlearnSees(Method):
+    """Fine-tuning on the retain set that notes, inside its step (the hook's loss), whether bf16 autocast is on."""
+
+    name, family, protocols = "test-unlearn-sees-autocast", "unlearning", frozenset({"unlearn"})
+    seen: list[bool] = []
+
+    def unlearn(self, model, forget, retain, state):
+        from harness.method import cross_entropy
+
+        def step(b):
+            type(self).seen.append(autocast_on())
+            return cross_entropy(model(b.x), b.y)
+
+        state.optimize(model, state.engine(model.parameters(), 0.3), step, retain.forever())
+        return model
+
+
+def test_unlearning_steps_run_under_bf16_autocast_and_the_record_says_so(cache_dir):
+    from tests.test_unlearning import tiny_spec
+
+    spec = tiny_spec()
+    task = spec.build(spec)
+    UnlearnSees.seen = []
+    record = run_case(spec, UnlearnSees(), [0], CPU, task=task, speed=SpeedOptions(precision="bf16")).record
+    assert UnlearnSees.seen and all(UnlearnSees.seen)
+    assert len(UnlearnSees.seen) == record["run"]["unlearn_step_budget"][0]
+    assert record["timing"]["precision"] == "bf16" and record["status"] == "ok"
+    assert "bf16" in record["run"]["rte_basis"][0]  # the retraining is timed at the run's precision too
+    UnlearnSees.seen = []
+    run_case(spec, UnlearnSees(), [0], CPU, task=task)
+    assert UnlearnSees.seen and not any(UnlearnSees.seen)  # fp32: no autocast
 
 
 # -- the engine's rules ---------------------------------------------------------------------------------------

@@ -142,3 +142,51 @@ def test_committed_smoke_records_cover_each_suite_baseline():
         baseline = {"losses": "bce", "shift": "erm"}[suite]
         assert (suite, baseline) in index, f"no committed smoke record of {baseline} on {suite} for the gate"
         assert all(len(rec["seeds"]) >= 2 and load_record(p) for p, rec in index[suite, baseline])
+
+
+# -- across cases ---------------------------------------------------------------------------------
+
+
+def nine_cases(shift_by: list[float]) -> list[tuple[dict, dict]]:
+    """Synthetic (committed, re-run) bce pairs on 9 cases, the re-run moved by ``shift_by[c]`` on both seeds."""
+    pairs = []
+    for c, delta in enumerate(shift_by):
+        old = load_like("test_acc", [0.80 + 0.01 * c, 0.81 + 0.01 * c], up=True)
+        old["case"], old["method"] = f"case{c}", "bce"
+        new = load_like("test_acc", [v + delta for v in old["metrics"]["test_acc"]["per_seed"]], up=True)
+        pairs.append((old, new))
+    return pairs
+
+
+WORSE = [-0.004, -0.03, -0.012, -0.007, -0.02, -0.004, -0.025, -0.009, -0.015]  # 0.4 to 3 points, every case
+
+
+def test_slightly_worse_on_every_case_fails_across_cases_not_per_case():
+    pairs = nine_cases(WORSE)
+    assert all(gate.compare(old, new) == [] for old, new in pairs)  # each case alone is within the 0.05 tolerance
+    failure = gate.aggregate("losses bce", pairs, say=lambda s: None)
+    assert failure is not None and failure.startswith("losses bce: primary metric across 9 case(s) together: ")
+    assert "(9 of 9 worse), one-sided sign-flip test over cases p = 0.0020 < 0.05" in failure  # 1/512
+
+
+def test_across_cases_passes_identical_mixed_and_tiny_changes():
+    quiet = lambda s: None  # noqa: E731
+    assert gate.aggregate("x", nine_cases([0.0] * 9), say=quiet) is None  # same machine: exact reproduction
+    mixed = [-0.01, 0.012, -0.004, 0.006, 0.0, -0.02, 0.015, 0.003, -0.002]  # noise without a direction
+    assert gate.aggregate("x", nine_cases(mixed), say=quiet) is None
+    assert gate.aggregate("x", nine_cases([-0.0005] * 9), say=quiet) is None  # below the 0.002 minimum effect
+    lower = [(load_like("fpr95", [0.3, 0.31], up=False), load_like("fpr95", [0.3 + 0.01, 0.31 + 0.01], up=False))
+             for _ in range(9)]
+    assert gate.aggregate("x", lower, say=quiet) is not None  # lower is better: +0.01 everywhere is worse
+    messages: list[str] = []
+    assert gate.aggregate("x", nine_cases(WORSE)[:3], say=messages.append) is None
+    assert "smallest possible p is 0.125: per-case tolerance only" in messages[0]
+
+
+def test_check_target_runs_the_across_cases_test(monkeypatch):
+    pairs = nine_cases(WORSE)
+    reruns = {old["case"]: new for old, new in pairs}
+    monkeypatch.setattr("harness.verify.rerun", lambda old, device: reruns[old["case"]])
+    failures = gate.check_target(gate.Target("losses", "bce", "test"), [(Path("x"), old) for old, _ in pairs], CPU,
+                                 say=lambda s: None)
+    assert len(failures) == 1 and "losses bce: primary metric across 9 case(s) together" in failures[0]

@@ -36,7 +36,7 @@ def tree(tmp_path, cache_dir):
 
 def test_split_is_stratified_fixed_and_recorded(tree):
     (spec,) = imagefolder.case_specs("smoke", datasets=[f"imagefolder:{tree}"])
-    assert spec.case == "imagefolder-pets" and spec.params["path"] == str(tree.resolve())
+    assert spec.case == f"imagefolder-{imagefolder.folder_slug(tree)}" and spec.params["path"] == str(tree.resolve())
     task = spec.build(spec)
     parts = {k: v.indices for k, v in task.splits.items()}
     assert sum(len(v) for v in parts.values()) == len(task.data) == 10 + 12 + 14
@@ -84,7 +84,7 @@ def test_end_to_end_through_pytest(pytester, tree):
     res = pytester.runpytest("--method=erm", f"--dataset=imagefolder:{tree}", f"--results-dir={out}",
                              "-p", "no:cacheprovider", "--benchmark-disable")
     res.assert_outcomes(passed=1)
-    (path,) = out.glob("imagefolder/imagefolder-pets/erm__smoke.json")
+    (path,) = out.glob(f"imagefolder/imagefolder-{imagefolder.folder_slug(tree)}/erm__smoke.json")
     rec = json.loads(path.read_text())
     assert rec["task_info"]["split_counts"]["val"] == [2, 2, 2] and rec["task"]["params"]["split_seed"] == 0
     assert 0.0 <= rec["metrics"]["test_acc"]["mean"] <= 1.0

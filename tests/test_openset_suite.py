@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from harness.errors import UsageError
-from harness.suites import case_specs, get_suite
+from harness.suites import case_specs, get_suite, imagefolder
 from harness.suites import openset as suite
 from harness.verify import recompute
 
@@ -48,22 +48,23 @@ def test_own_folder_known_unknown_split(tmp_path, cache_dir):
     path, rule = suite.parse_dataset(f"imagefolder:{folder}")
     assert path == folder.resolve() and rule == {"count": None, "seed": 0}
     default = suite.folder_spec(path, rule, "smoke")
-    assert default.case == "imagefolder-shapes" and len(default.params["known"]) == 3  # round(0.6 * 5)
+    name = f"imagefolder-{imagefolder.folder_slug(folder)}"
+    assert default.case == name and len(default.params["known"]) == 3  # round(0.6 * 5)
     _, rule = suite.parse_dataset(f"openset:{folder},known=4,seed=2")
     four = suite.folder_spec(path, rule, "smoke")
-    assert four.case == "imagefolder-shapes-known4-seed2" and len(four.params["known"]) == 4
+    assert four.case == f"{name}-known4-seed2" and len(four.params["known"]) == 4
     assert four.fingerprint != default.fingerprint
     listing = tmp_path / "known.txt"
     listing.write_text("class0\nclass3\nclass4\n")
     _, rule = suite.parse_dataset(f"openset:{folder},known={listing}")
     spec = suite.folder_spec(path, rule, "smoke")
-    assert spec.params["known"] == ["class0", "class3", "class4"] and spec.case == "imagefolder-shapes-known-known"
+    assert spec.params["known"] == ["class0", "class3", "class4"] and spec.case == f"{name}-known-known"
     task = spec.build(spec)
     assert task.num_classes == 3 and task.info["unknown"] == ["class1", "class2"]
     # stratified 70/30 per class: 4 train and 2 test images per class; only known classes train
     assert task.info["counts"] == {"train_known": 12, "test_known": 6, "test_unknown": 4}
     assert (task.data.y[task.splits["train"].indices] < 3).all()
-    assert [s.case for s in suite.case_specs("smoke", [f"imagefolder:{folder}"])][-1] == "imagefolder-shapes"
+    assert [s.case for s in suite.case_specs("smoke", [f"imagefolder:{folder}"])][-1] == name
     record = {"profile": "smoke", "case": spec.case, "task": {"params": spec.params}}
     assert suite.spec_for_record(record).fingerprint == spec.fingerprint
     assert suite.spec_for_record({"profile": "standard", "case": "cub-ssb"}).case == "cub-ssb"

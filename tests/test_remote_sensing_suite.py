@@ -16,6 +16,7 @@ from harness.errors import DataError, UsageError
 from harness.registry import create_method
 from harness.runner import run_case
 from harness.suites import remote_sensing as rs
+from harness.suites.imagefolder import folder_slug
 
 
 def _spec(case: str, profile: str = "smoke", datasets: list[str] | None = None):
@@ -123,7 +124,8 @@ def test_users_multispectral_folder_runs_with_adapted_stem(tmp_path, cache_dir) 
     root = _ms_folder(tmp_path / "my_ms")
     specs = [s for s in rs.case_specs("smoke", [f"eurosat_ms:{root}", "imagefolder:/elsewhere"])
              if s.case.startswith("probe-user")]
-    assert {s.case for s in specs} == {"probe-user-ms-my_ms-random", "probe-user-ms-my_ms-lite0"}
+    slug = folder_slug(root)
+    assert {s.case for s in specs} == {f"probe-user-ms-{slug}-random", f"probe-user-ms-{slug}-lite0"}
     lite0 = next(s for s in specs if s.params["encoder"] == "lite0")
     record = run_case(lite0, create_method("frozen"), [0], torch.device("cpu")).record
     info = record["task_info"]
@@ -137,7 +139,7 @@ def test_users_multispectral_folder_runs_with_adapted_stem(tmp_path, cache_dir) 
 
 def test_users_folder_with_the_wrong_band_count_is_a_clear_error(tmp_path, cache_dir) -> None:
     root = _ms_folder(tmp_path / "four_band", bands=4)
-    spec = _spec("probe-user-ms-four_band-random", datasets=[f"eurosat_ms:{root}"])
+    spec = _spec(f"probe-user-ms-{folder_slug(root)}-random", datasets=[f"eurosat_ms:{root}"])
     with pytest.raises(DataError, match=r"expected 13 bands"):
         run_case(spec, create_method("frozen"), [0], torch.device("cpu"))
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import replace
 
@@ -11,12 +12,15 @@ import torch
 from torch import nn
 
 from harness.data.dataset import ArrayDataset
+from harness.engine import BudgetExceeded, StepBudget, StepEngine
+from harness.errors import UsageError
 from harness.method import Batch, Method, State
 from harness.protocols import unlearn as proto
 from harness.protocols.kit import RunContext
 from harness.protocols.store import ModelStore
 from harness.registry import create_method, method_names
 from harness.runner import run_case
+from harness.speed import SpeedOptions
 from harness.suites import unlearning as suite
 from harness.task import Budget, CaseSpec
 
@@ -61,16 +65,15 @@ def test_every_method_is_registered_and_runs(tiny) -> None:
         assert rec["primary_metric"] == "gap" and rec["higher_is_better"] is False
 
 
-def test_retrain_has_gap_exactly_zero_and_rte_one(tiny) -> None:
+def test_retrain_is_its_own_retraining_charged_its_time(tiny) -> None:
     spec, task = tiny
     rec = run(spec, task, "retrain", seeds=(0, 1))
-    assert per_seed(rec, "gap") == [0.0, 0.0]
-    for k in ("UA", "RA", "TA", "MIA", "knn_forget"):
-        assert per_seed(rec, k) == per_seed(rec, f"retrain_{k}")
-    assert per_seed(rec, "cka_retrain") == pytest.approx([1.0, 1.0])
-    # charged one retraining, plus the time to copy the oracle
-    assert all(r >= 1.0 for r in per_seed(rec, "RTE"))
-    assert all(0 <= u - r < 1.0 for u, r in zip(rec["run"]["unlearn_seconds"], rec["run"]["retrain_seconds"]))
+    # its own retrained model (seeded apart from the scoring oracles): the gap is retraining noise, not 0 by fiat
+    assert all(0.0 < g < 0.1 for g in per_seed(rec, "gap")), per_seed(rec, "gap")
+    assert per_seed(rec, "UA") != per_seed(rec, "retrain_UA") or per_seed(rec, "RA") != per_seed(rec, "retrain_RA")
+    # charged one retraining of the same recipe: about the scoring oracle's own time
+    assert rec["run"]["oracles_charged"] == [1, 1] and rec["run"]["oracle_matching"] == [False, False]
+    assert all(0.25 < r < 4.0 for r in per_seed(rec, "RTE")), per_seed(rec, "RTE")  # shared CPUs: noisy clocks
     # the original did learn, and retraining without the forget set is not the original
     assert rec["metrics"]["original_RA"]["mean"] > 0.8
     assert per_seed(rec, "original_UA") != per_seed(rec, "UA")
@@ -86,7 +89,7 @@ def test_grad_ascent_lowers_forget_accuracy(tiny) -> None:
     default, original = forget_accuracy()
     assert original > 0.8
     assert default <= original - 0.05, (default, original)
-    stronger, _ = forget_accuracy(lr_factor=0.2)  # a longer stride up the forget loss forgets more
+    stronger, _ = forget_accuracy(lr_factor=0.3)  # a longer stride up the forget loss forgets more
     assert stronger < default - 0.1, (stronger, default)
 
 
@@ -142,6 +145,68 @@ def test_class_case_excludes_the_forgotten_class_from_test(cache_dir) -> None:
     assert suite.pool_fingerprint(spec) == suite.pool_fingerprint(other) and spec.fingerprint != other.fingerprint
 
 
+def test_dmm_learns_from_its_own_oracles_and_pays_for_them(tiny) -> None:
+    spec, task = tiny
+    ctx = RunContext.create(task, create_method("dmm"), CPU, 0)
+    layout = proto.layout_of(task)
+    _, scoring = proto.reference_models(ctx, layout)
+    own = proto.method_oracles(ctx, layout, proto.n_method_oracles(task))
+    assert {r.key for r in own}.isdisjoint(r.key for r in scoring)
+    assert {r.info["seed"] for r in own}.isdisjoint(r.info["seed"] for r in scoring)
+    seen = {}
+
+    class Peek(type(ctx.method)):
+        def unlearn(self, model, forget, retain, state):
+            index = task.splits["forget"].indices[:5]
+            seen["logits"] = state.oracle_logits(index).cpu()
+            seen["eval"] = index
+            return super().unlearn(model, forget, retain, state)
+
+    result = proto.run_unlearn(task, Peek(), RunContext.create(task, Peek(), CPU, 0))
+    pos = [int((layout.eval_indices == i).nonzero()) for i in seen["eval"]]
+    own_mean = torch.stack([r.logits[pos] for r in own]).mean(0)
+    assert torch.allclose(seen["logits"], own_mean)  # its own oracles' mean ...
+    assert not torch.allclose(seen["logits"], torch.stack([r.logits[pos] for r in scoring]).mean(0))  # ... not these
+    # RTE counts every oracle it learned from: at least that many retrainings of its own
+    own_seconds = sum(proto.retrain_seconds(ctx, r)[0] for r in own)
+    assert result.info["oracles_charged"] == len(own) and result.info["unlearn_seconds"] >= own_seconds
+    assert result.metrics["RTE"] >= own_seconds / result.info["retrain_seconds"]
+
+
+class _Greedy(Method):
+    name, family, protocols = "greedy", "unlearning", frozenset({"unlearn"})
+
+    def unlearn(self, model, forget, retain, state):
+        from harness.method import cross_entropy
+
+        engine = state.engine(model.parameters())
+        state.optimize(model, engine, lambda b: cross_entropy(model(b.x), b.y), retain.forever(),
+                       state.total_steps + 1)
+        return model
+
+
+def test_one_budget_bounds_every_engine_of_a_method(tiny) -> None:
+    spec, task = tiny
+    ctx = RunContext.create(task, _Greedy(), CPU, 0)
+    with pytest.raises(BudgetExceeded, match=r"budget of \d+ unlearning updates .* is spent"):
+        proto.run_unlearn(task, ctx.method, ctx)
+    # LAF's VAE updates and its model's share the budget: together exactly the budget, the model's fewer
+    rec = run(spec, task, "laf")
+    assert rec["run"]["unlearn_updates_taken"] == rec["run"]["unlearn_step_budget"]
+    assert 0 < rec["run"]["unlearn_steps_taken"][0] < rec["run"]["unlearn_step_budget"][0]
+    for name in ("scrub", "finetune", "salun"):
+        rec = run(spec, task, name)
+        assert rec["run"]["unlearn_updates_taken"] == rec["run"]["unlearn_step_budget"], name
+
+
+def test_compile_is_refused_in_one_line(tiny) -> None:
+    spec, task = tiny
+    method = create_method("finetune")
+    ctx = RunContext.create(task, method, CPU, 0, speed=SpeedOptions(compile="eager"))
+    with pytest.raises(UsageError, match="--compile has no effect on the unlearning protocol"):
+        proto.run_unlearn(task, method, ctx)
+
+
 # -- LAF reads no labels -----------------------------------------------------------------------------
 
 
@@ -163,7 +228,7 @@ def _laf_weights(task, labels: torch.Tensor, original: dict) -> dict[str, torch.
     data = task.data
     poisoned = ArrayDataset(data.x, labels, data.classes, data.name, meta=data.meta)
     task = replace(task, data=poisoned, splits={k: poisoned.subset(v.indices) for k, v in task.splits.items()})
-    laf = create_method("laf", {"vae_steps": 20})
+    laf = create_method("laf", {"vae_frac": 0.2})
     ctx = RunContext.create(task, laf, CPU, 0)
     forget, retain, state = proto.hook_inputs(ctx, laf)
     assert isinstance(forget, proto.LabelFreeLoader) and isinstance(retain, proto.LabelFreeLoader)
@@ -243,8 +308,10 @@ def test_salun_updates_only_the_masked_weights() -> None:
     model = _net()
     before = [p.detach().clone() for p in model.parameters()]
     masks = saliency_mask(model, forget, 0.3)
-    state = State(step=0, total_steps=6, seed=0, num_classes=4, generator=torch.Generator().manual_seed(0),
-                  optimizer=lambda params, lr_factor=1.0: torch.optim.Adam(params, lr=1e-2 * lr_factor))
+    state = State(step=0, total_steps=6, seed=0, num_classes=4, generator=torch.Generator().manual_seed(0))
+    budget = StepBudget(6)
+    proto.UnlearnEngines(budget, lambda params, f: torch.optim.Adam(params, lr=1e-2 * f),
+                         lambda opt, count: StepEngine(opt, state=state, budget=budget, count=count)).attach(state)
     create_method("salun", {"keep": 0.3}).unlearn(model, forget, retain, state)
     for p, b, m in zip(model.parameters(), before, masks):
         m = m.view_as(p)
@@ -296,6 +363,37 @@ def test_case_specs_and_fingerprints() -> None:
     assert np.isclose(suite.UNLEARN_FRAC, 0.2)
 
 
-def test_klom_bins_keep_the_reference_density() -> None:
-    # the reference bins 100 oracles into 20 bins; a dozen oracles get 2, never fewer than 2 or more than 20
-    assert [proto.klom_bins(n) for n in (1, 12, 60, 100, 500)] == [2, 2, 12, 20, 20]
+def test_klom_bins_keep_the_measured_density() -> None:
+    # at least 6 oracles per bin (measured; the reference has 5); standard's 12 get 2; 2 to 20 bins
+    assert [proto.klom_bins(n) for n in (1, 12, 24, 60, 120, 500)] == [2, 2, 4, 10, 20, 20]
+    standard = suite.case_specs("standard")[0].params["n_oracles"] - 1
+    assert proto.klom_bins(standard * 3) == 2 and standard * 3 / proto.klom_bins(standard * 3) >= 6
+
+
+# -- tuned defaults ------------------------------------------------------------------------------------
+
+TUNED = ["finetune", "random-label", "l1-sparse", "salun", "scrub", "laf", "dmm", "grad-ascent"]
+
+
+def tuned_choice(method: str) -> tuple[float, list[str]]:
+    """The lr_factor of lowest gap averaged over the tuned cases' files (gap at tuning seeds, smoke), and the cases."""
+    from harness.tuning import TUNING_DIR
+
+    files = sorted(TUNING_DIR.glob(f"unlearning__*__smoke__{method}.json"))
+    by_value: dict[float, list[float]] = {}
+    cases = []
+    for path in files:
+        result = json.loads(path.read_text())
+        assert result["metric"] == "gap" and all(s >= 1000 for s in result["seeds"]) and result["lower_is_better"]
+        cases.append(result["case"])
+        for row in result["rows"]:
+            by_value.setdefault(row["setting"]["lr_factor"], []).append(row["mean"])
+    full = {v: float(np.mean(g)) for v, g in by_value.items() if len(g) == len(files)}
+    return min(full, key=full.get), cases
+
+
+@pytest.mark.parametrize("name", TUNED)
+def test_lr_factor_defaults_are_the_tuned_ones(name) -> None:
+    choice, cases = tuned_choice(name)
+    assert len(cases) >= 2, cases
+    assert create_method(name).hparams["lr_factor"] == choice, (name, choice, cases)

@@ -5,7 +5,6 @@ from __future__ import annotations
 from torch import nn
 
 from harness.method import Method, State, cross_entropy
-from harness.protocols.unlearn import optimize
 from harness.registry import register_method
 
 
@@ -16,9 +15,9 @@ class Finetune(Method):
 
     family = "unlearning"
     protocols = frozenset({"unlearn"})
-    hparams = dict(lr_factor=0.3)
+    hparams = dict(lr_factor=0.3)  # lr_factor: lowest mean gap, docs/tuning/unlearning__*__smoke__finetune.json
 
     def unlearn(self, model: nn.Module, forget, retain, state: State) -> nn.Module:
-        optimizer = state.optimizer(model.parameters(), self.hparams["lr_factor"])
-        optimize(model, lambda b: cross_entropy(model(b.x), b.y), retain.forever(), state, state.total_steps, optimizer)
+        engine = state.engine(model.parameters(), self.hparams["lr_factor"])
+        state.optimize(model, engine, lambda b: cross_entropy(model(b.x), b.y), retain.forever())
         return model

@@ -5,7 +5,6 @@ from __future__ import annotations
 from torch import nn
 
 from harness.method import Method, State, cross_entropy
-from harness.protocols.unlearn import optimize
 from harness.registry import register_method
 
 
@@ -17,10 +16,10 @@ class GradAscent(Method):
 
     family = "unlearning"
     protocols = frozenset({"unlearn"})
-    hparams = dict(step_frac=0.25, lr_factor=0.05)
+    hparams = dict(step_frac=0.25, lr_factor=0.1)  # lr_factor: docs/tuning/unlearning__*__smoke__grad-ascent.json
 
     def unlearn(self, model: nn.Module, forget, retain, state: State) -> nn.Module:
         steps = max(1, round(self.hparams["step_frac"] * state.total_steps))
-        optimizer = state.optimizer(model.parameters(), self.hparams["lr_factor"])
-        optimize(model, lambda b: -cross_entropy(model(b.x), b.y), forget.forever(), state, steps, optimizer)
+        engine = state.engine(model.parameters(), self.hparams["lr_factor"])
+        state.optimize(model, engine, lambda b: -cross_entropy(model(b.x), b.y), forget.forever(), steps)
         return model

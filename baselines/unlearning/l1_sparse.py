@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import torch
 from torch import nn
 
+from harness.functional import l1_norm
 from harness.method import Method, State, cross_entropy
-from harness.protocols.unlearn import optimize
 from harness.registry import register_method
 
 
@@ -18,7 +17,7 @@ class L1Sparse(Method):
 
     family = "unlearning"
     protocols = frozenset({"unlearn"})
-    hparams = dict(gamma=5e-4, lr_factor=0.3)
+    hparams = dict(gamma=5e-4, lr_factor=1.0)  # lr_factor: docs/tuning/unlearning__*__smoke__l1-sparse.json
 
     def unlearn(self, model: nn.Module, forget, retain, state: State) -> nn.Module:
         params = [p for p in model.parameters() if p.requires_grad]
@@ -26,7 +25,7 @@ class L1Sparse(Method):
 
         def loss(b):
             gamma = self.hparams["gamma"] * (1.0 - state.step / total)
-            return cross_entropy(model(b.x), b.y) + gamma * torch.stack([p.abs().sum() for p in params]).sum()
+            return cross_entropy(model(b.x), b.y) + gamma * l1_norm(params)
 
-        optimize(model, loss, retain.forever(), state, total, state.optimizer(params, self.hparams["lr_factor"]))
+        state.optimize(model, state.engine(params, self.hparams["lr_factor"]), loss, retain.forever())
         return model

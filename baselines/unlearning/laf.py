@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from itertools import islice
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from harness.functional import frozen_copy
 from harness.method import Method, State
-from harness.protocols.unlearn import frozen_copy, optimize
 from harness.registry import register_method
 
 
@@ -43,7 +45,8 @@ class LAF(Method):
 
     No label of the forget or retain data is read (the protocol withholds them: ``reads_labels = False``).
       1. Embed all training data and the forget data with the original extractor; standardise with the all-data
-         statistics; train a VAE on each (``vae_steps`` steps).
+         statistics; train a VAE on each (``vae_frac`` of the update budget each: the VAEs' updates
+         spend the same budget as the model's).
       2. Alternate, one forget and one retain batch per round:
          * extractor unlearning: minimise s_all(retain) - s_forget(forget), where s_V is the bounded reconstruction
            error of VAE V: the retained embeddings stay where the all-data VAE reconstructs them, the forget
@@ -56,8 +59,8 @@ class LAF(Method):
 
     family = "unlearning"
     protocols = frozenset({"unlearn"})
-    hparams = dict(vae_steps=300, vae_lr=1e-3, kld_weight=0.025, hidden=128, latent=16, temperature=1.0,
-                   lr_factor=0.1)
+    hparams = dict(vae_frac=0.2, vae_batch=256, vae_lr=1e-3, kld_weight=0.025, hidden=128, latent=16, temperature=1.0,
+                   lr_factor=0.1)  # lr_factor: docs/tuning/unlearning__*__smoke__laf.json
     reads_labels = False
 
     def unlearn(self, model: nn.Module, forget, retain, state: State) -> nn.Module:
@@ -84,24 +87,24 @@ class LAF(Method):
             return keep - torch.logsumexp(leave / h["temperature"], dim=0)
 
         params = list(model.featurizer.parameters())
-        opt_ue, opt_ra = (state.optimizer(params, h["lr_factor"]) for _ in range(2))
-        for pair in zip(forget.forever(), retain.forever()):
-            if state.step + 2 > state.total_steps:
-                break
-            optimize(model, unlearn_extractor, iter([pair]), state, 1, opt_ue)
-            optimize(model, align, iter([pair]), state, 1, opt_ra)
+        ue, ra = (state.engine(params, h["lr_factor"]) for _ in range(2))  # two optimizers, as the reference
+        rounds = state.budget.left // 2
+        for pair in islice(zip(forget.forever(), retain.forever()), rounds):
+            state.optimize(model, ue, unlearn_extractor, [pair])
+            state.optimize(model, ra, align, [pair])
         return model
 
     def _fit_vae(self, embeddings: Tensor, state: State) -> EmbeddingVAE:
         h = self.hparams
         vae = EmbeddingVAE(embeddings.shape[1], h["hidden"], h["latent"]).to(embeddings.device)
-        batch = min(64, len(embeddings))
+        batch = min(h["vae_batch"], len(embeddings))
+        steps = max(1, round(h["vae_frac"] * state.total_steps))
 
         def batches():
             while True:
                 pick = torch.randint(len(embeddings), (batch,), generator=state.generator, device=embeddings.device)
                 yield embeddings[pick]
 
-        optimize(vae, lambda e: vae.loss(e, h["kld_weight"]), batches(), state, h["vae_steps"],
-                 torch.optim.Adam(vae.parameters(), lr=h["vae_lr"]), count=False)
+        engine = state.engine(torch.optim.Adam(vae.parameters(), lr=h["vae_lr"]), count=False)
+        state.optimize(vae, engine, lambda e: vae.loss(e, h["kld_weight"]), batches(), steps)
         return vae.eval().requires_grad_(False)

@@ -2,18 +2,11 @@
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor, nn
 
+from harness.functional import wrong_labels
 from harness.method import Batch, Method, State, cross_entropy
-from harness.protocols.unlearn import optimize
 from harness.registry import register_method
-
-
-def wrong_labels(y: Tensor, num_classes: int, generator: torch.Generator) -> Tensor:
-    """A uniformly drawn label other than the true one, per sample."""
-    shift = torch.randint(1, num_classes, y.shape, generator=generator, device=y.device)
-    return (y + shift) % num_classes
 
 
 def relabel_loss(model: nn.Module, forget: Batch, retain: Batch, state: State) -> Tensor:
@@ -30,10 +23,10 @@ class RandomLabel(Method):
 
     family = "unlearning"
     protocols = frozenset({"unlearn"})
-    hparams = dict(lr_factor=0.3)
+    hparams = dict(lr_factor=0.3)  # lr_factor: lowest mean gap, docs/tuning/unlearning__*__smoke__random-label.json
 
     def unlearn(self, model: nn.Module, forget, retain, state: State) -> nn.Module:
-        optimizer = state.optimizer(model.parameters(), self.hparams["lr_factor"])
-        optimize(model, lambda pair: relabel_loss(model, *pair, state), zip(forget.forever(), retain.forever()), state,
-                 state.total_steps, optimizer)
+        engine = state.engine(model.parameters(), self.hparams["lr_factor"])
+        state.optimize(model, engine, lambda pair: relabel_loss(model, *pair, state),
+                       zip(forget.forever(), retain.forever()))
         return model

@@ -12,9 +12,10 @@ from harness.registry import register_method
 class Retrain(Method):
     """Retrain on the retain set only (the "gold standard" of every unlearning paper, e.g. Jia et al. 2023).
 
-    The protocol already trains this model once per case and seed (oracle 0, shared by every method), so this returns
-    it, charged the time that training took: the gap to retrain is 0 by construction and RTE is 1. Its KLoM is the
-    floor set by retraining noise (oracle 0 against the other oracles).
+    ``state.retrain()`` hands over the method's own retrained model (method oracle 0: the same recipe as the scoring
+    oracles, from its own seed, cached and shared across methods' runs) and charges its training time, so RTE is
+    about 1. Its gap and KLoM are therefore the floor set by retraining noise (a retraining against the scoring
+    oracles it never saw), not 0 by construction.
     """
 
     family = "unlearning"

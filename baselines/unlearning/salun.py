@@ -6,8 +6,8 @@ import torch
 from torch import Tensor, nn
 
 from baselines.unlearning.random_label import relabel_loss
+from harness.functional import top_fraction_mask
 from harness.method import Method, State, cross_entropy
-from harness.protocols.unlearn import optimize
 from harness.registry import register_method
 
 
@@ -15,16 +15,17 @@ def saliency_mask(model: nn.Module, forget, keep: float) -> list[Tensor]:
     """Masks (one per parameter) keeping exactly ``round(keep * n)`` of all n weights: those of largest
     |∇_θ CE(forget)|, the gradient of the mean forget loss at the original weights, ranked over the whole model."""
     params = [p for p in model.parameters() if p.requires_grad]
+    was_training = model.training
     model.eval()  # no batch-norm statistics move while measuring
-    model.zero_grad(set_to_none=True)
     n = len(forget)
+    total = [torch.zeros_like(p) for p in params]
     for b in forget.batches(shuffle=False):
-        (cross_entropy(model(b.x), b.y) * (len(b) / n)).backward()
-    flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).abs().flatten() for p in params])
-    model.zero_grad(set_to_none=True)
-    chosen = torch.zeros_like(flat, dtype=torch.bool)
-    chosen[torch.topk(flat, round(keep * flat.numel()), sorted=False).indices] = True  # exact count, ties arbitrary
-    return list(torch.split(chosen, [p.numel() for p in params]))
+        grads = torch.autograd.grad(cross_entropy(model(b.x), b.y) * (len(b) / n), params, allow_unused=True)
+        for t, g in zip(total, grads):
+            if g is not None:
+                t.add_(g)
+    model.train(was_training)
+    return top_fraction_mask([t.abs() for t in total], keep)
 
 
 @register_method("salun")
@@ -39,17 +40,21 @@ class SalUn(Method):
 
     family = "unlearning"
     protocols = frozenset({"unlearn"})
-    hparams = dict(keep=0.5, lr_factor=0.3)
+    hparams = dict(keep=0.5, lr_factor=0.3)  # lr_factor: lowest mean gap, docs/tuning/unlearning__*__smoke__salun.json
 
     def unlearn(self, model: nn.Module, forget, retain, state: State) -> nn.Module:
         params = [p for p in model.parameters() if p.requires_grad]
         masks = [m.view_as(p).to(p.dtype) for m, p in zip(saliency_mask(model, forget, self.hparams["keep"]), params)]
 
-        def mask_grads() -> None:
-            for p, m in zip(params, masks):
+        engine = state.engine(params, self.hparams["lr_factor"])
+
+        def masked_step(pair) -> Tensor:
+            loss = relabel_loss(model, *pair, state)
+            engine.backward(loss)
+            for p, m in zip(params, masks):  # the update touches the salient weights only
                 if p.grad is not None:
                     p.grad.mul_(m)
+            return loss
 
-        optimize(model, lambda pair: relabel_loss(model, *pair, state), zip(forget.forever(), retain.forever()), state,
-                 state.total_steps, state.optimizer(params, self.hparams["lr_factor"]), after_backward=mask_grads)
+        state.optimize(model, engine, masked_step, zip(forget.forever(), retain.forever()))
         return model

@@ -2,7 +2,8 @@
 
 ``pytest suites/ --method=erm --dataset=imagefolder:/path/to/folder`` (repeat
 ``--dataset`` for several folders). Each folder becomes the case
-``imagefolder-<folder name>``:
+``imagefolder-<folder name>-<6 hex digits>`` (:func:`folder_slug`: the hash of the
+resolved path keeps two folders with one basename apart):
 
 * a stratified train / val / test split (70 / 15 / 15 per class) with a fixed
   seed, stored in the record (``task_info``: classes, counts per split, seed);
@@ -81,9 +82,17 @@ def listing_hash(root: Path) -> str:
     return h.hexdigest()[:16]
 
 
-def case_name(path: Path) -> str:
+def folder_slug(path: Path) -> str:
+    """A user folder's part of a case name: its basename (``[A-Za-z0-9_-]``, anything else ``_``) and the first 6
+    hex digits of the sha256 of its resolved path, so ``a/pets`` and ``b/pets`` make two cases, two records.
+    Every ``--dataset`` suite names its user cases with this."""
+    path = Path(path).expanduser().resolve()
     slug = "".join(c if c.isalnum() or c in "-_" else "_" for c in path.name) or "root"
-    return f"{NAME}-{slug}"
+    return f"{slug}-{hashlib.sha256(str(path).encode()).hexdigest()[:6]}"
+
+
+def case_name(path: Path) -> str:
+    return f"{NAME}-{folder_slug(path)}"
 
 
 def spec_for_path(path: Path, profile: str) -> CaseSpec:

@@ -14,11 +14,12 @@ Cases (each known/unknown split fixed and in the fingerprint):
   The main metrics pool the two shifted domains; ``_photo`` (held-out photos, no shift), ``_art_painting`` and
   ``_sketch`` are reported beside them. Pretrained EfficientNet-Lite0. The split is this suite's choice (the
   classes in PACS's alphabetical order): horse is the hard unknown, close to dog and giraffe.
-* ``imagefolder-<name>``: your own folder of ``<class>/`` subfolders, ``--dataset=imagefolder:PATH`` (the same value
-  the imagefolder suite reads) with round(0.6 K) known classes drawn with seed 0; ``--dataset=openset:PATH,known=N,
-  seed=S`` draws N known classes with seed S, and ``--dataset=openset:PATH,known=FILE`` reads the known class names
-  from a file (one per line). Stratified 70/30 train/test per class; the unknown classes' test part is the unknown
-  set. Size and backbone from the imagefolder suite's profile.
+* ``imagefolder-<name>-<hash>``: your own folder of ``<class>/`` subfolders, ``--dataset=imagefolder:PATH`` (the
+  same value the imagefolder suite reads) with round(0.6 K) known classes drawn with seed 0;
+  ``--dataset=openset:PATH,known=N,seed=S`` draws N known classes with seed S, and
+  ``--dataset=openset:PATH,known=FILE`` reads the known class names from a file (one per line).
+  Stratified 70/30 train/test per class; the unknown classes' test part is the unknown set.
+  Size and backbone from the imagefolder suite's profile.
 
 Methods: the scores in ``baselines/osr`` (msp, mls, energy, odin, mahalanobis, knn, vim) score a closed-set model
 trained by the method their ``trainer`` hparam names (default ``erm``; e.g. ``--hparam trainer=erm-strong``), so a
@@ -505,22 +506,28 @@ def figures(records: list[dict], out_dir: Path) -> list[tuple[str, Path]]:
     families = sorted({_family(k[0]) for k, v in models.items() if v.get("checkpoints")})
     if not families:
         return []
-    import matplotlib
+    from harness.figures import pyplot, save
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(families), figsize=(4 * len(families), 3.6), squeeze=False)
+    plt = pyplot()
+    fig, axes = plt.subplots(1, len(families), figsize=(3.6 * len(families) + 1.6, 3.6), squeeze=False)
+    trainers = sorted({k[1] for k, v in models.items() if v.get("checkpoints")})
     for ax, family in zip(axes[0], families):
         mine = {k: v for k, v in models.items() if _family(k[0]) == family and v.get("checkpoints")}
-        for trainer in sorted({k[1] for k in mine}):
+        for colour, trainer in enumerate(trainers):
             pts = [c for k, v in mine.items() if k[1] == trainer for c in v["checkpoints"]]
-            ax.scatter([c[1] for c in pts], [c[2] for c in pts], s=12, label=trainer)
-        ax.set(title=family, xlabel="closed-set accuracy", ylabel="AUROC (MLS)")
-        ax.legend(fontsize=7)
+            ax.scatter([c[1] for c in pts], [c[2] for c in pts], s=10, alpha=0.7, color=f"C{colour}", label=trainer)
+        ax.set_title(family, fontsize=9)
+        ax.set_xlabel("closed-set accuracy", fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.xaxis.set_major_locator(plt.MaxNLocator(4))  # 4 ticks at most: a narrow panel's labels must not touch
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("AUROC, MLS score (higher is better)", fontsize=8)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False, fontsize=8,
+               title="trainer", title_fontsize=8)
+    fig.suptitle("open set: AUROC (MLS) against closed-set accuracy; a point per checkpoint of each seed's model "
+                 "(no averaging, so no error bars)", fontsize=9)
     fig.tight_layout()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / "openset_accuracy_vs_auroc.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    path = Path(out_dir) / "openset_accuracy_vs_auroc.png"
+    save(fig, path)
     return [("Open set: closed-set accuracy against AUROC (every checkpoint)", path)]

@@ -62,7 +62,7 @@ from harness.models import small_cnn, timm_model
 from harness.preprocess import NORMS, Geometry, Preprocess, geometry_grid
 from harness.protocols.probe import FEWSHOT, PROBES, Encoder, ProbeTask, probe_metrics
 from harness.records import paired_verdict
-from harness.suites.imagefolder import folder_metrics, listing_hash, stratified_split
+from harness.suites.imagefolder import folder_metrics, folder_slug, listing_hash, stratified_split
 from harness.suites.shift import domain_split, shift_metrics
 from harness.task import Budget, CaseSpec, Task
 
@@ -230,9 +230,8 @@ def parse_user_dataset(value: str) -> tuple[str, Path] | None:
 
 
 def _user_specs(profile: str, bands: str, path: Path) -> list[CaseSpec]:
-    slug = "".join(c if c.isalnum() or c in "-_" else "_" for c in path.name) or "root"
     extra = dict(path=str(path), bands=bands, listing=listing_hash(path))
-    return [_probe_spec(profile, f"user-{bands}-{slug}", enc, extra) for enc in BUILTIN_ENCODERS]
+    return [_probe_spec(profile, f"user-{bands}-{folder_slug(path)}", enc, extra) for enc in BUILTIN_ENCODERS]
 
 
 def case_specs(profile: str, datasets: list[str] | None = None) -> list[CaseSpec]:
@@ -548,35 +547,49 @@ def figures(records: list[dict], out_dir: Path) -> list[tuple[str, Path]]:
     by_data: dict[tuple[str, str], list[dict]] = {}
     for rec in recs:
         by_data.setdefault((rec["profile"], rec["task"]["params"]["data"]), []).append(rec)
+    from harness.figures import save, seed_sem
+
     for (profile, data), group in sorted(by_data.items()):
-        fig, ax = plt.subplots(figsize=(6, 4))
-        ticks: dict[float, str] = {}
-        for colour, rec in enumerate(sorted(group, key=lambda r: r["case"])):
-            n_all = min(rec["task_info"]["pool_counts"]) * rec["task"]["params"]["train_fraction"]
-            for clf, style in zip(FEWSHOT, ("-", "--")):
+        # one panel per classifier, a colour per encoder, the legend beside the panels: 30 curves on one axes
+        # under an inside legend could not be read
+        group = sorted(group, key=lambda r: r["case"])
+        fig, axes = plt.subplots(1, len(FEWSHOT), figsize=(4.2 * len(FEWSHOT) + 3.5, 4.0), sharey=True,
+                                 squeeze=False)
+        for ax, clf in zip(axes[0], FEWSHOT):
+            ticks: dict[float, str] = {}
+            for colour, rec in enumerate(group):
+                n_all = min(rec["task_info"]["pool_counts"]) * rec["task"]["params"]["train_fraction"]
                 xs, ys, es = [], [], []
                 for s in rec["task"]["params"]["shots"]:
                     m = rec["metrics"].get(f"fewshot_{clf}@{s}")
-                    if m is None:
+                    if m is None or m["mean"] is None:
                         continue
                     xs.append(n_all if s == "all" else int(s))
-                    ticks[xs[-1]] = f"all ({n_all:g})" if s == "all" else str(s)
+                    ticks[xs[-1]] = f"all\n({n_all:g})" if s == "all" else str(s)
                     ys.append(m["mean"])
-                    es.append(m["std"] or 0.0)
+                    es.append(seed_sem(m) or 0.0)
                 if xs:
-                    label = f"{rec['task']['params']['encoder']} {'logreg' if clf == 'lr' else 'naive Bayes'}"
-                    ax.errorbar(xs, ys, yerr=es, linestyle=style, marker="o", markersize=3, capsize=2, label=label,
-                                color=f"C{colour}")
-        ax.set_xscale("log")
-        ax.set_xticks(list(ticks), list(ticks.values()), fontsize=8)
-        ax.minorticks_off()
-        ax.set_xlabel("labelled samples per class (mean ± std over seeds)")
-        ax.set_ylabel("test accuracy")
-        ax.set_title(f"few-shot probes, {data} ({profile})", fontsize=10)
-        ax.legend(fontsize=7)
+                    ax.errorbar(xs, ys, yerr=es, marker="o", markersize=3, capsize=2, lw=1,
+                                linestyle="-" if colour < 10 else "--", color=f"C{colour % 10}",
+                                label=rec["task"]["params"]["encoder"])
+            ax.set_xscale("log")
+            # a shot count within 1.4x of the next larger tick would print over it (50 next to all (60))
+            keep = sorted(ticks)
+            keep = [x for i, x in enumerate(keep) if i == len(keep) - 1 or keep[i + 1] / x >= 1.4]
+            ax.set_xticks(keep, [ticks[x] for x in keep], fontsize=8)
+            ax.minorticks_off()
+            ax.set_xlabel("labelled samples per class", fontsize=8)
+            ax.set_title("logistic regression" if clf == "lr" else "naive Bayes", fontsize=9)
+            ax.grid(alpha=0.3)
+        axes[0][0].set_ylabel("test accuracy (higher is better)", fontsize=8)
+        handles, labels = axes[0][0].get_legend_handles_labels()
+        fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False, fontsize=7,
+                   title="encoder", title_fontsize=8)
+        fig.suptitle(f"few-shot probes, {data} ({profile}): test accuracy against labelled samples per class "
+                     "(± 1 sem over seeds)", fontsize=9)
+        fig.tight_layout()
         path = out_dir / f"{NAME}-{profile}-{data}-fewshot.png"
-        fig.savefig(path, dpi=110, bbox_inches="tight")
-        plt.close(fig)
+        save(fig, path)
         made.append((f"{data}: few-shot curves ({profile})", path))
     return made
 

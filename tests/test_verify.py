@@ -1,0 +1,280 @@
+"""``python -m harness verify``: forged records are refused, an honest one passes (harness/verify.py).
+
+Every forgery is built on a real smoke record of bce on breast_cancer (2 seeds, about 2 s to make), edited the
+way a forger would: consistently, so that the older checks (``validate``, ``--recompute``) still pass.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from harness import verify
+from harness.metrics import summarize
+from harness.records import load_evidence, load_record, record_path, seed_arrays, write_record
+from harness.registry import create_method
+from harness.runner import run_case
+from harness.suites import losses
+
+CPU = torch.device("cpu")
+CASE = "breast_cancer-noise0"
+
+
+@pytest.fixture(scope="module")
+def made(tmp_path_factory) -> Path:
+    results = tmp_path_factory.mktemp("made") / "results"
+    spec = next(s for s in losses.case_specs("smoke") if s.case == CASE)
+    run_case(spec, create_method("bce"), [0, 1], CPU, results)
+    return results
+
+
+@pytest.fixture
+def results(made, tmp_path) -> Path:
+    out = tmp_path / "results"
+    shutil.copytree(made, out)
+    return out
+
+
+def path_of(results: Path, method: str = "bce") -> Path:
+    return record_path(results, "losses", CASE, method, "smoke")
+
+
+def verify_one(results: Path, path: Path | None = None) -> verify.Outcome:
+    [outcome] = verify.verify_paths([path or path_of(results)], results, CPU, say=lambda s: None)
+    return outcome
+
+
+def set_per_seed(record: dict, name: str, values: list[float]) -> None:
+    """Replace a metric's per-seed values and its summaries, as a careful forger would."""
+    s = {k: (v if math.isfinite(v) else None) for k, v in summarize(values).items() if k in ("mean", "std", "sem")}
+    record["metrics"][name].update(per_seed=values, **s)
+
+
+def recomputed(evidence: dict[int, dict[str, np.ndarray]], seed: int) -> dict[str, float]:
+    spec = next(s for s in losses.case_specs("smoke") if s.case == CASE)
+    return spec.build(spec).recompute_fn(evidence[seed])
+
+
+def forge_evidence(path: Path, record: dict, seed: int, edit) -> None:
+    """Edit one seed's evidence arrays, make every metric agree with them, rewrite npz + sha256 + record."""
+    evidence = load_evidence(path, record)
+    edit(evidence[seed])
+    got = recomputed(evidence, seed)
+    i = record["seeds"].index(seed)
+    for name, m in record["metrics"].items():
+        values = list(m["per_seed"])
+        values[i] = got[name]
+        set_per_seed(record, name, values)
+    write_record(record, path, seed_arrays(evidence))
+
+
+def older_checks_pass(results: Path, path: Path) -> None:
+    """What `validate` and `validate --recompute` said before verify: the forgery is consistent."""
+    assert all(o.ok for o in verify.check_files(results, [path])), "forgery is not even self-consistent"
+
+
+def test_honest_record_passes(results):
+    outcome = verify_one(results)
+    assert outcome.ok, outcome.message
+    assert "seed 0 re-executed bit-identically" in outcome.message
+
+
+def test_labels_are_checked_against_the_dataset(results):
+    path = path_of(results)
+    record = load_record(path)
+    spec = next(s for s in losses.case_specs("smoke") if s.case == CASE)
+    problems, checked = verify.check_labels(spec.build(spec), load_evidence(path, record))
+    assert problems == [] and checked == 6  # train/val/test labels of both seeds
+
+
+def test_edited_per_seed_value_with_its_summaries_is_refused(results):
+    path = path_of(results)
+    record = load_record(path)
+    values = list(record["metrics"]["test_acc"]["per_seed"])
+    values[1] = min(1.0, values[1] + 0.01)
+    set_per_seed(record, "test_acc", values)
+    evidence = load_evidence(path, record)
+    write_record(record, path, seed_arrays(evidence))
+    older_checks_pass(results, path)
+    outcome = verify_one(results)
+    assert not outcome.ok
+    assert f"seed 1: test_acc recorded {values[1]!r}, recomputed" in outcome.message
+
+
+def flip_predictions(arrays: dict[str, np.ndarray]) -> None:
+    pred = arrays["val:test.pred"].copy()
+    wrong = np.flatnonzero(pred != arrays["test.y"])[:3]
+    pred[wrong] = arrays["test.y"][wrong]  # three wrong test predictions made right: accuracy goes up
+    arrays["val:test.pred"] = pred
+
+
+def test_fully_consistent_forgery_is_refused_by_re_execution(results):
+    path = path_of(results)
+    record = load_record(path)
+    forge_evidence(path, record, 0, flip_predictions)
+    older_checks_pass(results, path)
+    assert verify.recompute(path, load_record(path)).ok  # evidence, sha256 and metrics all agree
+    outcome = verify_one(results)
+    assert not outcome.ok
+    assert "re-executed seed 0: " in outcome.message and "seed 0: test_acc recorded" in outcome.message
+    assert "(must be bit-identical)" in outcome.message
+    # validate --rerun now re-runs with the record's thread count, so it compares bit for bit too
+    [rerun] = verify.rerun_sample(results, 1, CPU, say=lambda s: None, paths=[path])
+    assert not rerun.ok and "same machine, values differ" in rerun.message
+
+
+def test_forged_labels_in_the_evidence_are_refused(results):
+    path = path_of(results)
+    record = load_record(path)
+
+    def relabel(arrays):  # labels made to agree with the predictions: every metric recomputes "exactly"
+        arrays["test.y"] = arrays["val:test.pred"].astype(arrays["test.y"].dtype)
+
+    forge_evidence(path, record, 1, relabel)
+    older_checks_pass(results, path)
+    outcome = verify_one(results)
+    assert not outcome.ok
+    assert "seed 1: evidence test.y differs from the dataset's test.y in" in outcome.message
+
+
+def test_step_time_ten_times_faster_is_refused(results):
+    path = path_of(results)
+    record = load_record(path)
+    t = record["timing"]
+    t.update(step_time_median_s=t["step_time_median_s"] / 10, normalised_step_time=t["normalised_step_time"] / 10,
+             samples_per_s=t["samples_per_s"] * 10)
+    write_record(record, path, seed_arrays(load_evidence(path, record)))
+    older_checks_pass(results, path)
+    outcome = verify_one(results)
+    assert not outcome.ok
+    assert "machine-normalised step time recorded" in outcome.message
+    assert f"allowed 1/{verify.STEP_TIME_FACTOR:g} to {verify.STEP_TIME_FACTOR:g}" in outcome.message
+
+
+def test_record_rewritten_as_another_method_is_refused(results):
+    path = path_of(results)
+    record = load_record(path)
+    record["method"] = "focal"
+    write_record(record, path, seed_arrays(load_evidence(path, record)))
+    outcome = verify_one(results)
+    assert not outcome.ok and f"belong in {path_of(results, 'focal')}, not here" in outcome.message
+    moved = path_of(results, "focal")  # the forger moves it too: focal's hparams and code are not bce's
+    write_record(record, moved, seed_arrays(load_evidence(path, record)))
+    path.unlink()
+    path.with_suffix(".npz").unlink()
+    older_checks_pass(results, moved)
+    outcome = verify_one(results, moved)
+    assert not outcome.ok
+    assert "are not focal's defaults with the recorded overrides" in outcome.message
+    assert "made by other code (method digest differs" in outcome.message
+
+
+def drop_seed(path: Path) -> None:
+    record = load_record(path)
+    evidence = load_evidence(path, record)
+    record["seeds"] = record["seeds"][:1]
+    for name, m in record["metrics"].items():
+        set_per_seed(record, name, m["per_seed"][:1])
+    for d in (record.get("per_domain") or {}).values():
+        d.update(per_seed=d["per_seed"][:1], mean=d["per_seed"][0])
+    write_record(record, path, seed_arrays({0: evidence[0]}))
+
+
+def test_dropped_seed_is_refused(results):
+    path = path_of(results)
+    drop_seed(path)
+    older_checks_pass(results, path)
+    outcome = verify_one(results)
+    assert not outcome.ok and "seeds [0]: the smoke profile of losses runs seeds 0..k-1 with k >= 2" in outcome.message
+    # against the base commit's version: a record that had seeds 0..2 may not come back with 0..1
+    problems = verify.audit(path, load_record(path), results, base={"seeds": [0, 1, 2]})
+    assert "drops seed(s) [1, 2] that the base commit's version of this record has" in problems
+
+
+def test_evidence_must_hold_exactly_the_recorded_seeds(results):
+    path = path_of(results)
+    record = load_record(path)
+    evidence = load_evidence(path, record)
+    evidence[2] = evidence[1]
+    write_record(record, path, seed_arrays(evidence))
+    problems = verify.audit(path, load_record(path), results)
+    assert "evidence holds seeds [0, 1, 2], the record's completed seeds are [0, 1]" in problems
+
+
+def git(repo: Path, *args: str) -> None:
+    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=repo, check=True,
+                   capture_output=True)
+
+
+def test_verify_changed_diffs_against_the_base(made, tmp_path):
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    git(repo, "init", "-q")
+    (repo / "README").write_text("x\n")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "base")
+    results = repo / "results"
+    shutil.copytree(made, results)
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "adds a record")
+    lines: list[str] = []
+    [outcome] = verify.verify_changed("HEAD~1", results, CPU, repo, say=lines.append)
+    assert outcome.ok, outcome.message
+    assert lines[0].startswith("verify: 1 record(s) added or modified since ")
+    assert verify.verify_changed("HEAD", results, CPU, repo, say=lines.append) == []  # nothing changed
+    drop_seed(path_of(results))
+    assert not verify.verify_changed("HEAD", results, CPU, repo, say=lines.append)[0].ok
+
+
+def fake(suite: str, i: int, wall: float) -> tuple[Path, dict]:
+    return Path(f"results/{suite}/c{i}/m__smoke.json"), {"suite": suite, "seeds": [0, 1],
+                                                         "timing": {"wall_time_s": wall}}
+
+
+def test_over_budget_a_deterministic_sample_covers_every_suite():
+    loaded = [fake("losses", i, 2.0) for i in range(300)] + [fake("ssl", i, 20.0) for i in range(50)] \
+        + [fake("openset", 0, 2.0)]
+    chosen, left = verify.select_sample(loaded, 40, 240.0, "abc")
+    assert {r["suite"] for _, r in chosen} == {"losses", "ssl", "openset"}
+    assert len(chosen) <= 40 and sum(verify.estimated_seconds(r) for _, r in chosen) <= 240.0
+    assert len(chosen) + len(left) == len(loaded)
+    again, _ = verify.select_sample(loaded, 40, 240.0, "abc")
+    assert [p for p, _ in again] == [p for p, _ in chosen]  # deterministic for one commit
+    other, _ = verify.select_sample(loaded, 40, 240.0, "def")
+    assert [p for p, _ in other] != [p for p, _ in chosen]  # and another sample for another commit
+    assert verify.select_sample(loaded[:3], 40, 240.0, "abc") == (loaded[:3], [])  # within budget: all
+
+
+def test_verify_changed_samples_when_over_budget(made, tmp_path):
+    repo = tmp_path / "repo"
+    shutil.copytree(made, repo / "results")
+    git(repo, "init", "-q")  # one commit: compared with the empty tree
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "only")
+    lines: list[str] = []
+    [outcome] = verify.verify_changed("auto", repo / "results", CPU, repo, max_seconds=0.0, say=lines.append)
+    assert outcome.ok and "not re-executed (left out of the sample)" in outcome.message
+    assert "re-executing a sample of 0 of the 1 changed record(s)" in lines[1]
+    assert lines[2].endswith("[identity checks only]")
+
+
+def test_cli_verify_refuses_both_changed_and_paths(results, capsys):
+    from harness.cli import main
+
+    assert main(["verify", "--changed", str(path_of(results)), "--results-dir", str(results)]) == 2
+    assert "verify: pass --changed (the records a change adds or modifies) or record paths, not both" \
+        in capsys.readouterr().err
+
+
+def test_record_threads_parses_the_device_name():
+    assert verify.record_threads({"environment": {"device": "cpu (x86_64, 4 threads)"}}) == 4
+    assert verify.record_threads({"environment": {"device": "NVIDIA H200"}}) is None
+    record = json.loads(json.dumps({"environment": {"device": "cpu (, 1 thread)"}}))
+    assert verify.record_threads(record) == 1
