@@ -1,32 +1,29 @@
 """How the leaderboard compares methods: the rule, in one place, for the leaderboard and the suites' findings.
 
-Per case (one leaderboard table): each method is compared with the suite's
-baseline on the case's primary metric, on seed-matched values. The test is the
-two-sided paired t-test (:func:`harness.metrics.paired_test`, ``test="t"``;
-with zero variance of the differences it falls back to the exact sign-flip
-test, so a constant difference never gets p = 0). Its p-values are corrected
-with Holm's step-down method over the comparisons of that table, and a verdict
-(better / worse) needs a Holm-adjusted p < 0.05, in the metric's direction.
-The exact sign-flip permutation p is shown beside it as a robustness check: it
-assumes nothing about the distribution of the differences but cannot go below
-2 / 2^n (0.25 at 3 seeds, 0.0625 at 5), so with 5 or fewer seeds it never
-rejects at 0.05. Per-case verdicts are descriptive.
+The statistics are :mod:`harness.claims`'s; this module applies them to records.
 
-Across cases (the suite aggregate, where claims come from): the primary
-metric's case means rank the methods within each case (1 = best, in each
-case's direction); the Friedman test asks whether mean ranks differ at all and
-the Nemenyi critical difference says which pairs differ (listed only when the
-Friedman test rejects). Friedman needs a complete block: it runs over the
-methods run on every case, or over the cases every method ran on, whichever
-keeps more cells, and says what it left out. The mean over cases of the
-seed-paired difference from the baseline, oriented so that + favours the
-method, gets a percentile bootstrap CI that resamples cases
-(:func:`harness.metrics.case_bootstrap_ci`, each case weighted equally, over
-every case the method and the baseline share). The m methods compared with the
-baseline share a Bonferroni-adjusted level: each CI has confidence
-1 - 0.05/m, so the m claims hold together at 95%. A method is "better" or
-"worse" than the baseline across the suite only when its CI excludes 0. With
-few cases (say 8) a percentile interval is narrower than its nominal level.
+Per case (one leaderboard table): each method is compared with the suite's baseline on the case's primary
+metric, on seed-matched values, oriented so that + favours the method. The test is the exact sign-flip test
+on the seed-paired differences (:func:`harness.claims.per_case`), Holm-corrected over the comparisons of that
+table. With n seeds its smallest p is 2 / 2^n, so with 5 or fewer seeds the verdict reads "cannot reject at n
+seeds" (never "no difference").
+
+Across the suite, two kinds of claim, each Holm-corrected over the methods compared with the baseline:
+
+* **on these cases** (:func:`harness.claims.on_these_cases`): a stratified sign-flip test over every
+  (case, seed) pair of the mean of case means, with a stratified bootstrap CI (seeds resampled within cases);
+  it speaks of these cases only;
+* **across cases** (:func:`harness.claims.across_cases`): the exact sign-flip test on the case means, with cases
+  as the unit; below :func:`harness.claims.cases_needed` cases it cannot reach the Holm level, and the verdict
+  says so ("too few cases to claim").
+
+The Friedman test and the Nemenyi critical difference on the case means' ranks are reported beside them
+(pairs listed only when Friedman rejects), over the methods run on every case, or the cases every method ran
+on, whichever keeps more cells.
+
+Reference rows (a suite's ``REFERENCE_METHODS``: method -> why) are shown in the tables but get no verdict and
+take no part in the tests, the ranking or the claims: e.g. unlearning's ``retrain`` is the oracle the gap is
+measured to, so its gap is 0 by construction, and openset's ``erm`` is the same measurement as ``mls``.
 """
 
 from __future__ import annotations
@@ -36,10 +33,26 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from harness.metrics import FriedmanResult, PairedComparison, case_bootstrap_ci, friedman, holm
-from harness.records import higher_is_better, paired_values, paired_verdict
+from harness import claims
+from harness.claims import Test
+from harness.metrics import FriedmanResult, friedman
+from harness.records import higher_is_better, paired_values
 
-ALPHA = 0.05
+ALPHA = claims.ALPHA
+ON_LABEL = "On these cases (stratified sign-flip over case×seed pairs, Holm over {k} methods)"
+ACROSS_LABEL = "Across cases (exact sign-flip on case means, Holm over {k} methods)"
+
+
+def references(suite) -> dict[str, str]:
+    """A suite's reference rows (method -> why it gets no verdict); empty when it declares none."""
+    return dict(getattr(suite, "REFERENCE_METHODS", {}) or {})
+
+
+def oriented_diffs(rec: dict, base: dict, metric: str) -> list[float]:
+    """Seed-paired differences rec - base on ``metric``, signed so that + favours ``rec``."""
+    a, b = paired_values(rec, base, metric)
+    sign = 1.0 if higher_is_better(rec, metric) else -1.0
+    return [sign * (x - y) for x, y in zip(a, b)]
 
 
 @dataclass
@@ -47,27 +60,36 @@ class Row:
     """One method's comparison with the baseline in one table."""
 
     record: dict
-    test: PairedComparison | None  # two-sided paired t-test (None: fewer than 2 paired seeds, or the baseline)
-    permutation: PairedComparison | None
-    p_holm: float = math.nan
-    verdict: str = ""  # better / equal / worse after Holm; "" for the baseline and untested rows
+    test: Test | None  # per-case sign-flip test, Holm within the table (None: baseline, reference, untested)
+    mean_diff: float = math.nan  # raw mean seed-paired difference (method - baseline), not oriented
+    reference: str = ""  # why this row is a reference without a verdict
+
+    @property
+    def p_holm(self) -> float:
+        return self.test.p_holm if self.test is not None else math.nan
+
+    @property
+    def verdict(self) -> str:
+        return self.test.verdict if self.test is not None else ""
 
 
-def table_rows(records: list[dict], base: dict | None, metric: str, alpha: float = ALPHA) -> list[Row]:
-    """Every record compared with ``base`` on ``metric``, Holm-corrected over this table's tests."""
-    rows = []
-    for rec in records:
+def table_rows(records: list[dict], base: dict | None, metric: str, alpha: float = ALPHA,
+               refs: dict[str, str] | None = None) -> list[Row]:
+    """Every record compared with ``base`` on ``metric`` (:func:`harness.claims.per_case`), Holm over the table."""
+    refs = refs or {}
+    rows, tests = [], {}
+    for i, rec in enumerate(records):
+        row = Row(rec, None, reference=refs.get(rec["method"], ""))
         ok = base is not None and rec is not base and rec["status"] == "ok" and base["status"] == "ok"
-        t = paired_verdict(rec, base, metric, test="t", alpha=alpha) if ok else None
-        perm = paired_verdict(rec, base, metric, test="permutation", alpha=alpha) if ok else None
-        rows.append(Row(rec, t, perm))
-    adjusted, rejected = holm([r.test.p if r.test is not None else math.nan for r in rows], alpha)
-    for row, p, reject in zip(rows, adjusted, rejected):
-        if row.test is None:
-            continue
-        row.p_holm = float(p)
-        favours = row.test.mean_diff > 0 if row.test.higher_is_better else row.test.mean_diff < 0
-        row.verdict = ("better" if favours else "worse") if reject else "equal"
+        if ok and not row.reference:
+            d = oriented_diffs(rec, base, metric)
+            if d:
+                a, b = paired_values(rec, base, metric)
+                row.mean_diff = float(np.mean(np.subtract(a, b)))
+                tests[i] = claims.per_case(d)
+        rows.append(row)
+    for i, t in claims.holm_family({str(i): t for i, t in tests.items()}, "case", alpha).items():
+        rows[int(i)].test = t
     return rows
 
 
@@ -76,9 +98,26 @@ class MethodSummary:
     method: str
     n_cases: int  # cases with both this method and the baseline
     mean_rank: float | None  # None when the method is not in the Friedman set
-    mean_diff: float | None  # mean over cases of the oriented seed-paired difference from the baseline
-    ci: tuple[float, float] | None
-    verdict: str  # better / worse / no difference established / baseline / too few cases
+    on: Test | None = None  # on these cases (Holm over the methods compared with the baseline)
+    across: Test | None = None  # across cases
+    role: str = ""  # "baseline", or "reference: why"; "" for a compared method
+
+    @property
+    def mean_diff(self) -> float | None:
+        return self.on.estimate if self.on is not None else None
+
+    @property
+    def ci(self) -> tuple[float, float] | None:
+        return self.on.ci if self.on is not None else None
+
+    @property
+    def verdict(self) -> str:
+        """Both claims in one short text (the summary table's column)."""
+        if self.role:
+            return self.role
+        if self.on is None:
+            return "no paired cases"
+        return f"on these cases: {self.on.verdict}; across cases: {self.across.verdict}"
 
 
 @dataclass
@@ -88,14 +127,13 @@ class Aggregate:
     methods: list[str]  # the Friedman set: methods with a row in every case
     friedman: FriedmanResult | None
     summaries: list[MethodSummary]
-    confidence: float  # of each case-bootstrap CI (Bonferroni over the methods compared with the baseline)
     excluded: dict[str, str] = field(default_factory=dict)  # method -> why it is not ranked
     cases_left_out: list[str] = field(default_factory=list)  # cases not in the Friedman block
     differing_pairs: list[tuple[str, str, float]] = field(default_factory=list)  # |rank gap| > CD
 
     @property
     def n_compared(self) -> int:
-        return sum(s.verdict != "baseline" for s in self.summaries)
+        return sum(s.on is not None for s in self.summaries)
 
     def summary(self, method: str) -> MethodSummary | None:
         return next((s for s in self.summaries if s.method == method), None)
@@ -105,18 +143,21 @@ def _oriented(rec: dict, value: float) -> float:
     return value if higher_is_better(rec, rec["primary_metric"]) else -value
 
 
-def aggregate(records: list[dict], baseline: str, alpha: float = ALPHA, seed: int = 0) -> Aggregate:
+def aggregate(records: list[dict], baseline: str, alpha: float = ALPHA, seed: int = 0,
+              refs: dict[str, str] | None = None) -> Aggregate:
     """The suite aggregate over cases (see the module docstring); ``records``: one suite and profile.
 
     Only ``ok`` rows with default hparams take part; callers pass the rows with the suite's seed count.
     """
+    refs = refs or {}
     cells: dict[str, dict[str, dict]] = {}
     for rec in records:
         value = rec["metrics"].get(rec["primary_metric"], {}).get("mean")
         if rec["status"] == "ok" and not rec["hparam_overrides"] and value is not None:
             cells.setdefault(rec["case"], {})[rec["method"]] = rec
     all_cases = sorted(cells)
-    everyone = sorted({m for row in cells.values() for m in row})
+    seen = sorted({m for row in cells.values() for m in row})
+    everyone = [m for m in seen if m not in refs]
     full_methods = [m for m in everyone if all(m in cells[c] for c in all_cases)]
     full_cases = [c for c in all_cases if all(m in cells[c] for m in everyone)]
     if len(full_cases) * len(everyone) > len(all_cases) * len(full_methods):
@@ -125,34 +166,29 @@ def aggregate(records: list[dict], baseline: str, alpha: float = ALPHA, seed: in
         methods, cases = full_methods, all_cases
     excluded = {m: f"run on {sum(m in cells[c] for c in all_cases)} of {len(all_cases)} cases" for m in everyone
                 if m not in methods}
+    excluded.update({m: f"reference: {refs[m]}" for m in seen if m in refs})
     result = None
     if len(methods) >= 2 and len(cases) >= 2:
         matrix = np.array([[_oriented(cells[c][m], cells[c][m]["metrics"][cells[c][m]["primary_metric"]]["mean"])
                             for m in methods] for c in cases])
         result = friedman(matrix, higher_is_better=True, alpha=alpha)
-    confidence = 1.0 - alpha / max(1, sum(m != baseline for m in everyone))
     ranks = dict(zip(methods, result.mean_ranks)) if result is not None else {}
-    summaries = []
-    for m in everyone:
-        diffs = []
-        for c in all_cases:
-            rec, base = cells[c].get(m), cells[c].get(baseline)
-            if rec is None or base is None or m == baseline:
-                continue
-            a, b = paired_values(rec, base, rec["primary_metric"])
-            if a:
-                diffs.append([_oriented(rec, x - y) for x, y in zip(a, b)])
-        if m == baseline:
-            summaries.append(MethodSummary(m, sum(baseline in cells[c] for c in all_cases), ranks.get(m), None, None,
-                                           "baseline"))
+    summaries, on, across = [], {}, {}
+    for m in seen:
+        if m == baseline or m in refs:
+            role = "baseline" if m == baseline else f"reference: {refs[m]}"
+            summaries.append(MethodSummary(m, sum(m in cells[c] for c in all_cases), ranks.get(m), role=role))
             continue
-        mean = float(np.mean([np.mean(d) for d in diffs])) if diffs else None
-        if len(diffs) < 2:
-            summaries.append(MethodSummary(m, len(diffs), ranks.get(m), mean, None, "too few cases"))
-            continue
-        lo, hi = case_bootstrap_ci(diffs, confidence=confidence, seed=seed)
-        verdict = "better" if lo > 0 else "worse" if hi < 0 else "no difference established"
-        summaries.append(MethodSummary(m, len(diffs), ranks.get(m), mean, (lo, hi), verdict))
+        diffs = [oriented_diffs(cells[c][m], cells[c][baseline], cells[c][m]["primary_metric"])
+                 for c in all_cases if m in cells[c] and baseline in cells[c]]
+        diffs = [d for d in diffs if d]
+        summaries.append(MethodSummary(m, len(diffs), ranks.get(m)))
+        if diffs:
+            on[m] = claims.on_these_cases(diffs, confidence=1 - alpha, seed=seed)
+            across[m] = claims.across_cases([float(np.mean(d)) for d in diffs], seed=seed)
+    on, across = claims.holm_family(on, "on", alpha), claims.holm_family(across, "across", alpha)
+    for s in summaries:
+        s.on, s.across = on.get(s.method), across.get(s.method)
     pairs = []
     if result is not None and result.p < alpha:
         for i, a in enumerate(methods):
@@ -161,11 +197,19 @@ def aggregate(records: list[dict], baseline: str, alpha: float = ALPHA, seed: in
                 if gap > result.cd:
                     pairs.append((a, b, gap) if ranks[a] < ranks[b] else (b, a, gap))
     left_out = [c for c in all_cases if c not in cases]
-    return Aggregate(baseline, cases, methods, result, summaries, confidence, excluded, left_out, pairs)
+    return Aggregate(baseline, cases, methods, result, summaries, excluded, left_out, pairs)
+
+
+def _claim_text(t: Test, kind: str) -> str:
+    p = f"p = {fmt_p(t.p)}, Holm p = {fmt_p(t.p_holm)}"
+    if kind == "on":
+        ci = f", {1 - ALPHA:.0%} stratified-bootstrap CI [{t.ci[0]:+.4f}, {t.ci[1]:+.4f}]" if t.ci else ""
+        return f"{t.verdict} ({p}{ci})"
+    return f"{t.verdict} ({p})" if t.verdict.startswith(("better", "worse", "not established")) else t.verdict
 
 
 def headline(agg: Aggregate) -> list[str]:
-    """The claims the aggregate supports, one line per method, plus the Friedman result."""
+    """The claims the aggregate supports, one line per method and kind, plus the Friedman result."""
     lines = []
     f = agg.friedman
     if f is not None:
@@ -177,14 +221,14 @@ def headline(agg: Aggregate) -> list[str]:
         if f.p < ALPHA:
             pairs = "; ".join(f"{a} ranks above {b} by {g:.2f}" for a, b, g in agg.differing_pairs)
             lines.append(f"Pairs whose mean ranks differ by more than the CD: {pairs or 'none'}.")
+    k = agg.n_compared
     for s in agg.summaries:
-        if s.ci is None:
+        if s.on is None:
             continue
-        what = {"better": f"better than {agg.baseline}", "worse": f"worse than {agg.baseline}"}.get(
-            s.verdict, f"no difference from {agg.baseline} established")
-        lines.append(f"{s.method}: {what} over {s.n_cases} cases (mean Δ {s.mean_diff:+.4f} in the primary "
-                     f"metrics, + favours {s.method}; {agg.confidence:.2%} case-bootstrap CI "
-                     f"[{s.ci[0]:+.4f}, {s.ci[1]:+.4f}], Bonferroni over {agg.n_compared} methods).")
+        lines.append(f"{s.method} vs {agg.baseline}: mean Δ {s.on.estimate:+.4f} over {s.n_cases} cases "
+                     f"({s.on.n} case×seed pairs; primary metrics, + favours {s.method}). "
+                     f"{ON_LABEL.format(k=k)}: {_claim_text(s.on, 'on')}. "
+                     f"{ACROSS_LABEL.format(k=k)}: {_claim_text(s.across, 'across')}.")
     return lines
 
 

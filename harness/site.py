@@ -7,7 +7,7 @@ What it adds is the summary ranking per suite and profile (:func:`summary_frame`
 rank over cases (the Friedman set of :func:`harness.compare.aggregate`), then by their mean primary metric,
 with the mean over cases of each case's seed mean **± its standard error from seed variation**: per-case
 sem over seeds (std / sqrt(n), ddof=1) combined as sqrt(sum sem_c^2) / n_cases. Case-to-case spread is
-not in that interval (the bootstrap CI of the aggregate covers it).
+not in that interval (the across-cases claim treats cases as the unit).
 
 Cases with a single row each (remote sensing's probe cases: one frozen-encoder row per case) are shown as
 one table, a row per case, instead of one table per case; suites where several methods share cases also get
@@ -31,7 +31,7 @@ import pandas as pd
 from tabulate import tabulate
 
 from harness import leaderboard as lb
-from harness.compare import Aggregate, aggregate, headline
+from harness.compare import Aggregate, aggregate, headline, references
 from harness.errors import UsageError
 from harness.figures import mean_over_cases
 from harness.records import higher_is_better, load_record
@@ -124,7 +124,8 @@ def summary_frame(suite, profile: str, records: list[dict], agg: Aggregate, decl
         row["cases"] = f"{len({r['case'] for r in ok})} / {n_declared}"
         seeds = sorted({len(r["seeds"]) for r in recs})
         row["seeds"] = str(seeds[0]) if len(seeds) == 1 else f"{seeds[0]}–{seeds[-1]}"
-        row[f"vs {suite.BASELINE} (across cases)"] = "" if s is None else s.verdict
+        row[f"vs {suite.BASELINE}: on these cases"] = "" if s is None else s.role or (s.on.verdict if s.on else "")
+        row[f"vs {suite.BASELINE}: across cases"] = "" if s is None or s.across is None else s.across.verdict
         diverged = len(recs) - len(ok)
         row["diverged"] = str(diverged) if diverged else ""
         stale = sum("_stale" in r for r in recs)
@@ -173,7 +174,7 @@ def section_view(suite, profile: str, recs: list[dict]) -> SectionView:
     n_case = {c: seed_count(suite, profile, c) for c in {r["case"] for r in recs}}
     main = [r for r in recs if len(r["seeds"]) == n_case[r["case"]]]
     apart = [r for r in recs if len(r["seeds"]) != n_case[r["case"]]]
-    agg = aggregate(main, suite.BASELINE)
+    agg = aggregate(main, suite.BASELINE, refs=references(suite))
     intro = (f"{suite.DESCRIPTION}. Standard seed count: {n_std}"
              + (" (more where a case asks for it)" if any(n != n_std for n in n_case.values()) else "")
              + f"; baseline: `{suite.BASELINE}`.")
