@@ -28,8 +28,8 @@ training method (erm, erm-strong, the losses, SAM, ...) runs too: its row is its
 with MSP alongside (metrics suffixed ``_msp``). The ``erm`` row is therefore the ``mls`` row again (MLS = max
 logit of the ERM model): the leaderboard shows it as a reference row (``REFERENCE_METHODS``) and leaves it out of
 rankings and claims, so MLS on ERM is compared once, as ``mls``. Each closed-set model is trained once per
-(case, trainer, seed) and cached (see :mod:`harness.protocols.openset`). Primary metric: AUROC, unknown = positive class (the SSB's headline
-metric); also closed-set accuracy, OSCR, FPR@95 (lower is better), AUPR-in and AUPR-out.
+(case, trainer, seed) and cached (see :mod:`harness.protocols.openset`). Primary metric: AUROC, unknown = positive
+class (the SSB's headline metric); also closed-set accuracy, OSCR, FPR@95 (lower is better), AUPR-in and AUPR-out.
 
 A CPU budget does not reach the paper's absolute numbers (it trains ResNets and ViTs for hundreds of epochs at
 448 px): the standard profile trains small CNNs for a few epochs and fine-tunes Lite0 at 64 px for three, so read
