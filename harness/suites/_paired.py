@@ -1,21 +1,22 @@
 """Seed-paired comparisons of one method with another over a set of cases, for suites' generated findings.
 
-Per case: the seed-matched differences d = method - baseline and a two-sided paired test
-(:func:`harness.metrics.paired_test`: the exact sign-flip test for n <= 16 seeds, whose smallest p with 3 seeds
-is 0.25 and with 5 seeds 0.0625, so a single case never reaches p < 0.05 on so few seeds), with Holm's
-correction over the cases. Over the cases: the mean of the per-case mean differences with a case-bootstrap
-95% CI (:func:`harness.metrics.case_bootstrap_ci`), and one paired test on all (case, seed) pairs pooled (a
-t-test once there are more than 16 pairs), which asks whether the method differs consistently across them.
+The statistics are the leaderboard's (:mod:`harness.claims`, stated once in the leaderboard header), so a finding
+never contradicts a leaderboard verdict: per case the exact sign-flip test on the seed-paired differences, Holm
+over the cases; over the cases the two kinds of claim, *on these cases* (stratified sign-flip over case x seed
+pairs, with a stratified bootstrap CI) and *across cases* (exact sign-flip on the case means; too few cases -> no
+verdict), Holm-corrected over the comparisons a finding makes together (:func:`family`).
 """
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
-from harness.metrics import case_bootstrap_ci, holm, paired_test
+from harness import claims
+from harness.claims import Test
+from harness.compare import fmt_p, oriented_diffs
+from harness.records import paired_values
 
 
 @dataclass(frozen=True)
@@ -24,63 +25,73 @@ class OverCases:
     baseline: str
     metric: str
     cases: list[str]
-    mean_diff: float  # mean over cases of each case's mean difference
-    ci: tuple[float, float] | None  # case bootstrap, None below 2 cases
-    pooled_p: float  # two-sided, all (case, seed) pairs
-    pooled_test: str
-    n_pairs: int
-    better: int  # cases significantly better / worse after Holm's correction
-    worse: int
+    per_case: list[Test]  # the leaderboard's per-case rule, Holm over these cases
+    on: Test  # on these cases (Holm over the k comparisons of its family)
+    across: Test  # across cases
+    k: int = 1
+
+    @property
+    def mean_diff(self) -> float:
+        """Mean over cases of each case's mean difference, + favours ``method``."""
+        return self.on.estimate
 
     def verdict(self) -> str:
-        """"better" / "worse" when the case-bootstrap CI excludes 0, else "no clear difference"."""
-        if self.ci is None:
-            return "no clear difference"
-        if self.ci[0] > 0:
-            return "better"
-        if self.ci[1] < 0:
-            return "worse"
-        return "no clear difference"
+        """The on-these-cases verdict: better / worse / not established."""
+        return self.on.verdict
 
     def describe(self) -> str:
-        ci = f", case-bootstrap 95% CI [{self.ci[0]:+.4f}, {self.ci[1]:+.4f}]" if self.ci else ""
-        p = "n/a" if math.isnan(self.pooled_p) else f"{self.pooled_p:.3g}"
-        return (f"{self.method} - {self.baseline} on {self.metric}: mean {self.mean_diff:+.4f} over "
-                f"{len(self.cases)} case(s){ci}; pooled two-sided paired test over {self.n_pairs} (case, seed) "
-                f"pairs ({self.pooled_test}) p = {p}; per case (two-sided, Holm): {self.better} better, "
-                f"{self.worse} worse, {len(self.cases) - self.better - self.worse} no difference")
+        ci = f", {1 - claims.ALPHA:.0%} CI [{self.on.ci[0]:+.4f}, {self.on.ci[1]:+.4f}]" if self.on.ci else ""
+        better = sum(t.verdict == "better" for t in self.per_case)
+        worse = sum(t.verdict == "worse" for t in self.per_case)
+        rest = sorted({t.verdict for t in self.per_case} - {"better", "worse"})
+        return (f"{self.method} − {self.baseline} on {self.metric}: mean Δ {self.on.estimate:+.4f} over "
+                f"{len(self.cases)} case(s) (+ favours {self.method}); on these cases (stratified sign-flip over "
+                f"{self.on.n} case×seed pairs, Holm over {self.k}): {self.on.verdict} (Holm p = "
+                f"{fmt_p(self.on.p_holm)}{ci}); across cases (exact sign-flip on case means, Holm over {self.k}): "
+                f"{self.across.verdict}; per case (sign-flip, Holm over cases): {better} better, {worse} worse, "
+                f"{len(self.per_case) - better - worse} {' / '.join(rest) or 'other'}")
 
 
 def matched(rec: dict, base: dict, metric: str) -> tuple[list[float], list[float]]:
     """Seed-matched values of ``metric`` in two records (seeds where either is missing are dropped)."""
-    a = dict(zip(rec["seeds"], rec["metrics"].get(metric, {}).get("per_seed", [])))
-    b = dict(zip(base["seeds"], base["metrics"].get(metric, {}).get("per_seed", [])))
-    seeds = [s for s in a if s in b and a[s] is not None and b[s] is not None]
-    return [a[s] for s in seeds], [b[s] for s in seeds]
+    return paired_values(rec, base, metric)
 
 
 def compare(by_case: dict[str, dict[str, dict]], method: str, baseline: str, metric: str) -> OverCases | None:
-    """``method`` against ``baseline`` over every case where both have an ok record; None if there is none."""
-    cases, diffs, higher = [], [], True
+    """``method`` against ``baseline`` over every case where both have an ok record; None if there is none.
+
+    Its suite-level tests are corrected for this one comparison; pass several to :func:`family` to correct them
+    together."""
+    cases, diffs = [], []
     for case, recs in sorted(by_case.items()):
-        if method in recs and baseline in recs:
-            a, b = matched(recs[method], recs[baseline], metric)
-            if a:
+        if method in recs and baseline in recs and metric in recs[method]["metrics"]:
+            d = oriented_diffs(recs[method], recs[baseline], metric)
+            if d:
                 cases.append(case)
-                diffs.append((np.array(a), np.array(b)))
-                higher = recs[method]["metrics"][metric].get("higher_is_better", True)
+                diffs.append(d)
     if not cases:
         return None
-    tests = [paired_test(a, b, higher_is_better=higher) for a, b in diffs]
-    _, rejected = holm([t.p for t in tests])
-    better = sum(1 for t, r in zip(tests, rejected) if r and t.verdict == "better")
-    worse = sum(1 for t, r in zip(tests, rejected) if r and t.verdict == "worse")
-    per_case = [a - b for a, b in diffs]
-    ci = case_bootstrap_ci(per_case) if len(cases) >= 2 else None
-    pooled = paired_test(np.concatenate([a for a, _ in diffs]), np.concatenate([b for _, b in diffs]),
-                         higher_is_better=higher)
-    return OverCases(method, baseline, metric, cases, float(np.mean([d.mean() for d in per_case])), ci, pooled.p,
-                     pooled.test, pooled.n, better, worse)
+    per = claims.holm_family({c: claims.per_case(d) for c, d in zip(cases, diffs)}, "case")
+    on = claims.holm_family({"x": claims.on_these_cases(diffs)}, "on")["x"]
+    across = claims.holm_family({"x": claims.across_cases([float(np.mean(d)) for d in diffs])}, "across")["x"]
+    return OverCases(method, baseline, metric, cases, [per[c] for c in cases], on, across)
+
+
+def family(comparisons: list[OverCases | None]) -> list[OverCases]:
+    """The comparisons a finding makes together, with Holm over them for both kinds of claim."""
+    items = [c for c in comparisons if c is not None]
+    keys = [str(i) for i in range(len(items))]
+    on = claims.holm_family(dict(zip(keys, (c.on for c in items))), "on")
+    across = claims.holm_family(dict(zip(keys, (c.across for c in items))), "across")
+    return [replace(c, on=on[k], across=across[k], k=len(items)) for k, c in zip(keys, items)]
+
+
+def one_case(diff: list[float]) -> str:
+    """The leaderboard's per-case rule on one set of seed-paired differences (+ favours the first), as text."""
+    if not diff:
+        return "no paired seeds, no test"
+    t = claims.holm_family({"x": claims.per_case(diff)}, "case")["x"]
+    return f"{t.verdict} (exact sign-flip over {t.n} seeds, p = {fmt_p(t.p)})"
 
 
 def ok_records_by_case(records: list[dict], cases: set[str] | None = None) -> dict[str, dict[str, dict]]:

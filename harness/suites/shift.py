@@ -53,13 +53,13 @@ from typing import Any
 import torch
 
 from harness import data as hdata
+from harness.compare import oriented_diffs
 from harness.data.dataset import ArrayDataset
 from harness.data.transforms import normalization_stats
 from harness.metrics import accuracy, domain_accuracy, worst_group_accuracy
 from harness.models import small_cnn, timm_model
 from harness.protocols.supervised import recompute_with
-from harness.records import paired_verdict
-from harness.suites._paired import OverCases, compare
+from harness.suites._paired import OverCases, compare, family, one_case
 from harness.task import Budget, CaseSpec, Task
 from harness.tuning import read_tuning
 
@@ -280,22 +280,20 @@ def findings(records: list[dict]) -> list[str]:
         line = f"`{case}`: best {metric} is {best['method']} ({best['metrics'][metric]['mean']:.4f})"
         if erm is not None and best is not erm:
             t = _paired(best, erm, metric)
-            line += f", {t} against ERM ({erm['metrics'][metric]['mean']:.4f})"
+            line += (f"; against ERM ({erm['metrics'][metric]['mean']:.4f}), the per-case rule: {t} (the best is "
+                     "picked after the fact, so read this as descriptive)")
         lines.append(line + ".")
     lines += _cmnist_findings(by_case)
     pretrained = {c: r for c, r in by_case.items() if c.startswith("pacs_pretrained-")}
     if pretrained:
         methods = sorted({m for recs in pretrained.values() for m in recs} - {"erm"})
-        for method in methods:
-            comparison = compare(pretrained, method, "erm", "ood_acc")
-            if comparison is not None:
-                lines.append(f"Pretrained PACS (EfficientNet-Lite0, ImageNet): {comparison.describe()}.")
+        for comparison in family([compare(pretrained, method, "erm", "ood_acc") for method in methods]):
+            lines.append(f"Pretrained PACS (EfficientNet-Lite0, ImageNet): {comparison.describe()}.")
         udim = compare(pretrained, "udim", "sam", "ood_acc")
         if udim is not None:
             lines.append(f"Pretrained PACS, UDIM against SAM (UDIM's claim): {udim.describe()}; "
                          f"{_claim(udim)}.")
-    for method in UNLABELED_METHODS:
-        comparison = compare(by_case, method, "erm", "ood_acc")
+    for comparison in family([compare(by_case, method, "erm", "ood_acc") for method in UNLABELED_METHODS]):
         if comparison is not None:
             lines.append(f"Unlabeled target data (the held-out domains' unlabeled split): {comparison.describe()}; "
                          f"{_claim(comparison)}.")
@@ -304,9 +302,9 @@ def findings(records: list[dict]) -> list[str]:
         g, e = colored["groupdro"], colored["erm"]
         diff = g["metrics"]["worst_group_acc"]["mean"] - e["metrics"]["worst_group_acc"]["mean"]
         lines.append(
-            f"Coloured digits: GroupDRO {'beats' if diff > 0 else 'does not beat'} ERM on worst-group accuracy "
+            f"Coloured digits: GroupDRO − ERM on worst-group accuracy "
             f"({g['metrics']['worst_group_acc']['mean']:.4f} vs {e['metrics']['worst_group_acc']['mean']:.4f}, "
-            f"Δ {diff:+.4f}; {_paired(g, e, 'worst_group_acc')})."
+            f"Δ {diff:+.4f}); the per-case rule: {_paired(g, e, 'worst_group_acc')}."
         )
     return lines
 
@@ -374,16 +372,10 @@ def _as_published(cases: dict[str, dict[str, dict]], method: str, metric: str, p
 
 
 def _claim(comparison: OverCases) -> str:
-    verdict = comparison.verdict()
-    if verdict == "better":
-        return f"{comparison.method} is better than {comparison.baseline} here (case-bootstrap CI above 0)"
-    if verdict == "worse":
-        return f"{comparison.method} is worse than {comparison.baseline} here (case-bootstrap CI below 0)"
-    return f"no clear difference between {comparison.method} and {comparison.baseline} here"
+    return (f"on these cases, {comparison.method} against {comparison.baseline}: {comparison.verdict()}; across "
+            f"cases: {comparison.across.verdict}")
 
 
 def _paired(a: dict, b: dict, metric: str) -> str:
-    t = paired_verdict(a, b, metric)
-    if t is None:
-        return "fewer than 2 paired seeds, no test"
-    return f"two-sided paired t-test over {t.n} seeds (unadjusted): {t.verdict}"
+    """The leaderboard's per-case rule (exact sign-flip over seeds) for ``a`` against ``b`` on one case."""
+    return one_case(oriented_diffs(a, b, metric))

@@ -48,7 +48,6 @@ from torch import nn
 from harness import data as hdata
 from harness.data.dataset import ArrayDataset, to_float
 from harness.errors import DataError
-from harness.metrics import paired_test
 from harness.protocols.pretrain import NAMESPACE, build_encoder, pretrain_metrics
 from harness.protocols.store import ModelStore
 from harness.task import PROFILES, Budget, CaseSpec, Task
@@ -186,13 +185,13 @@ def build(spec: CaseSpec) -> Task:
 
 
 def _paired(rec: dict, a: str, b: str) -> str:
-    """Student-over-teacher style comparison of two metrics of one record, paired over its seeds (two-sided)."""
+    """Student against teacher: two metrics of one record, paired over its seeds, by the leaderboard's per-case
+    rule (exact sign-flip; with 5 or fewer seeds it cannot reject at 0.05, and says so)."""
+    from harness.suites._paired import one_case
+
     pairs = [(x, y) for x, y in zip(rec["metrics"][a]["per_seed"], rec["metrics"][b]["per_seed"])
              if x is not None and y is not None]
-    if len(pairs) < 2:
-        return f"{len(pairs)} seed, no test"
-    t = paired_test([x for x, _ in pairs], [y for _, y in pairs])
-    return f"{t.verdict}, p={t.p:.3f} ({t.test}, {t.n} seeds)"
+    return one_case([x - y for x, y in pairs])
 
 
 def findings(records: list[dict]) -> list[str]:
