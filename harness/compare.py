@@ -51,6 +51,8 @@ def references(suite) -> dict[str, str]:
 def oriented_diffs(rec: dict, base: dict, metric: str) -> list[float]:
     """Seed-paired differences rec - base on ``metric``, signed so that + favours ``rec``."""
     a, b = paired_values(rec, base, metric)
+    if not a:
+        return []  # nothing to compare (also: a metric the record lacks has no direction to ask for)
     sign = 1.0 if higher_is_better(rec, metric) else -1.0
     return [sign * (x - y) for x, y in zip(a, b)]
 

@@ -136,7 +136,7 @@ def test_leaderboard_from_fixture_records(tmp_path):
     assert rows["ensloss"]["verdict"] == "cannot reject at 5 seeds" == rows["hinge"]["verdict"]
     assert rows["bce"]["verdict"] == "baseline"
     assert rows["ensloss"]["p"] == "0.062"  # 2/2^5: the smallest exact p at 5 seeds
-    assert "ensloss vs bce on test_acc, two-sided paired t-test per case (unadjusted, descriptive): better in 1" in md
+    assert "ensloss vs bce on test_acc, per-case verdicts (the leaderboard's rule): cannot reject at 5 seeds in 1" in md
     assert "exponential" not in "\n".join(rows)
     assert "Stale records" in md and "ldr-kl__standard.json`: task fingerprint differs" in md
     n_cases = len(case_specs(get_suite("losses"), "standard"))

@@ -103,16 +103,21 @@ def regime_records(ensloss_gain: float) -> list[dict]:
 
 def test_losses_findings_state_whether_the_claim_holds():
     better = losses.findings(regime_records(0.02))
-    assert any("holds here" in line for line in better), better
+    assert any("holds on these cases" in line for line in better), better
     assert any("Friedman" in line and "ensloss 1.00" in line for line in better)
     assert any("mean train accuracy of 1.000" in line for line in better)
     worse = losses.findings(regime_records(-0.02))
-    assert any("does not hold here" in line for line in worse)
-    # no difference at all: neither confirmed nor refuted
+    assert any("is contradicted on these cases: EnsLoss is worse than bce, hinge, exponential" in line
+               for line in worse)
+    # no difference at all: not established, never "does not hold"
     same = losses.findings(regime_records(0.0))
-    assert any("neither confirmed nor refuted" in line for line in same)
-    ensloss_vs_bce = next(line for line in better if "ensloss - bce on test_acc" in line)
-    assert "mean +0.0200 over 4 case(s)" in ensloss_vs_bce and "12 (case, seed) pairs" in ensloss_vs_bce
+    assert any("is not established on these cases" in line for line in same)
+    assert not any("does not hold" in line for lines in (better, worse, same) for line in lines)
+    ensloss_vs_bce = next(line for line in better if "ensloss − bce on test_acc" in line)
+    assert "mean Δ +0.0200 over 4 case(s)" in ensloss_vs_bce and "12 case×seed pairs, Holm over 3" in ensloss_vs_bce
+    # 4 cases cannot reach Holm's level for the across-cases claim; 3 seeds cannot for the per-case rule
+    assert "across cases (exact sign-flip on case means, Holm over 3): too few cases to claim (needs ≥ 7)" \
+        in ensloss_vs_bce and "cannot reject at 3 seeds" in ensloss_vs_bce
 
 
 def test_shift_findings_quote_domainbed_and_judge_behaviour():
@@ -139,10 +144,12 @@ def test_shift_findings_pretrained_and_unlabeled_methods():
                                {"ood_acc": [base + 0.01 * s for s in range(5)]}, primary="ood_acc"))
     lines = shift.findings(recs)
     udim = next(line for line in lines if "UDIM against SAM" in line)
-    assert "udim - sam on ood_acc: mean +0.0200 over 4 case(s)" in udim and "udim is better than sam" in udim
-    assert any(line.startswith("Pretrained PACS") and "dann - erm" in line for line in lines)
+    assert "udim − sam on ood_acc: mean Δ +0.0200 over 4 case(s)" in udim
+    assert "on these cases, udim against sam: better; across cases: too few cases to claim (needs ≥ 6)" in udim
+    assert any(line.startswith("Pretrained PACS") and "dann − erm" in line and "Holm over 3" in line
+               for line in lines)
     dann = next(line for line in lines if line.startswith("Unlabeled target data") and "dann" in line)
-    assert "dann is worse than erm" in dann
+    assert "on these cases, dann against erm: worse" in dann
 
 
 # -- plugin -------------------------------------------------------------------------
