@@ -204,7 +204,7 @@ def test_resize_finding_against_the_seed_paper() -> None:
     line = rs._resize_finding(rec)
     assert "Δ +10.3 points" in line and "holds here" in line and "does not" not in line
     resized["per_seed"] = [0.81, 0.80, 0.83]
-    assert "does not hold here" in rs._resize_finding(rec)
+    assert "is not established here" in rs._resize_finding(rec)
 
 
 def test_figures_write_pngs(synthetic_records, tmp_path) -> None:
