@@ -197,3 +197,44 @@ def test_report_loads_method_modules(tmp_path):
     assert "| site-user-loss (stale)" in unloaded and "'site-user-loss' is not registered here" in unloaded
     loaded = report("--method-module", str(source))
     assert "| site-user-loss " in loaded and "site-user-loss (stale)" not in loaded
+
+
+def test_findings_file_and_readme_block_are_generated_and_checked(tmp_path, capsys):
+    """`leaderboard` writes docs/findings.md and README's findings block from the records; `--check` fails when
+    either is not what the records generate (a hand-written claim, or records that changed)."""
+    results = fixture_results(tmp_path)
+    out = tmp_path / "leaderboard.md"
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# A copy\n\nBefore.\n\n{site.README_START}\nhand-written: hinge beats bce\n"
+                      f"{site.README_END}\n\nAfter.\n", encoding="utf-8")
+    argv = ["leaderboard", "--results-dir", str(results), "--output", str(out)]
+    leaderboard.write(results, out)
+    readme.write_text(readme.read_text(encoding="utf-8").replace(
+        readme.read_text(encoding="utf-8").split(site.README_START)[1].split(site.README_END)[0],
+        "\nhand-written: hinge beats bce\n"), encoding="utf-8")
+    capsys.readouterr()
+    assert cli.main(argv + ["--check"]) == 1
+    assert "README.md: its findings block differs" in capsys.readouterr().err
+    assert cli.main(argv) == 0
+    findings = (tmp_path / "docs" / "findings.md").read_text(encoding="utf-8")
+    text = readme.read_text(encoding="utf-8")
+    assert text.startswith("# A copy\n\nBefore.\n\n") and text.endswith("\n\nAfter.\n")
+    assert "hand-written" not in text and "**losses (standard)**" in text and "](docs/findings.md)" in text
+    # the same statistics as the leaderboard: its claims, and the suite's findings(records) lines
+    section = site.build(results).sections[0]
+    assert section.notes and all(f"- {line}" in text and f"- {line}" in findings for line in section.notes)
+    assert all(f"- {line}" in findings for line in section.claims)
+    assert "On these cases (stratified sign-flip over case×seed pairs, Holm over 2 methods)" in findings
+    assert cli.main(argv + ["--check"]) == 0
+    readme.write_text(text.replace(section.notes[0], "ensloss does not beat bce"), encoding="utf-8")
+    assert cli.main(argv + ["--check"]) == 1
+    cli.main(argv)
+    (tmp_path / "docs" / "findings.md").write_text(findings + "- a claim by hand\n", encoding="utf-8")
+    assert leaderboard.problems(results, out) == [f"docs/findings.md differs from what the records in {results} "
+                                                  "generate"]
+    write(results, make_record(CASES[0], "focal", [0.9, 0.9, 0.9, 0.9, 0.9]))  # new records: stale again
+    cli.main(argv)
+    assert leaderboard.check(results, out)
+    write(results, make_record(CASES[1], "focal", [0.9, 0.9, 0.9, 0.9, 0.9]))
+    assert "README.md: its findings block differs from what the records in" in " ".join(
+        leaderboard.problems(results, out))
