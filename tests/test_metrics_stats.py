@@ -13,7 +13,6 @@ from harness.metrics import (
     MetricError,
     bootstrap_ci,
     bootstrap_mean_diff_ci,
-    case_bootstrap_ci,
     friedman,
     holm,
     mean_std,
@@ -356,25 +355,3 @@ def test_bootstrap_mean_diff_ci() -> None:
     assert bootstrap_mean_diff_ci(d, seed=3) == (lo, hi)
     with pytest.raises(MetricError, match="NaN"):
         bootstrap_mean_diff_ci([0.1, math.nan])
-
-
-def test_case_bootstrap_resamples_cases() -> None:
-    # Ragged seeds per case; each case weighs the same in the aggregate.
-    cases = [[0.02, 0.03, 0.025], [-0.01, 0.0], [0.05, 0.04, 0.06, 0.05], [0.0, 0.01, -0.005]]
-    case_means = np.array([np.mean(c) for c in cases])
-    lo, hi = case_bootstrap_ci(cases, seed=2)
-    assert (lo, hi) == bootstrap_ci(case_means, seed=2)
-    assert lo < case_means.mean() < hi
-    # Cases that disagree make a wide interval even when every case is measured precisely.
-    pooled = bootstrap_mean_diff_ci(np.concatenate([np.asarray(c) for c in cases]), seed=2)
-    assert hi - lo > pooled[1] - pooled[0]
-    # Coverage over synthetic suites of 20 cases x 3 seeds with case-level spread: near nominal.
-    hits = 0
-    for s in range(200):
-        rng = np.random.default_rng(500 + s)
-        per_case = rng.normal(0.0, 0.02, (20, 1)) + rng.normal(0.0, 0.01, (20, 3))
-        a, b = case_bootstrap_ci(per_case, n_resamples=1000, seed=s)
-        hits += a <= 0.0 <= b
-    assert 0.85 <= hits / 200 <= 0.99
-    with pytest.raises(MetricError, match="at least 2 cases"):
-        case_bootstrap_ci([[0.1, 0.2]])

@@ -47,11 +47,6 @@ everywhere in this module).
 * :func:`bootstrap_ci`: percentile interval of ``statistic`` over ``n_resamples`` resamples with replacement
   (seeded numpy Generator), bounds at quantiles (1 - confidence)/2 and (1 + confidence)/2.
 * :func:`bootstrap_mean_diff_ci`: :func:`bootstrap_ci` of mean(d) over the seed-paired differences d.
-* :func:`case_bootstrap_ci`: the aggregate over C cases is A = (1/C) sum_c mean_s d_{c,s} (each case weighs the
-  same, whatever its seed count). Cases are the unit that is resampled: the percentile CI of A over resamples of C
-  cases with replacement, i.e. :func:`bootstrap_ci` of the per-case means. Seeds are not resampled again inside
-  a case: a case mean already carries its seed noise, and resampling both levels counts it twice (Davison &
-  Hinkley 1997, sec. 3.8). With few cases (say 8) the percentile interval is narrower than its nominal level.
 """
 
 from __future__ import annotations
@@ -71,7 +66,6 @@ __all__ = [
     "PairedTTest",
     "bootstrap_ci",
     "bootstrap_mean_diff_ci",
-    "case_bootstrap_ci",
     "friedman",
     "holm",
     "mean_std",
@@ -398,18 +392,3 @@ def bootstrap_mean_diff_ci(
     return bootstrap_ci(
         as_float_1d(differences, "differences"), confidence=confidence, n_resamples=n_resamples, seed=seed
     )
-
-
-def case_bootstrap_ci(
-    per_case_diffs: Any, *, confidence: float = 0.95, n_resamples: int = 10_000, seed: int = 0
-) -> tuple[float, float]:
-    """Percentile CI of the mean over cases of each case's mean difference, resampling cases.
-
-    ``per_case_diffs``: one sequence of seed-paired differences per case (lengths may differ), or a cases x seeds
-    array. See the module docstring for why seeds are not resampled within a case.
-    """
-    rows = list(per_case_diffs)
-    if len(rows) < 2:
-        raise MetricError(f"a case bootstrap needs at least 2 cases, got {len(rows)}")
-    case_means = np.array([as_float_1d(r, f"case {i} differences").mean() for i, r in enumerate(rows)])
-    return bootstrap_ci(case_means, confidence=confidence, n_resamples=n_resamples, seed=seed)
