@@ -203,7 +203,7 @@ def aggregate(records: list[dict], baseline: str, alpha: float = ALPHA, seed: in
 
 
 def _claim_text(t: Test, kind: str) -> str:
-    p = f"p = {fmt_p(t.p)}, Holm p = {fmt_p(t.p_holm)}"
+    p = f"{p_is(t.p)}, Holm {p_is(t.p_holm)}"
     if kind == "on":
         ci = f", {1 - ALPHA:.0%} stratified-bootstrap CI [{t.ci[0]:+.4f}, {t.ci[1]:+.4f}]" if t.ci else ""
         return f"{t.verdict} ({p}{ci})"

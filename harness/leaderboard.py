@@ -355,7 +355,7 @@ def suite_section(suite, profile: str, recs: list[dict], figures_dir: Path | Non
     if agg.friedman is None:
         lines.insert(0, "No Friedman test: it needs at least 2 methods run on at least 2 common cases.")
     if agg.excluded:
-        lines.append("Not ranked (not run on every case): "
+        lines.append("Not ranked: "
                      + ", ".join(f"{m} ({why})" for m, why in sorted(agg.excluded.items())) + ".")
     findings = getattr(suite, "findings", None)
     extra = findings(main) if findings is not None and main else []

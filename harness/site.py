@@ -199,7 +199,7 @@ def section_view(suite, profile: str, recs: list[dict]) -> SectionView:
     if agg.friedman is None:
         claims.insert(0, "No Friedman test: it needs at least 2 methods run on at least 2 common cases.")
     if agg.excluded:
-        claims.append("Not ranked (not run on every case): "
+        claims.append("Not ranked: "
                       + ", ".join(f"{m} ({why})" for m, why in sorted(agg.excluded.items())) + ".")
     findings = getattr(suite, "findings", None)
     notes = findings(main) if findings is not None and main else []
