@@ -13,6 +13,7 @@ from harness.errors import UsageError
 from harness.launch import CaseJob, JobRunner, collect, executor_for, parse_slurm_extra, plan_jobs, run_job
 from harness.records import load_record
 from harness.speed import SpeedOptions
+from harness.suites import case_specs, get_suite
 
 
 @register_method("test-launch-openset")
@@ -69,7 +70,7 @@ def test_local_executor_runs_a_task_and_resume_keeps_its_record(tmp_path, monkey
 
 
 def test_launch_and_pytest_run_the_same_seeds():
-    """One seed policy: launch plans each case with the seeds the pytest plugin would run (harness.suites.case_seeds)."""
+    """One seed policy (harness.suites.case_seeds): launch plans the seeds the pytest plugin runs."""
     from harness.suites import case_seeds
 
     for profile, expected in (("smoke", 1), ("standard", 5)):  # losses asks for 5 standard seeds, the default is 3

@@ -106,7 +106,7 @@ def seed_count(suite: ModuleType, profile: str, case: str | None = None) -> int:
 
 def case_seeds(spec: Any, requested: int | None = None) -> list[int]:
     """The seeds a case runs: ``0..requested-1`` when ``--seeds`` is given, else :func:`seed_count` of its suite
-    (the case's own ``default_seeds`` when larger). The one seed policy of pytest and launch (regenerate and the gate re-run a record's own seeds)."""
+    (the case's own ``default_seeds`` when larger). The one seed policy of pytest and launch."""
     if requested is not None:
         return list(range(requested))
     n = spec.default_seeds or 0
