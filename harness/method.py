@@ -292,14 +292,18 @@ class Method:
         """
         return [encoder]
 
-    def pretrain_step(self, encoder: nn.Module, views: list[Tensor], optimizer: torch.optim.Optimizer,
-                      state: State) -> dict:
-        """One self-supervised step on ``num_views`` views of a batch; returns scalars to log (``"loss"`` is checked).
+    def pretrain_loss(self, views: list[Tensor], state: State) -> dict | Tensor:
+        """One self-supervised step's objective on ``num_views`` views of a batch; returns the loss (or a dict of
+        scalars with ``"loss"``).
 
-        The protocol has put the returned modules in train mode; the step zeroes the gradients, steps the
-        optimizer and updates any teacher.
+        The protocol's :class:`~harness.engine.StepEngine` has put the returned modules in train mode and zeroed
+        the gradients; it runs this under the run's autocast, backpropagates, clips, steps the optimizer and the
+        schedule, then calls :meth:`after_step`. The modules live on ``state`` (made in :meth:`build`).
         """
-        raise NotImplementedError(f"{self.name} defines no pretrain step")
+        raise NotImplementedError(f"{self.name} defines no pretrain loss")
+
+    def after_step(self, state: State) -> None:
+        """After each applied update, before ``state.step`` advances: teacher EMA, DINO's centre. Default: nothing."""
 
     # -- probe ---------------------------------------------------------------
     # The probe protocol scores the case's frozen encoders under a preprocessing grid; ``baselines/probe/frozen.py``
