@@ -1,7 +1,7 @@
 """--precision takes effect on every protocol: a method hook sees autocast active, and the record says what ran.
 
-The SSL protocol has its own bf16 test (tests/test_ssl_engine.py); this file covers supervised, open set, probe
-and unlearning, plus the engine's own rules (budget, no method-side updates).
+Covers all five protocols (supervised, open set, pretrain, probe, unlearning), plus the engine's own rules
+(budget, no method-side updates).
 """
 
 from __future__ import annotations
@@ -114,6 +114,30 @@ def test_unlearning_steps_run_under_bf16_autocast_and_the_record_says_so(cache_d
     UnlearnSees.seen = []
     run_case(spec, UnlearnSees(), [0], CPU, task=task)
     assert UnlearnSees.seen and not any(UnlearnSees.seen)  # fp32: no autocast
+
+
+def test_pretrain_steps_run_under_bf16_autocast_and_compile_is_refused(cache_dir):
+    from baselines.ssl.simclr import SimCLR
+    from tests.test_ssl_protocol import tiny_spec
+
+    class SimCLRSees(SimCLR):
+        name = "test-simclr-sees-autocast"
+        seen: list[bool] = []
+
+        def pretrain_loss(self, views, state):
+            type(self).seen.append(autocast_on())
+            return super().pretrain_loss(views, state)
+
+    spec = tiny_spec()
+    task = spec.build(spec)
+    record = run_case(spec, SimCLRSees(), [0], CPU, task=task, speed=SpeedOptions(precision="bf16")).record
+    assert SimCLRSees.seen and all(SimCLRSees.seen)
+    assert record["timing"]["precision"] == "bf16" and record["status"] == "ok"
+    SimCLRSees.seen = []
+    run_case(spec, SimCLRSees(), [0], CPU, task=task)
+    assert SimCLRSees.seen and not any(SimCLRSees.seen)  # fp32: no autocast
+    with pytest.raises(UsageError, match="--compile"):
+        run_case(spec, SimCLRSees(), [0], CPU, task=task, speed=SpeedOptions(compile="eager"))
 
 
 # -- the engine's rules ---------------------------------------------------------------------------------------

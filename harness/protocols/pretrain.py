@@ -345,9 +345,10 @@ def code_digest(method: Method) -> str:
 
 def checkpoint_key(ctx: RunContext, method: Method, spec: dict[str, Any]) -> str:
     task = ctx.task
+    precision = {} if ctx.speed.precision == "fp32" else {"precision": ctx.speed.precision}  # a bf16 encoder is another
     return store_key(task=task.fingerprint, data=task.data.fingerprint, method=method.name, hparams=method.hparams,
                      code=code_digest(method), seed=ctx.seed, encoder=spec, budget=ctx.budget.fingerprint_dict(),
-                     device=ctx.device.type)
+                     device=ctx.device.type, **precision)
 
 
 def checkpoint_facts(ctx: RunContext, method: Method, spec: dict[str, Any], encoder: nn.Module) -> dict[str, Any]:
