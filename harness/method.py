@@ -24,8 +24,6 @@ from torch import Tensor, nn
 
 from harness.errors import HparamError, Unsupported
 
-PROTOCOLS = ("supervised", "openset", "unlearn", "pretrain", "probe")
-FAMILIES = ("loss", "dg", "osr", "unlearning", "ssl", "probe")
 # Protocols a method also takes part in through another part it provides: a supervised method trains the
 # open-set protocol's closed-set model, which is then scored with the method's ``score`` (MLS by default).
 JOINS_THROUGH: dict[str, frozenset[str]] = {"openset": frozenset({"supervised"})}

@@ -211,3 +211,19 @@ def test_the_check_sees_an_update_outside_the_engine(tmp_path):
     bad.write_text("def f(loss, optimizer, engine):\n    loss.backward()\n    optimizer.step()\n"
                    "    engine.backward(loss)\n")
     assert _updates_outside_the_engine(bad) == ["bad_method.py:2 .backward()", "bad_method.py:3 .step()"]
+
+
+def test_protocols_are_discovered_and_a_second_registration_is_loud():
+    from harness.protocols import discovered, get_protocol, register_protocol
+
+    assert set(discovered()) >= {"supervised", "openset", "unlearn", "pretrain", "probe"}
+    run = get_protocol("supervised")
+    assert register_protocol("supervised")(run) is run  # the same function again (a module reload) is fine
+
+    def impostor(task, method, ctx):
+        raise AssertionError("never runs")
+
+    with pytest.raises(UsageError, match="protocol 'supervised' is registered twice"):
+        register_protocol("supervised")(impostor)
+    with pytest.raises(UsageError, match="unknown protocol 'supervisd'"):
+        get_protocol("supervisd")

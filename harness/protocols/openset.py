@@ -50,6 +50,7 @@ from torch import Tensor, nn
 from harness.errors import HarnessError, Unsupported, UsageError
 from harness.method import Method, State
 from harness.metrics import openset_metrics
+from harness.protocols import register_protocol
 from harness.protocols.kit import (
     Outputs,
     RunContext,
@@ -280,6 +281,7 @@ def train_benchmark(ctx: RunContext, trainer: Method, model: nn.Module) -> Calla
     return step
 
 
+@register_protocol("openset")
 def run_openset(task: Any, method: Method, ctx: RunContext) -> SeedResult:
     trainer = trainer_of(method)
     if trainer is not method:

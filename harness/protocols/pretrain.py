@@ -69,6 +69,7 @@ from harness.errors import UsageError
 from harness.functional import conv_encoder, ema_momentum, ema_update, mlp_head  # noqa: F401  (re-exported)
 from harness.method import Method, State
 from harness.metrics.probes import knn_predict
+from harness.protocols import register_protocol
 from harness.protocols.kit import RunContext, SeedResult, make_optimizer, make_scheduler, model_info
 from harness.protocols.store import ModelStore, source_digest, store_key
 from harness.timing import StepStats, StepTimer, peak_memory, synchronize
@@ -362,6 +363,7 @@ def checkpoint_facts(ctx: RunContext, method: Method, spec: dict[str, Any], enco
             "budget": ctx.budget.fingerprint_dict(), "augment": ctx.describe().get("augment")}
 
 
+@register_protocol("pretrain")
 def run_pretrain(task, method: Method, ctx: RunContext) -> SeedResult:
     if ctx.speed.compile is not None:
         raise UsageError("--compile is not supported by the pretrain protocol (methods build teacher copies of the "

@@ -57,6 +57,7 @@ from harness.errors import DataError, UsageError
 from harness.metrics import knn_predict, linear_probe_predict, naive_bayes_predict
 from harness.models import check_in_chans
 from harness.preprocess import Preprocess
+from harness.protocols import register_protocol
 from harness.protocols.kit import RunContext, SeedResult
 from harness.protocols.store import source_digest, store_key
 from harness.task import Task
@@ -293,6 +294,7 @@ class _Features:
         return self.features[self.row[positions.numpy()]]
 
 
+@register_protocol("probe")
 def run_probe(task: ProbeTask, method: Any, ctx: RunContext) -> SeedResult:
     if ctx.speed.compile is not None:
         raise UsageError("--compile has no effect on the probe protocol (it trains nothing and each encoder runs "

@@ -82,7 +82,7 @@ from harness.metrics import (
     run_time_efficiency,
     true_class_probability,
 )
-from harness.protocols import kit
+from harness.protocols import kit, register_protocol
 from harness.protocols.kit import RunContext, SeedResult, SplitLoader, fit, infer, make_optimizer
 from harness.protocols.store import ModelStore, source_digest, store_key
 from harness.speed import SpeedOptions
@@ -390,6 +390,7 @@ def check_speed(ctx: RunContext) -> None:
                          "mostly be compilation, which RTE would then charge); run unlearning cases without --compile")
 
 
+@register_protocol("unlearn")
 def run_unlearn(task: Any, method: Method, ctx: RunContext) -> SeedResult:
     check_speed(ctx)
     layout = layout_of(task)
