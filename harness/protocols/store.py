@@ -34,12 +34,15 @@ from harness.data.paths import cache_root
 
 
 def source_digest(*parts: ModuleType | type | Callable | str | Path) -> str:
-    """sha256 (16 hex) of the source files behind modules, classes or functions (or given paths)."""
+    """sha256 (16 hex) of the source files behind modules, classes or functions (or given paths), each read as
+    :func:`harness.provenance.file_digest` does (comments and docstrings do not count)."""
+    from harness.provenance import file_digest
+
     h = hashlib.sha256()
     for part in parts:
         path = Path(part) if isinstance(part, (str, Path)) else Path(inspect.getsourcefile(part) or "")
         h.update(path.name.encode())
-        h.update(path.read_bytes() if path.is_file() else b"<no source>")
+        h.update(file_digest(path).encode())
     return h.hexdigest()[:16]
 
 
