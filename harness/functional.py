@@ -7,10 +7,74 @@ step, data movement or timing.
 from __future__ import annotations
 
 import copy
+import math
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from harness.errors import UsageError
+
+# --- self-supervised ---
+# Shared by the methods in baselines/ssl/ (and the pretrain protocol's default encoder): heads, the momentum
+# teacher's rule and its schedule, BYOL's loss, a small conv encoder.
+
+
+def mlp_head(dims: list[int], batchnorm: bool = True, act: type[nn.Module] = nn.ReLU) -> nn.Sequential:
+    """Linear layers through ``dims``; every hidden layer is followed by BatchNorm1d (optional) and ``act``."""
+    layers: list[nn.Module] = []
+    for i, (a, b) in enumerate(zip(dims[:-1], dims[1:])):
+        layers.append(nn.Linear(a, b))
+        if i < len(dims) - 2:
+            layers += [nn.BatchNorm1d(b)] if batchnorm else []
+            layers.append(act())
+    return nn.Sequential(*layers)
+
+
+def ema_momentum(state: Any, base: float, final: float = 1.0) -> float:
+    """BYOL's cosine schedule (also DINO's): m = final - (final - base) (cos(pi k / K) + 1) / 2 at step k of K.
+
+    ``state`` needs only ``step`` (the updates applied so far) and ``total_steps``.
+    """
+    progress = min(1.0, state.step / max(1, state.total_steps))
+    return final - (final - base) * (math.cos(math.pi * progress) + 1.0) / 2.0
+
+
+@torch.no_grad()
+def ema_update(teacher: nn.Module, student: nn.Module, momentum: float) -> None:
+    """teacher <- m teacher + (1 - m) student, parameter by parameter.
+
+    Buffers are left alone: a teacher's BatchNorm statistics follow its own forward passes, as in BYOL's and
+    DINO's code.
+    """
+    for t, s in zip(teacher.parameters(), student.parameters(), strict=True):
+        t.mul_(momentum).add_(s.detach(), alpha=1.0 - momentum)
+
+
+def regression_loss(p: Tensor, z: Tensor) -> Tensor:
+    """BYOL's normalised MSE, 2 - 2 cos(p, z) per sample, averaged over the batch (z is a fixed target)."""
+    return (2.0 - 2.0 * F.cosine_similarity(p, z.detach(), dim=-1)).mean()
+
+
+def conv_encoder(in_chans: int, widths: list[int], strides: list[int]) -> nn.Sequential:
+    """Conv3x3-BatchNorm-ReLU blocks, then global average pooling: a CPU-sized SSL encoder.
+
+    BatchNorm, as in the ResNets the SSL papers use, and random-teacher depends on it: its student runs BatchNorm
+    in train mode and its frozen teacher in eval mode, as in the paper's code (``t_eval``). Without such a
+    difference student and teacher start equal and the distillation gradient is exactly zero.
+    """
+    if len(widths) != len(strides) or not widths:
+        raise UsageError(f"conv_encoder needs one stride per width, got widths={widths}, strides={strides}")
+    layers: list[nn.Module] = []
+    cin = in_chans
+    for width, stride in zip(widths, strides):
+        layers += [nn.Conv2d(cin, width, 3, stride, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True)]
+        cin = width
+    net = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    net.feature_dim = cin
+    return net
+
 
 # --- unlearning ---
 

@@ -5,15 +5,17 @@
    ``origin/main`` when that ref exists, else ``HEAD~1``, else there is nothing
    to compare (a fresh single-commit clone passes at once).
 2. **What to re-run**, from the files the code fingerprint covers
-   (:mod:`harness.provenance`):
-   - a method file under ``baselines/``: that method, on every suite where it
-     has committed smoke records;
-   - a suite module, a protocol module (``harness/protocols/*.py``, through the
-     protocols that import it) or ``harness/method.py`` (every method inherits
-     it): the baseline method of each affected suite. A change there moves
-     every method alike, and the baseline is the cheapest witness; pass
-     ``--all-methods`` to re-run every method with committed smoke records.
-   Changes elsewhere (data, models, metrics, the runner) are the unit tests'
+   (:mod:`harness.provenance`: each method, protocol and suite module with the
+   files it imports):
+   - a file only a method runs (its own file, ``baselines/dg/sam.py`` for
+     udim, ...) and the suite's baseline does not: that method, on every suite
+     where it has committed smoke records;
+   - a file the suite's baseline run covers (the suite module, its protocol,
+     ``harness/method.py``, ... and what they import): the baseline method of
+     each affected suite. A change there moves every method alike, and the
+     baseline is the cheapest witness; pass ``--all-methods`` to re-run every
+     method with committed smoke records.
+   Changes elsewhere (the data layer, the runner, the CLI) are the unit tests'
    job.
 3. **Compare** each re-run (same seeds, ``smoke`` profile, into a temporary
    folder; ``results/`` is never touched) with its committed smoke record:
@@ -119,36 +121,46 @@ def smoke_records(results_dir: Path) -> dict[tuple[str, str], list[tuple[Path, d
 def targets(changed: list[str], committed: dict[tuple[str, str], list], all_methods: bool = False,
             repo: Path = REPO) -> list[Target]:
     """The (suite, method) pairs a change affects (see the module docstring)."""
-    from harness.provenance import protocol_files
-    from harness.registry import method_entries
+    from harness.provenance import import_closure, method_files, protocol_files
+    from harness.registry import get_method_class, method_entries
     from harness.suites import all_suites
 
-    paths = {(repo / c).resolve() for c in changed}
-    modules = {".".join(Path(c).with_suffix("").parts): c for c in changed if c.endswith(".py")}
+    paths = {(repo / c).resolve(): c for c in changed}
+
+    def hit(files) -> str | None:
+        found = sorted(paths[f.resolve()] for f in files if f.resolve() in paths)
+        return found[0] if found else None
+
+    closures: dict[str, frozenset[Path]] = {}
+
+    def closure(method: str) -> frozenset[Path]:
+        if method not in closures:
+            try:
+                closures[method] = frozenset(method_files(get_method_class(method)))
+            except HarnessError:  # a method that no longer imports: its own file is all we know
+                closures[method] = frozenset()
+        return closures[method]
+
     out: dict[tuple[str, str], str] = {}
-    for entry in method_entries():
-        module = entry.target.partition(":")[0]
-        if module in modules:
-            suites = [suite for suite, method in committed if method == entry.name]
-            for suite in suites or [""]:  # "": no committed smoke record anywhere (reported, not compared)
-                out.setdefault((suite, entry.name), f"{modules[module]} changed")
-    base_method = (repo / "harness" / "method.py").resolve()
-    for suite in all_suites():
-        why = None
-        suite_file = Path(suite.__file__).resolve()
-        if suite_file in paths:
-            why = f"suite module {suite_file.relative_to(repo).as_posix()} changed"
-        elif base_method in paths:
-            why = "harness/method.py changed (every method inherits it)"
-        else:
-            hit = [p for p in protocol_files(suite.PROTOCOL) if p.resolve() in paths]
-            if hit:
-                why = f"protocol code {hit[0].resolve().relative_to(repo).as_posix()} changed"
-        if why is None:
-            continue
+    suites = {suite.NAME: suite for suite in all_suites()}
+    for suite in suites.values():
+        shared = set(import_closure([Path(suite.__file__)])) | set(protocol_files(suite.PROTOCOL))
+        shared |= closure(suite.BASELINE)
+        why = hit(shared)
         for s, method in committed:  # a suite without committed smoke records (user data only) has nothing to re-run
-            if s == suite.NAME and (all_methods or method == suite.BASELINE):
-                out.setdefault((s, method), why)
+            if s != suite.NAME:
+                continue
+            own = hit(closure(method) - shared)  # code only this method (and not the baseline) runs
+            if own is not None:
+                out.setdefault((s, method), f"{own} changed")
+            elif why is not None and (all_methods or method == suite.BASELINE):
+                out.setdefault((s, method), f"{why} changed (shared by every method of the suite)")
+    for entry in method_entries():
+        if any(method == entry.name for _, method in committed):
+            continue
+        own = hit(f for f in closure(entry.name) if f.resolve().is_relative_to((repo / "baselines").resolve()))
+        if own is not None:  # "": no committed smoke record anywhere (reported, not compared)
+            out.setdefault(("", entry.name), f"{own} changed")
     return [Target(s, m, why) for (s, m), why in sorted(out.items())]
 
 

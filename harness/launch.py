@@ -36,7 +36,7 @@ from harness.records import load_record, record_path
 from harness.registry import create_method, load_method_module
 from harness.runner import CaseResult, existing_record, run_case
 from harness.speed import SpeedOptions
-from harness.suites import case_specs, get_suite
+from harness.suites import case_seeds, case_specs, get_suite
 from harness.task import CaseSpec
 
 EXECUTORS = ("slurm", "local")
@@ -129,10 +129,11 @@ def plan_jobs(suites: list[str], method: str, profile: str = "smoke", seeds: int
                     continue
                 path = record_path(cfg.results_dir, spec.suite, spec.case, name, profile, overrides)
                 code = code_versions(type(method), spec)
-                if resume and existing_record(path, spec, cfg.seeds, code, cfg.speed) is not None:
+                job_seeds = case_seeds(spec, seeds)
+                if resume and existing_record(path, spec, job_seeds, code, cfg.speed) is not None:
                     left_out.append(f"{suite}/{spec.case}/{name}: --resume, {path} is done")
                     continue
-                jobs.append(CaseJob(suite, spec.case, name, profile, tuple(cfg.seeds), str(Path(results_dir).resolve()),
+                jobs.append(CaseJob(suite, spec.case, name, profile, tuple(job_seeds), str(Path(results_dir).resolve()),
                                     tuple(sorted(overrides.items())), device, tuple(modules),
                                     tuple(datasets or []), data_path, cfg.speed, strict_data, resume))
     if not jobs and not left_out:

@@ -24,8 +24,6 @@ from torch import Tensor, nn
 
 from harness.errors import HparamError, Unsupported
 
-PROTOCOLS = ("supervised", "openset", "unlearn", "pretrain", "probe")
-FAMILIES = ("loss", "dg", "osr", "unlearning", "ssl", "probe")
 # Protocols a method also takes part in through another part it provides: a supervised method trains the
 # open-set protocol's closed-set model, which is then scored with the method's ``score`` (MLS by default).
 JOINS_THROUGH: dict[str, frozenset[str]] = {"openset": frozenset({"supervised"})}
@@ -292,14 +290,18 @@ class Method:
         """
         return [encoder]
 
-    def pretrain_step(self, encoder: nn.Module, views: list[Tensor], optimizer: torch.optim.Optimizer,
-                      state: State) -> dict:
-        """One self-supervised step on ``num_views`` views of a batch; returns scalars to log (``"loss"`` is checked).
+    def pretrain_loss(self, views: list[Tensor], state: State) -> dict | Tensor:
+        """One self-supervised step's objective on ``num_views`` views of a batch; returns the loss (or a dict of
+        scalars with ``"loss"``).
 
-        The protocol has put the returned modules in train mode; the step zeroes the gradients, steps the
-        optimizer and updates any teacher.
+        The protocol's :class:`~harness.engine.StepEngine` has put the returned modules in train mode and zeroed
+        the gradients; it runs this under the run's autocast, backpropagates, clips, steps the optimizer and the
+        schedule, then calls :meth:`after_step`. The modules live on ``state`` (made in :meth:`build`).
         """
-        raise NotImplementedError(f"{self.name} defines no pretrain step")
+        raise NotImplementedError(f"{self.name} defines no pretrain loss")
+
+    def after_step(self, state: State) -> None:
+        """After each applied update, before ``state.step`` advances: teacher EMA, DINO's centre. Default: nothing."""
 
     # -- probe ---------------------------------------------------------------
     # The probe protocol scores the case's frozen encoders under a preprocessing grid; ``baselines/probe/frozen.py``

@@ -40,7 +40,7 @@ from harness.errors import DataMissing, HarnessError, HparamError, RecordError, 
 from harness.records import check_writable, load_record
 from harness.runner import CaseResult, run_case
 from harness.speed import PRECISIONS, SpeedOptions
-from harness.suites import case_specs, get_suite, is_suite, seed_count
+from harness.suites import case_seeds, case_specs
 from harness.task import CaseSpec
 
 RESULTS_KEY = pytest.StashKey[list]()
@@ -416,10 +416,7 @@ class CaseRun:
         method = cfg.make_method(self.method_name)
         benchmark = benchmark if benchmark is not None else self.benchmark
         hook = self.pytest_config.hook.pytest_harness_update_record
-        seeds = cfg.seeds
-        if self.pytest_config.getoption("--seeds") is None and is_suite(self.spec.suite):
-            n = max(seed_count(get_suite(self.spec.suite), self.spec.profile), self.spec.default_seeds or 0)
-            seeds = list(range(n))
+        seeds = case_seeds(self.spec, self.pytest_config.getoption("--seeds"))
         try:
             with case_progress(self.pytest_config, f"{method.name}-{self.spec.case}"):
                 result = run_case(self.spec, method, seeds, cfg.device, cfg.results_dir,

@@ -38,13 +38,18 @@
   5. **re-execution** (:func:`reexecute`): seed ``0`` run again on CPU with the
      record's thread count (``torch.set_num_threads``, parsed from its device
      name); every per-seed metric of seed 0 must be bit-identical and the data
-     fingerprint the same, and the re-run's machine-normalised step time within
-     :data:`STEP_TIME_FACTOR` (3x) of the record's either way. Why 3x: the
-     normalised time (step median / reference workload timed in the same
-     process, min of 9 runs) divides out the machine's speed, but not its load;
-     on the shared 2-core machine re-runs of one record agreed within
-     20-50% (see tests/test_verify.py), so 3x leaves room for load and a
-     different CPU model while a 10x edit (or a 10x slower method) fails.
+     fingerprint the same, except :data:`MEASURED_METRICS` (wall-clock and
+     memory figures: timings within the step-time factor, memory unchecked);
+     the re-run's step time must be within :data:`STEP_TIME_FACTOR` (4x) of
+     the record's either way, machine-normalised or raw (failing needs both
+     out, as the gate's rule). Why 4x: the normalised time (step median /
+     reference workload timed in the same process, min of 9 runs) divides out
+     the machine's speed but not its load; on the shared 2-core machine with a
+     second job running, six re-runs of a breast_cancer smoke record gave
+     normalised ratios 0.90-3.08 and raw 0.33-2.88, so 3x would fail honest
+     records under load; a 10x edit (or a 10x slower method) still fails.
+     A suite without ``Task.recompute_fn`` (remote sensing) is re-executed
+     only.
 
   Budget. CI allows 30 min in all and the test run takes about 10, so verify
   re-executes at most :data:`MAX_RECORDS` (40) records and an estimated
@@ -94,7 +99,9 @@ RECOMPUTE_ATOL = 1e-9
 CROSS_MACHINE_ATOL = 0.02
 RERUN_SEED = 0
 SMOKE_SEEDS = 2  # committed smoke records carry 2 seeds: the gate compares them seed-paired
-STEP_TIME_FACTOR = 3.0
+STEP_TIME_FACTOR = 4.0
+# metrics that are measurements of the run, not functions of its outputs: never bit-identical on a re-run
+MEASURED_METRICS = {"RTE": "time", "epoch_time_s": "time", "peak_memory_mb": "memory"}
 MAX_RECORDS = 40
 MAX_SECONDS = 240.0
 PER_RECORD_OVERHEAD_S = 2.0  # loading the case's data and building its model, beside the seed itself
@@ -448,16 +455,31 @@ def reexecute(record: dict, device: torch.device, factor: float = STEP_TIME_FACT
             problems.append(f"metric {name} is in only one of the record and the re-run")
             continue
         a, b = record["metrics"][name]["per_seed"][i], new["metrics"][name]["per_seed"][0]
-        if a != b:
+        if name in MEASURED_METRICS:  # wall-clock or memory figures: never bit-identical
+            if MEASURED_METRICS[name] == "time" and a and b and not (1 / factor <= b / a <= factor):
+                problems.append(f"seed {RERUN_SEED}: {name} (a timing) recorded {a!r}, re-run {b!r} (ratio "
+                                f"{b / a:.2f}, allowed 1/{factor:g} to {factor:g})")
+        elif a != b:
             problems.append(f"seed {RERUN_SEED}: {name} recorded {a!r}, re-run {b!r} (must be bit-identical)")
     if new.get("data_fingerprint") != record.get("data_fingerprint"):
         problems.append(f"data fingerprint recorded {record.get('data_fingerprint')}, the dataset here is "
                         f"{new.get('data_fingerprint')}")
-    old_t, new_t = record["timing"].get("normalised_step_time"), new["timing"].get("normalised_step_time")
-    if old_t and new_t and not (1 / factor <= new_t / old_t <= factor):
-        problems.append(f"machine-normalised step time recorded {old_t:.4f}, re-run {new_t:.4f} (ratio "
-                        f"{new_t / old_t:.2f}, allowed 1/{factor:g} to {factor:g})")
+    problems += step_time_problems(record["timing"], new["timing"], factor)
     return problems[:8], seconds
+
+
+def step_time_problems(old: dict, new: dict, factor: float = STEP_TIME_FACTOR) -> list[str]:
+    """A failure when the re-run's step time is outside [1/factor, factor] of the record's both machine-normalised
+    and raw (as the gate does): normalising divides out the machine's speed, the raw figure its load swings."""
+    ratios = {}
+    for key in ("normalised_step_time", "step_time_median_s"):
+        if old.get(key) and new.get(key):
+            ratios[key] = new[key] / old[key]
+    if ratios and all(not (1 / factor <= r <= factor) for r in ratios.values()):
+        return [f"machine-normalised step time recorded {old.get('normalised_step_time')!r}, re-run "
+                f"{new.get('normalised_step_time')!r} (ratios normalised/raw "
+                + " / ".join(f"{r:.2f}" for r in ratios.values()) + f", allowed 1/{factor:g} to {factor:g})"]
+    return []
 
 
 def verify_record(path: Path, record: dict, results_dir: Path, device: torch.device, base: dict | None = None,
@@ -469,7 +491,8 @@ def verify_record(path: Path, record: dict, results_dir: Path, device: torch.dev
         return Outcome(path, True, "identity, seeds and evidence agree; not re-executed (left out of the sample)")
     if not problems:
         outcome = recompute(path, record, tasks)
-        if not outcome.ok or outcome.message.startswith("skipped"):
+        unverifiable = "sets no Task.recompute_fn" in outcome.message  # the re-execution still checks seed 0
+        if (not outcome.ok and not unverifiable) or outcome.message.startswith("skipped"):
             problems.append(outcome.message.removeprefix(f"{path}: "))
     if problems:
         return Outcome(path, False, f"{path}: " + "; ".join(problems))
@@ -479,8 +502,9 @@ def verify_record(path: Path, record: dict, results_dir: Path, device: torch.dev
         return Outcome(path, False, f"{path}: cannot re-execute: {err}")
     if found:
         return Outcome(path, False, f"{path}: re-executed seed {RERUN_SEED}: " + "; ".join(found))
-    return Outcome(path, True, f"seed {RERUN_SEED} re-executed bit-identically ({seconds:.1f} s), labels and "
-                               "metrics recomputed, identity and seeds agree")
+    checked = ("no recompute_fn: seed 0 re-executed only" if unverifiable
+               else "labels and metrics recomputed")
+    return Outcome(path, True, f"seed {RERUN_SEED} re-executed bit-identically, {checked}, identity and seeds agree")
 
 
 def changed_records(base: str, results_dir: Path, repo: Path) -> tuple[str, list[Path], list[Path]]:

@@ -1,7 +1,7 @@
 """--precision takes effect on every protocol: a method hook sees autocast active, and the record says what ran.
 
-The SSL protocol has its own bf16 test (tests/test_ssl_engine.py); this file covers supervised, open set, probe
-and unlearning, plus the engine's own rules (budget, no method-side updates).
+Covers all five protocols (supervised, open set, pretrain, probe, unlearning), plus the engine's own rules
+(budget, no method-side updates).
 """
 
 from __future__ import annotations
@@ -116,6 +116,30 @@ def test_unlearning_steps_run_under_bf16_autocast_and_the_record_says_so(cache_d
     assert UnlearnSees.seen and not any(UnlearnSees.seen)  # fp32: no autocast
 
 
+def test_pretrain_steps_run_under_bf16_autocast_and_compile_is_refused(cache_dir):
+    from baselines.ssl.simclr import SimCLR
+    from tests.test_ssl_protocol import tiny_spec
+
+    class SimCLRSees(SimCLR):
+        name = "test-simclr-sees-autocast"
+        seen: list[bool] = []
+
+        def pretrain_loss(self, views, state):
+            type(self).seen.append(autocast_on())
+            return super().pretrain_loss(views, state)
+
+    spec = tiny_spec()
+    task = spec.build(spec)
+    record = run_case(spec, SimCLRSees(), [0], CPU, task=task, speed=SpeedOptions(precision="bf16")).record
+    assert SimCLRSees.seen and all(SimCLRSees.seen)
+    assert record["timing"]["precision"] == "bf16" and record["status"] == "ok"
+    SimCLRSees.seen = []
+    run_case(spec, SimCLRSees(), [0], CPU, task=task)
+    assert SimCLRSees.seen and not any(SimCLRSees.seen)  # fp32: no autocast
+    with pytest.raises(UsageError, match="--compile"):
+        run_case(spec, SimCLRSees(), [0], CPU, task=task, speed=SpeedOptions(compile="eager"))
+
+
 # -- the engine's rules ---------------------------------------------------------------------------------------
 
 
@@ -187,3 +211,19 @@ def test_the_check_sees_an_update_outside_the_engine(tmp_path):
     bad.write_text("def f(loss, optimizer, engine):\n    loss.backward()\n    optimizer.step()\n"
                    "    engine.backward(loss)\n")
     assert _updates_outside_the_engine(bad) == ["bad_method.py:2 .backward()", "bad_method.py:3 .step()"]
+
+
+def test_protocols_are_discovered_and_a_second_registration_is_loud():
+    from harness.protocols import discovered, get_protocol, register_protocol
+
+    assert set(discovered()) >= {"supervised", "openset", "unlearn", "pretrain", "probe"}
+    run = get_protocol("supervised")
+    assert register_protocol("supervised")(run) is run  # the same function again (a module reload) is fine
+
+    def impostor(task, method, ctx):
+        raise AssertionError("never runs")
+
+    with pytest.raises(UsageError, match="protocol 'supervised' is registered twice"):
+        register_protocol("supervised")(impostor)
+    with pytest.raises(UsageError, match="unknown protocol 'supervisd'"):
+        get_protocol("supervisd")

@@ -13,6 +13,7 @@ from harness.errors import UsageError
 from harness.launch import CaseJob, JobRunner, collect, executor_for, parse_slurm_extra, plan_jobs, run_job
 from harness.records import load_record
 from harness.speed import SpeedOptions
+from harness.suites import case_specs, get_suite
 
 
 @register_method("test-launch-openset")
@@ -66,3 +67,16 @@ def test_local_executor_runs_a_task_and_resume_keeps_its_record(tmp_path, monkey
     again, left_out = plan_jobs(["losses"], "erm", results_dir=str(results), cases=["breast_cancer-noise0"],
                                 resume=True)
     assert again == [] and "is done" in left_out[0]
+
+
+def test_launch_and_pytest_run_the_same_seeds():
+    """One seed policy (harness.suites.case_seeds): launch plans the seeds the pytest plugin runs."""
+    from harness.suites import case_seeds
+
+    for profile, expected in (("smoke", 1), ("standard", 5)):  # losses asks for 5 standard seeds, the default is 3
+        jobs, _ = plan_jobs(["losses"], "bce", profile=profile, cases=["breast_cancer-noise0"])
+        assert [list(j.seeds) for j in jobs] == [list(range(expected))]
+        spec = next(s for s in case_specs(get_suite("losses"), profile) if s.case == "breast_cancer-noise0")
+        assert case_seeds(spec) == list(range(expected))
+    jobs, _ = plan_jobs(["losses"], "bce", seeds=2, cases=["breast_cancer-noise0"])
+    assert [list(j.seeds) for j in jobs] == [[0, 1]]

@@ -280,7 +280,9 @@ def test_editing_a_method_file_makes_its_records_stale(tmp_path):
     results = tmp_path / "results"
     write(results, make_record("mnist3v5-noise0", "fp-method", [0.8, 0.82, 0.81, 0.8, 0.8]))
     assert leaderboard.collect(results).stale == []
-    source.write_text(source.read_text() + "# a later edit\n")
+    source.write_text(source.read_text() + "# a comment: the syntax tree, and so the fingerprint, is the same\n")
+    assert leaderboard.collect(results).stale == []
+    source.write_text(source.read_text() + "LATER_EDIT = 1\n")
     [(path, why)] = leaderboard.collect(results).stale
     assert path.name == "fp-method__standard.json" and why == "made by other code (method changed)"
     out = tmp_path / "leaderboard.md"

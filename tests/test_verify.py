@@ -278,3 +278,11 @@ def test_record_threads_parses_the_device_name():
     assert verify.record_threads({"environment": {"device": "NVIDIA H200"}}) is None
     record = json.loads(json.dumps({"environment": {"device": "cpu (, 1 thread)"}}))
     assert verify.record_threads(record) == 1
+
+
+def test_step_time_fails_only_when_normalised_and_raw_are_both_out():
+    old = {"normalised_step_time": 0.5, "step_time_median_s": 0.002}
+    assert verify.step_time_problems(old, {"normalised_step_time": 1.5, "step_time_median_s": 0.0055}) == []
+    assert verify.step_time_problems(old, {"normalised_step_time": 0.6, "step_time_median_s": 0.02}) == []  # slow box
+    [msg] = verify.step_time_problems(old, {"normalised_step_time": 5.0, "step_time_median_s": 0.02})
+    assert "ratios normalised/raw 10.00 / 10.00, allowed 1/4 to 4" in msg

@@ -5,17 +5,11 @@ from __future__ import annotations
 import copy
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
+from harness.functional import ema_momentum, ema_update, mlp_head, regression_loss
 from harness.method import Method, State
-from harness.protocols.pretrain import ema_momentum, ema_update, mlp_head
 from harness.registry import register_method
-
-
-def regression_loss(p: Tensor, z: Tensor) -> Tensor:
-    """BYOL's normalised MSE, 2 - 2 cos(p, z) per sample, averaged over the batch (z is a fixed target)."""
-    return (2.0 - 2.0 * F.cosine_similarity(p, z.detach(), dim=-1)).mean()
 
 
 @register_method("byol")
@@ -25,8 +19,8 @@ class BYOL(Method):
     Online network: encoder f, projector g, predictor q (each MLP Linear-BN-ReLU-Linear); target network: an EMA
     copy of f and g. Loss: regression_loss(q(g(f(v1))), g'(f'(v2))) + the same with the views swapped. After each
     optimiser step the target moves by EMA with momentum rising from ``base_momentum`` to 1 on a cosine schedule
-    (the protocol's ``ema_momentum``). 0.99 is the CIFAR base used by solo-learn and MYOW's code (the paper's
-    ImageNet value is 0.996); widths are scaled down from 4096/256 for CPU budgets.
+    (``ema_momentum``). 0.99 is the CIFAR base used by solo-learn and MYOW's code (the paper's ImageNet value is
+    0.996); widths are scaled down from 4096/256 for CPU budgets.
     """
 
     family = "ssl"
@@ -42,15 +36,12 @@ class BYOL(Method):
         state.teacher = copy.deepcopy(state.online).requires_grad_(False).train()
         return [state.online, state.predictor]
 
-    def pretrain_step(self, encoder: nn.Module, views: list[Tensor], optimizer: torch.optim.Optimizer,
-                      state: State) -> dict:
-        optimizer.zero_grad(set_to_none=True)
+    def pretrain_loss(self, views: list[Tensor], state: State) -> Tensor:
         x = torch.cat(views)
-        p1, p2 = state.predictor(state.online(x)).chunk(2)
+        p1, p2 = state.predictor(state.online(x)).chunk(2)  # q(g(f(v)))
         with torch.no_grad():
-            z1, z2 = state.teacher(x).chunk(2)
-        loss = regression_loss(p1, z2) + regression_loss(p2, z1)
-        loss.backward()
-        optimizer.step()
+            z1, z2 = state.teacher(x).chunk(2)  # g'(f'(v)), a fixed target
+        return regression_loss(p1, z2) + regression_loss(p2, z1)
+
+    def after_step(self, state: State) -> None:
         ema_update(state.teacher, state.online, ema_momentum(state, self.hparams["base_momentum"]))
-        return {"loss": loss.detach()}

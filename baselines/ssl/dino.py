@@ -8,8 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from harness.functional import ema_momentum, ema_update, mlp_head
 from harness.method import Method, State
-from harness.protocols.pretrain import ema_momentum, ema_update, mlp_head
 from harness.registry import register_method
 
 
@@ -73,17 +73,15 @@ class DINO(Method):
         state.center = torch.zeros(1, h["out_dim"], device=state.device)
         return [state.student]
 
-    def pretrain_step(self, encoder: nn.Module, views: list[Tensor], optimizer: torch.optim.Optimizer,
-                      state: State) -> dict:
+    def pretrain_loss(self, views: list[Tensor], state: State) -> Tensor:
         h = self.hparams
-        optimizer.zero_grad(set_to_none=True)
         x = torch.cat(views)
         student = list(state.student(x).chunk(len(views)))
         with torch.no_grad():
-            teacher = list(state.teacher(x).chunk(len(views)))
-        loss = dino_loss(student, teacher, state.center, h["student_temp"], h["teacher_temp"])
-        loss.backward()
-        optimizer.step()
-        state.center = updated_center(state.center, teacher, h["center_momentum"])
+            state.teacher_out = list(state.teacher(x).chunk(len(views)))  # kept for the centre update
+        return dino_loss(student, state.teacher_out, state.center, h["student_temp"], h["teacher_temp"])
+
+    def after_step(self, state: State) -> None:
+        h = self.hparams
+        state.center = updated_center(state.center, state.teacher_out, h["center_momentum"])
         ema_update(state.teacher, state.student, ema_momentum(state, h["base_momentum"]))
-        return {"loss": loss.detach()}

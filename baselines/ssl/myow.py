@@ -8,9 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from baselines.ssl.byol import regression_loss
+from harness.functional import ema_momentum, ema_update, mlp_head, regression_loss
 from harness.method import Method, State
-from harness.protocols.pretrain import ema_momentum, ema_update, mlp_head
 from harness.registry import register_method
 
 
@@ -68,10 +67,8 @@ class MYOW(Method):
             return h["max_weight"]
         return h["max_weight"] * (state.step - start) / (end - start)
 
-    def pretrain_step(self, encoder: nn.Module, views: list[Tensor], optimizer: torch.optim.Optimizer,
-                      state: State) -> dict:
+    def pretrain_loss(self, views: list[Tensor], state: State) -> dict:
         online, teacher = state.online, state.teacher
-        optimizer.zero_grad(set_to_none=True)
         x = torch.cat(views)
         y = online["f"](x)
         z = online["g"](y)
@@ -80,18 +77,21 @@ class MYOW(Method):
             y_t = teacher["f"](x)
             z_t = teacher["g"](y_t)
         z1_t, z2_t = z_t.chunk(2)
+        # 1. BYOL between the two views, both directions
         byol = (regression_loss(p1, z2_t) + regression_loss(p2, z1_t)) / 2
         w = self.mined_weight(state)
         loss = byol / (1.0 + w)
         if w > 0:
+            # 2. mine: each image's view 1 picks a near neighbour among the other images' target view 2
             y1, _ = y.chunk(2)
             _, y2_t = y_t.chunk(2)
             mined = mine_views(y1.detach(), y2_t, self.hparams["k"], state.generator)
+            # 3. predict the mined image's target projection h'(g'(f'(v2_mined)))
             with torch.no_grad():
                 target = teacher["h"](z_t.chunk(2)[1][mined])
             prediction = state.predictor_m(online["h"](z.chunk(2)[0]))
             loss = loss + w / (1.0 + w) * regression_loss(prediction, target)
-        loss.backward()
-        optimizer.step()
-        ema_update(teacher, online, ema_momentum(state, self.hparams["base_momentum"]))
-        return {"loss": loss.detach(), "mined_weight": w}
+        return {"loss": loss, "mined_weight": w}
+
+    def after_step(self, state: State) -> None:
+        ema_update(state.teacher, state.online, ema_momentum(state, self.hparams["base_momentum"]))

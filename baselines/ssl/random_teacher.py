@@ -50,13 +50,8 @@ class RandomTeacher(Method):
         state.teacher = copy.deepcopy(state.student).requires_grad_(False).eval()
         return [state.student]
 
-    def pretrain_step(self, encoder: nn.Module, views: list[Tensor], optimizer: torch.optim.Optimizer,
-                      state: State) -> dict:
+    def pretrain_loss(self, views: list[Tensor], state: State) -> Tensor:
         (x,) = views
-        optimizer.zero_grad(set_to_none=True)
         with torch.no_grad():
-            target = state.teacher(x)
-        loss = distillation_loss(state.student(x), target, self.hparams["temperature"])
-        loss.backward()
-        optimizer.step()
-        return {"loss": loss.detach()}
+            target = state.teacher(x)  # frozen, eval mode: never updated
+        return distillation_loss(state.student(x), target, self.hparams["temperature"])

@@ -8,7 +8,7 @@ from torch import Tensor, nn
 
 from baselines.ssl.simclr import SimCLR
 from harness.errors import UsageError
-from harness.protocols.pretrain import conv_encoder
+from harness.functional import conv_encoder
 from harness.registry import register_method
 
 

@@ -6,8 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from harness.functional import mlp_head
 from harness.method import Method, State
-from harness.protocols.pretrain import mlp_head
 from harness.registry import register_method
 
 
@@ -42,14 +42,10 @@ class SimCLR(Method):
 
     def build(self, encoder: nn.Module, feature_dim: int, state: State) -> list[nn.Module]:
         h = self.hparams
+        state.encoder = encoder
         state.projector = mlp_head([feature_dim, h["proj_hidden"], h["proj_dim"]]).to(state.device)
         return [encoder, state.projector]
 
-    def pretrain_step(self, encoder: nn.Module, views: list[Tensor], optimizer: torch.optim.Optimizer,
-                      state: State) -> dict:
-        optimizer.zero_grad(set_to_none=True)
-        z1, z2 = state.projector(encoder(torch.cat(views))).chunk(2)
-        loss = nt_xent(z1, z2, self.hparams["tau"])
-        loss.backward()
-        optimizer.step()
-        return {"loss": loss.detach()}
+    def pretrain_loss(self, views: list[Tensor], state: State) -> Tensor:
+        z1, z2 = state.projector(state.encoder(torch.cat(views))).chunk(2)  # z = g(f(v)), both views in one batch
+        return nt_xent(z1, z2, self.hparams["tau"])

@@ -6,8 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from harness.functional import mlp_head
 from harness.method import Method, State
-from harness.protocols.pretrain import mlp_head
 from harness.registry import register_method
 
 
@@ -47,15 +47,11 @@ class VICReg(Method):
 
     def build(self, encoder: nn.Module, feature_dim: int, state: State) -> list[nn.Module]:
         width = self.hparams["expander"]
+        state.encoder = encoder
         state.expander = mlp_head([feature_dim, width, width, width]).to(state.device)
         return [encoder, state.expander]
 
-    def pretrain_step(self, encoder: nn.Module, views: list[Tensor], optimizer: torch.optim.Optimizer,
-                      state: State) -> dict:
+    def pretrain_loss(self, views: list[Tensor], state: State) -> Tensor:
         h = self.hparams
-        optimizer.zero_grad(set_to_none=True)
-        za, zb = state.expander(encoder(torch.cat(views))).chunk(2)
-        loss = vicreg_loss(za, zb, h["lam"], h["mu"], h["nu"])
-        loss.backward()
-        optimizer.step()
-        return {"loss": loss.detach()}
+        za, zb = state.expander(state.encoder(torch.cat(views))).chunk(2)  # z = h(f(v)), both views in one batch
+        return vicreg_loss(za, zb, h["lam"], h["mu"], h["nu"])

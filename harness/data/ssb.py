@@ -22,7 +22,6 @@ from harness.data.layouts import SSBSplit
 from harness.data.paths import real_path
 from harness.errors import DataError, DataMissing
 
-DIFFICULTIES = ("Easy", "Medium", "Hard")
 # where the json files sit under $HARNESS_DATA/SSB_splits (the SSB repository's own layout), then flat
 SEARCH = ("SSB/splits", "splits", ".")
 

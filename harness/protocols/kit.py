@@ -70,9 +70,6 @@ class Outputs:
         return (self.pred == self.y).float()
 
 
-SplitOutput = Outputs  # the name metric functions of the first suites use
-
-
 @dataclass
 class SeedResult:
     """One seed's outcome.
@@ -483,7 +480,7 @@ def infer_splits(ctx: RunContext, model: nn.Module, splits: Iterable[str] | None
 
 
 __all__ = [
-    "Checkpoint", "FitResult", "Outputs", "RunContext", "SeedResult", "SplitLoader", "SplitOutput",
+    "Checkpoint", "FitResult", "Outputs", "RunContext", "SeedResult", "SplitLoader",
     "accuracy_on", "batch_indices", "benchmark_step", "check_loss", "eval_batch_size", "fit", "infer",
     "infer_splits", "make_optimizer", "model_info", "make_scheduler", "seed_everything", "supervised_step",
     "train_batches", "train_epoch",

@@ -35,7 +35,6 @@ the same figures); a score's row reports the time to score one evaluation batch.
 from __future__ import annotations
 
 import copy
-import os
 import sys
 from collections.abc import Callable
 from dataclasses import asdict
@@ -43,13 +42,12 @@ from typing import Any
 
 import numpy as np
 import torch
-from filelock import FileLock
-from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from harness.errors import HarnessError, Unsupported, UsageError
 from harness.method import Method, State
 from harness.metrics import openset_metrics
+from harness.protocols import register_protocol
 from harness.protocols.kit import (
     Outputs,
     RunContext,
@@ -60,7 +58,7 @@ from harness.protocols.kit import (
     train_batches,
     train_epoch,
 )
-from harness.protocols.store import ModelStore, source_digest, store_key
+from harness.protocols.store import ModelStore, get_or_compute, source_digest, store_key
 from harness.timing import StepStats, StepTimer
 
 TRAINER_HPARAM = "trainer"
@@ -195,21 +193,12 @@ def closed_set_model(ctx: RunContext, trainer: Method) -> tuple[nn.Module, dict[
 
 def cached_outputs(ctx: RunContext, model: nn.Module, key: str, split: str) -> Outputs:
     """Logits and features of ``split`` for the stored model ``key``, computed once and kept beside the model."""
-    folder = ModelStore(STORE).folder
-    path = folder / f"{key}.{split}.outputs.safetensors"
-    with FileLock(str(folder / f"{key}.{split}.outputs.lock")):
-        if path.is_file():
-            try:
-                t = load_file(str(path))
-                return Outputs(t["logits"], t["y"], None, None, t["features"], t["index"])
-            except Exception:  # an unreadable entry is recomputed, never fatal
-                path.unlink(missing_ok=True)
+    def compute() -> tuple[dict[str, torch.Tensor], dict]:
         out = infer(ctx, model, split, features=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        save_file({"logits": out.logits.contiguous(), "y": out.y.contiguous(), "features": out.features.contiguous(),
-                   "index": out.index.contiguous()}, str(tmp))
-        os.replace(tmp, path)
-        return out
+        return {"logits": out.logits, "y": out.y, "features": out.features, "index": out.index}, {}
+
+    t, _, _ = get_or_compute(ModelStore(STORE).folder / f"{key}.{split}.outputs.safetensors", compute)
+    return Outputs(t["logits"], t["y"], None, None, t["features"], t["index"])
 
 
 # -- scoring -----------------------------------------------------------------------------------------
@@ -280,6 +269,7 @@ def train_benchmark(ctx: RunContext, trainer: Method, model: nn.Module) -> Calla
     return step
 
 
+@register_protocol("openset")
 def run_openset(task: Any, method: Method, ctx: RunContext) -> SeedResult:
     trainer = trainer_of(method)
     if trainer is not method:

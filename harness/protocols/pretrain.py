@@ -1,7 +1,8 @@
 """The pretrain protocol: self-supervised pretraining of an encoder, scored by probes on its frozen features.
 
 The protocol owns the loop, the views, the EMA schedule helper, the timing, the checkpoint cache and the probes; a
-method owns only its heads (``Method.build``) and its loss (``Method.pretrain_step``).
+method owns only its heads (``Method.build``), its loss (``Method.pretrain_loss``) and what follows an update
+(``Method.after_step``: a teacher's EMA, DINO's centre). The optimisation step is :class:`harness.engine.StepEngine`'s.
 
 One seed:
 
@@ -14,6 +15,9 @@ One seed:
    as stored (uint8) and ``method.num_views`` views are drawn on the device by the budget's policy
    (``AugmentPolicy.views``: per-sample draws from the run's augmentation generator), then normalised. Under
    ``augment="none"`` every view is the un-augmented batch (random-teacher). Labels never reach the method.
+   Each batch is one engine step: ``method.pretrain_loss(views, state)`` under the run's autocast (``--precision``),
+   backward, the budget's clipping, the optimiser and the per-step schedule, then ``method.after_step(state)``. The
+   engine's ``max_steps`` is the budget's ``epochs x steps per epoch``. ``--compile`` is refused (one line).
 4. **Evaluation of the last epoch** (no checkpoint is selected on any split): the encoder, in eval mode, embeds
    ``train``, ``val`` and ``test`` un-augmented, and two ``ssl``-policy views of ``test``.
 
@@ -46,7 +50,6 @@ whose key is stored reuses the encoder; its timing then comes from the sidecar a
 from __future__ import annotations
 
 import importlib
-import math
 import sys
 import time
 import warnings
@@ -61,10 +64,13 @@ from torch import Tensor, nn
 
 from harness.augment import get_policy
 from harness.data.dataset import to_float
+from harness.engine import StepEngine
 from harness.errors import UsageError
+from harness.functional import conv_encoder, ema_momentum, ema_update, mlp_head  # noqa: F401  (re-exported)
 from harness.method import Method, State
 from harness.metrics.probes import knn_predict
-from harness.protocols.kit import RunContext, SeedResult, check_loss, make_optimizer, make_scheduler, model_info
+from harness.protocols import register_protocol
+from harness.protocols.kit import RunContext, SeedResult, make_optimizer, make_scheduler, model_info
 from harness.protocols.store import ModelStore, source_digest, store_key
 from harness.timing import StepStats, StepTimer, peak_memory, synchronize
 
@@ -78,25 +84,6 @@ BUILDER_PACKAGES = ("harness.", "baselines.")  # where an encoder spec's builder
 
 
 # -- encoders --------------------------------------------------------------------------------------
-
-
-def conv_encoder(in_chans: int, widths: list[int], strides: list[int]) -> nn.Sequential:
-    """Conv3x3-BatchNorm-ReLU blocks, then global average pooling: a CPU-sized SSL encoder.
-
-    BatchNorm, as in the ResNets the SSL papers use, and random-teacher depends on it: its student runs BatchNorm
-    in train mode and its frozen teacher in eval mode, as in the paper's code (``t_eval``). Without such a
-    difference student and teacher start equal and the distillation gradient is exactly zero.
-    """
-    if len(widths) != len(strides) or not widths:
-        raise UsageError(f"conv_encoder needs one stride per width, got widths={widths}, strides={strides}")
-    layers: list[nn.Module] = []
-    cin = in_chans
-    for width, stride in zip(widths, strides):
-        layers += [nn.Conv2d(cin, width, 3, stride, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True)]
-        cin = width
-    net = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten())
-    net.feature_dim = cin
-    return net
 
 
 def timm_encoder(name: str, in_chans: int) -> nn.Module:
@@ -138,37 +125,6 @@ def seeded_factory(spec: dict[str, Any], seed: int) -> Callable[[], nn.Module]:
     return factory
 
 
-# -- helpers for methods ---------------------------------------------------------------------------
-
-
-def mlp_head(dims: list[int], batchnorm: bool = True, act: type[nn.Module] = nn.ReLU) -> nn.Sequential:
-    """Linear layers through ``dims``; every hidden layer is followed by BatchNorm1d (optional) and ``act``."""
-    layers: list[nn.Module] = []
-    for i, (a, b) in enumerate(zip(dims[:-1], dims[1:])):
-        layers.append(nn.Linear(a, b))
-        if i < len(dims) - 2:
-            layers += [nn.BatchNorm1d(b)] if batchnorm else []
-            layers.append(act())
-    return nn.Sequential(*layers)
-
-
-def ema_momentum(state: State, base: float, final: float = 1.0) -> float:
-    """BYOL's cosine schedule (also DINO's): m = final - (final - base) (cos(pi k / K) + 1) / 2 at step k of K."""
-    progress = min(1.0, state.step / max(1, state.total_steps))
-    return final - (final - base) * (math.cos(math.pi * progress) + 1.0) / 2.0
-
-
-@torch.no_grad()
-def ema_update(teacher: nn.Module, student: nn.Module, momentum: float) -> None:
-    """teacher <- m teacher + (1 - m) student, parameter by parameter.
-
-    Buffers are left alone: a teacher's BatchNorm statistics follow its own forward passes, as in BYOL's and
-    DINO's code.
-    """
-    for t, s in zip(teacher.parameters(), student.parameters(), strict=True):
-        t.mul_(momentum).add_(s.detach(), alpha=1.0 - momentum)
-
-
 # -- the loop --------------------------------------------------------------------------------------
 
 
@@ -191,7 +147,8 @@ def whole_batches(indices: Tensor, batch_size: int, generator: torch.Generator) 
 
 @dataclass
 class Pretrainer:
-    """A method's heads, optimiser and state around one encoder: what the loop and the benchmark step drive."""
+    """A method's heads, optimiser, state and step engine around one encoder: what the loop and the benchmark
+    step drive. ``engine`` is None when the method trains nothing (random-init)."""
 
     ctx: RunContext
     method: Method
@@ -200,6 +157,7 @@ class Pretrainer:
     optimizer: torch.optim.Optimizer | None
     scheduler: Any
     state: State
+    engine: StepEngine | None
 
     @classmethod
     def create(cls, ctx: RunContext, method: Method, encoder: nn.Module) -> Pretrainer:
@@ -212,19 +170,23 @@ class Pretrainer:
         params = list({id(p): p for m in modules for p in m.parameters() if p.requires_grad}.values())
         optimizer = make_optimizer(params, ctx.budget) if params else None
         scheduler = make_scheduler(optimizer, ctx.budget, state.total_steps, steps_per_epoch) if params else None
-        return cls(ctx, method, encoder, modules, optimizer, scheduler, state)
+        engine = None
+        if optimizer is not None:
+            engine = ctx.engine(optimizer, state, scheduler, max_steps=state.total_steps,
+                                after_step=[lambda: method.after_step(state)])
+        return cls(ctx, method, encoder, modules, optimizer, scheduler, state, engine)
 
-    def step(self, x_raw: Tensor, timer: StepTimer | None = None) -> float:
+    def step(self, x_raw: Tensor, timer: StepTimer | None = None, engine: StepEngine | None = None) -> float:
+        """One engine step on the views of a stored batch (drawn outside the timed window); returns the loss."""
+        engine = engine or self.engine
+        if engine is None:
+            raise UsageError(f"{self.method.name} trains nothing: it has no pretraining step")
         views = draw_views(self.ctx, x_raw, self.method.num_views)
         if timer is not None:
             timer.start()
-        logs = self.method.pretrain_step(self.encoder, views, self.optimizer, self.state)
+        logs = engine.step(lambda: self.method.pretrain_loss(views, self.state))
         if timer is not None:
             timer.stop(len(x_raw))
-        check_loss(logs, self.state, self.ctx.seed)
-        if self.scheduler is not None:
-            self.scheduler.step()
-        self.state.step += 1
         return float(logs["loss"])
 
     def train_mode(self) -> None:
@@ -253,13 +215,17 @@ class Pretrainer:
         """One more step on a fixed batch (pytest-benchmark's workload); None when nothing is trained."""
         if self.optimizer is None:
             return None
+        # past the training budget on purpose: the benchmark's extra steps run on their own engine (same optimizer
+        # and after-step hook, no schedule, ``state.step`` not moved), as the supervised protocols' benchmark step
+        engine = self.ctx.engine(self.optimizer, self.state, count=False,
+                                 after_step=[lambda: self.method.after_step(self.state)])
         idx = next(whole_batches(self.ctx.task.splits["pretrain"].indices, self.ctx.budget.batch_size,
                                  torch.Generator().manual_seed(self.ctx.seed)))
 
         def step() -> None:
             self.train_mode()
             for raw in self.ctx.source.raw_batches([idx]):
-                self.step(raw.x)
+                self.step(raw.x, engine=engine)
 
         return step
 
@@ -380,9 +346,10 @@ def code_digest(method: Method) -> str:
 
 def checkpoint_key(ctx: RunContext, method: Method, spec: dict[str, Any]) -> str:
     task = ctx.task
+    precision = {} if ctx.speed.precision == "fp32" else {"precision": ctx.speed.precision}  # a bf16 encoder is another
     return store_key(task=task.fingerprint, data=task.data.fingerprint, method=method.name, hparams=method.hparams,
                      code=code_digest(method), seed=ctx.seed, encoder=spec, budget=ctx.budget.fingerprint_dict(),
-                     device=ctx.device.type)
+                     device=ctx.device.type, **precision)
 
 
 def checkpoint_facts(ctx: RunContext, method: Method, spec: dict[str, Any], encoder: nn.Module) -> dict[str, Any]:
@@ -396,7 +363,12 @@ def checkpoint_facts(ctx: RunContext, method: Method, spec: dict[str, Any], enco
             "budget": ctx.budget.fingerprint_dict(), "augment": ctx.describe().get("augment")}
 
 
+@register_protocol("pretrain")
 def run_pretrain(task, method: Method, ctx: RunContext) -> SeedResult:
+    if ctx.speed.compile is not None:
+        raise UsageError("--compile is not supported by the pretrain protocol (methods build teacher copies of the "
+                         "eager encoder, which a compiled forward would not reach); run pretrain cases without "
+                         "--compile")
     spec = method.encoder_spec(task.info["encoder"], task)
     factory = seeded_factory(spec, ctx.seed)
     trained: list[Pretrainer] = []

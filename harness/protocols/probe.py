@@ -34,8 +34,6 @@ one method (``frozen``) runs it.
 from __future__ import annotations
 
 import hashlib
-import json
-import os
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -45,9 +43,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from filelock import FileLock
-from safetensors import safe_open
-from safetensors.torch import save_file
 from torch import Tensor, nn
 
 from harness.data.dataset import tensor_digest
@@ -57,8 +52,9 @@ from harness.errors import DataError, UsageError
 from harness.metrics import knn_predict, linear_probe_predict, naive_bayes_predict
 from harness.models import check_in_chans
 from harness.preprocess import Preprocess
+from harness.protocols import register_protocol
 from harness.protocols.kit import RunContext, SeedResult
-from harness.protocols.store import source_digest, store_key
+from harness.protocols.store import get_or_compute, source_digest, store_key
 from harness.task import Task
 
 PROBES = ("knn5", "knn20", "linear")
@@ -120,21 +116,13 @@ class FeatureCache:
 
     def get(self, key: str, compute: Callable[[], tuple[Tensor, dict[str, Any]]]) -> tuple[Tensor, dict[str, Any]]:
         """``(features, meta)`` for ``key``; ``compute()`` runs only when no readable entry exists."""
-        self.folder.mkdir(parents=True, exist_ok=True)
-        path = self.folder / f"{key}.safetensors"
-        with FileLock(str(self.folder / f"{key}.lock")):
-            if path.is_file():
-                try:
-                    with safe_open(str(path), framework="pt") as f:
-                        return f.get_tensor("features"), {**json.loads(f.metadata()["meta"]), "reused": True}
-                except Exception:  # an unreadable entry is recomputed, never fatal
-                    path.unlink(missing_ok=True)
+        def extract() -> tuple[dict[str, Tensor], dict[str, Any]]:
             features, meta = compute()
             type(self).extractions[key] += 1
-            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-            save_file({"features": features.contiguous()}, str(tmp), metadata={"meta": json.dumps(meta)})
-            os.replace(tmp, path)
-            return features, {**meta, "reused": False}
+            return {"features": features}, meta
+
+        tensors, meta, reused = get_or_compute(self.folder / f"{key}.safetensors", extract)
+        return tensors["features"], {**meta, "reused": reused}
 
 
 def stratified_split(y: Tensor, train_fraction: float, seed: int) -> tuple[Tensor, Tensor]:
@@ -293,6 +281,7 @@ class _Features:
         return self.features[self.row[positions.numpy()]]
 
 
+@register_protocol("probe")
 def run_probe(task: ProbeTask, method: Any, ctx: RunContext) -> SeedResult:
     if ctx.speed.compile is not None:
         raise UsageError("--compile has no effect on the probe protocol (it trains nothing and each encoder runs "

@@ -31,6 +31,7 @@ from torch import Tensor
 
 from harness.errors import HarnessError
 from harness.method import Method
+from harness.protocols import register_protocol
 from harness.protocols.kit import Outputs, RunContext, SeedResult, benchmark_step, fit, infer_splits, model_info
 
 RULES = (("val", ""), ("oracle", "oracle_"))
@@ -139,6 +140,7 @@ def evaluate(ctx: RunContext, fitted, rules: tuple[tuple[str, str], ...] = RULES
     return metrics, per_domain
 
 
+@register_protocol("supervised")
 def run_supervised(task, method: Method, ctx: RunContext) -> SeedResult:
     model = task.model_factory().to(ctx.device)
     fitted = fit(ctx, model, selection={"val": task.selection_split, "oracle": task.oracle_split})

@@ -61,8 +61,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from filelock import FileLock
-from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from harness import functional
@@ -82,9 +80,9 @@ from harness.metrics import (
     run_time_efficiency,
     true_class_probability,
 )
-from harness.protocols import kit
+from harness.protocols import kit, register_protocol
 from harness.protocols.kit import RunContext, SeedResult, SplitLoader, fit, infer, make_optimizer
-from harness.protocols.store import ModelStore, source_digest, store_key
+from harness.protocols.store import ModelStore, get_or_compute, source_digest, store_key
 from harness.speed import SpeedOptions
 from harness.timing import synchronize
 
@@ -278,19 +276,13 @@ def _factory(ctx: RunContext, seed: int) -> Callable[[], nn.Module]:
 def _outputs(store: ModelStore, key: str, ctx: RunContext, model: nn.Module, layout: Layout) -> tuple[Tensor, Tensor]:
     """Logits on the evaluation indices and features on forget then val; cached beside the weights."""
     tag = store_key(model=key, eval=tensor_digest(layout.eval_indices))
-    path = store.folder / f"{tag}.outputs.safetensors"
-    with FileLock(str(store.folder / f"{tag}.lock")):
-        if path.is_file():
-            try:
-                saved = load_file(str(path))
-                return saved["logits"], saved["features"]
-            except Exception:  # unreadable: recompute
-                path.unlink(missing_ok=True)
+
+    def compute() -> tuple[dict[str, Tensor], dict]:
         logits, features = _model_outputs(ctx, model, layout)
-        tmp = path.with_name(f".{path.name}.{_PROCESS}.tmp")
-        save_file({"logits": logits.contiguous(), "features": features.contiguous()}, str(tmp))
-        tmp.replace(path)
-    return logits, features
+        return {"logits": logits, "features": features}, {}
+
+    saved, _, _ = get_or_compute(store.folder / f"{tag}.outputs.safetensors", compute)
+    return saved["logits"], saved["features"]
 
 
 def _model_outputs(ctx: RunContext, model: nn.Module, layout: Layout) -> tuple[Tensor, Tensor]:
@@ -390,6 +382,7 @@ def check_speed(ctx: RunContext) -> None:
                          "mostly be compilation, which RTE would then charge); run unlearning cases without --compile")
 
 
+@register_protocol("unlearn")
 def run_unlearn(task: Any, method: Method, ctx: RunContext) -> SeedResult:
     check_speed(ctx)
     layout = layout_of(task)

@@ -26,6 +26,7 @@ from functools import lru_cache
 from importlib.metadata import entry_points
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 from harness.errors import UsageError
 
@@ -101,6 +102,21 @@ def seed_count(suite: ModuleType, profile: str, case: str | None = None) -> int:
     if case is not None and not getattr(suite, "DATASET_OPTION", False):
         n = max(n, _case_seeds(suite.NAME, profile).get(case) or 0)
     return n
+
+
+def case_seeds(spec: Any, requested: int | None = None) -> list[int]:
+    """The seeds a case runs: ``0..requested-1`` when ``--seeds`` is given, else :func:`seed_count` of its suite
+    (the case's own ``default_seeds`` when larger). The one seed policy of pytest and launch."""
+    if requested is not None:
+        return list(range(requested))
+    n = spec.default_seeds or 0
+    if is_suite(spec.suite):
+        n = max(n, seed_count(get_suite(spec.suite), spec.profile))
+    else:
+        from harness.config import DEFAULT_SEEDS
+
+        n = max(n, DEFAULT_SEEDS[spec.profile])
+    return list(range(n))
 
 
 @lru_cache(maxsize=32)
