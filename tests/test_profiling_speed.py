@@ -93,7 +93,19 @@ def test_fp16_scales_the_loss_in_backward_and_unscales_before_the_update():
 def test_fp16_skips_the_update_and_halves_the_scale_on_overflow():
     backward = torch.autograd.backward
     engine, model, w0, _, seen = _fp16_step(float("inf"))
-    assert seen.get("diverged")  # an infinite loss also stops the case
+    assert seen.get("diverged")  # an infinite loss stops the case before any update
+    assert torch.equal(model.weight.detach(), w0) and engine.scaler.get_scale() == 2.0 ** 16
+    # a finite loss whose scaled gradients overflow: the scaler skips the update and halves its scale
+    torch.manual_seed(0)
+    model = nn.Linear(4, 1, bias=False)
+    engine = StepEngine(torch.optim.SGD(model.parameters(), lr=0.1), precision="fp16")
+    w0 = model.weight.detach().clone()
+
+    def overflowing_step():
+        engine.backward(model(torch.full((2, 4), 6e4)).sum() * 1e30)
+        return torch.tensor(1.0)
+
+    engine.step(overflowing_step)
     assert torch.equal(model.weight.detach(), w0)
     assert engine.scaler.get_scale() == 2.0 ** 15
     assert torch.autograd.backward is backward  # nothing in torch is patched

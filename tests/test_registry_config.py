@@ -37,17 +37,17 @@ def test_unknown_method_lists_names_and_suggests_nearest():
     assert "Registered methods:" in text and "groupdro" in text
 
 
-def test_duplicate_registration_warns_and_overwrites():
+def test_duplicate_registration_is_a_usage_error():
     @register_method("dup-test-method")
     class First(Method):
         family, protocols = "loss", frozenset({"supervised"})
 
-    with pytest.warns(UserWarning, match="registered twice"):
+    with pytest.raises(UsageError, match="'dup-test-method' is registered twice"):
         @register_method("dup-test-method")
         class Second(Method):
             family, protocols = "loss", frozenset({"supervised"})
 
-    assert get_method_class("dup-test-method") is Second
+    assert get_method_class("dup-test-method") is First
 
 
 def test_method_module_file(tmp_path):

@@ -185,6 +185,7 @@ def test_smoke_caveat_absent_from_other_profiles():
 
     class Reporter:
         lines: list[str] = []
+        stats: dict = {}
 
         def section(self, title):
             self.lines.append(title)
@@ -199,7 +200,7 @@ def test_smoke_caveat_absent_from_other_profiles():
 
     rec = {"suite": "s", "case": "c", "method": "m", "primary_metric": "a", "profile": "standard", "status": "ok",
            "seeds": [0], "metrics": {"a": {"mean": 0.5, "std": math.nan}}, "timing": {"step_time_median_s": None}}
-    config = SimpleNamespace(stash={RESULTS_KEY: [CaseResult(rec, None)]})
+    config = SimpleNamespace(stash={RESULTS_KEY: [CaseResult(rec, None)]}, option=SimpleNamespace(reportchars=""))
     reporter = Reporter()
     pytest_terminal_summary(reporter, 0, config)
     assert not any("smoke numbers" in line for line in reporter.lines)
