@@ -2,7 +2,8 @@
 
 1. **What changed**: ``git diff --name-only <base>`` (against the working
    tree) plus untracked files. ``--base auto`` is the merge-base of HEAD with
-   ``origin/main`` when that ref exists, else ``HEAD~1``, else there is nothing
+   ``origin/main`` when that ref exists and HEAD is not on it, else ``HEAD~1``
+   (a clean clone of main checks its last commit), else there is nothing
    to compare (a fresh single-commit clone passes at once).
 2. **What to re-run**, from the files the code fingerprint covers
    (:mod:`harness.provenance`: each method, protocol and suite module with the
@@ -90,8 +91,12 @@ def resolve_base(ref: str, repo: Path = REPO) -> str | None:
         if found is None:
             raise UsageError(f"--base {ref!r} is not a commit in {repo}")
         return found
+    head = _git(repo, "rev-parse", "--verify", "--quiet", "HEAD^{commit}")
     if _git(repo, "rev-parse", "--verify", "--quiet", "origin/main") is not None:
-        return _git(repo, "merge-base", "HEAD", "origin/main")
+        base = _git(repo, "merge-base", "HEAD", "origin/main")
+        if base is not None and base != head:  # a branch: everything it adds to main
+            return base
+    # a clone of main itself (CI's case: HEAD is origin/main): the last commit, not an empty diff
     return _git(repo, "rev-parse", "--verify", "--quiet", "HEAD~1^{commit}")
 
 

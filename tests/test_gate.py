@@ -132,6 +132,9 @@ def test_base_ref_in_a_clean_clone(tmp_path):
     assert gate.changed_files(first, tmp_path) == ["b.txt", "baselines/x.py"]
     git(tmp_path, "update-ref", "refs/remotes/origin/main", first)
     assert gate.resolve_base("auto", tmp_path) == first  # merge-base with origin/main
+    second = git(tmp_path, "rev-parse", "HEAD")
+    git(tmp_path, "update-ref", "refs/remotes/origin/main", second)
+    assert gate.resolve_base("auto", tmp_path) == first  # a clone of main: its last commit, not an empty diff
     with pytest.raises(Exception, match="not a commit"):
         gate.resolve_base("no-such-ref", tmp_path)
 
