@@ -598,10 +598,13 @@ def select_sample(loaded: list[tuple[Path, dict]], max_records: int, max_seconds
     """The records to re-execute and those left out. All of them when they fit the budget; else a deterministic
     sample: each suite's records ordered by sha256(salt + path), taken round robin over the suites (so every
     suite with a record that fits is covered), skipping a record that would pass the time budget."""
+    # a probe of an SSL suite encoder needs that suite's cached encoder, which a fresh CI cache lacks: such
+    # records get the identity checks only when sampling (they are re-executed when everything fits)
     if len(loaded) <= max_records and sum(estimated_seconds(r) for _, r in loaded) <= max_seconds:
         return list(loaded), []
+    candidates = [it for it in loaded if "-ssl-" not in it[1]["case"]]
     queues: dict[str, list[tuple[Path, dict]]] = {}
-    for item in sorted(loaded, key=lambda it: hashlib.sha256(f"{salt}:{it[0].as_posix()}".encode()).hexdigest()):
+    for item in sorted(candidates, key=lambda it: hashlib.sha256(f"{salt}:{it[0].as_posix()}".encode()).hexdigest()):
         queues.setdefault(item[1]["suite"], []).append(item)
     chosen, spent = [], 0.0
     while len(chosen) < max_records and any(queues.values()):

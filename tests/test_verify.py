@@ -234,7 +234,7 @@ def test_verify_changed_diffs_against_the_base(made, tmp_path):
 
 
 def fake(suite: str, i: int, wall: float) -> tuple[Path, dict]:
-    return Path(f"results/{suite}/c{i}/m__smoke.json"), {"suite": suite, "seeds": [0, 1],
+    return Path(f"results/{suite}/c{i}/m__smoke.json"), {"suite": suite, "case": f"c{i}", "seeds": [0, 1],
                                                          "timing": {"wall_time_s": wall}}
 
 
@@ -250,6 +250,10 @@ def test_over_budget_a_deterministic_sample_covers_every_suite():
     other, _ = verify.select_sample(loaded, 40, 240.0, "def")
     assert [p for p, _ in other] != [p for p, _ in chosen]  # and another sample for another commit
     assert verify.select_sample(loaded[:3], 40, 240.0, "abc") == (loaded[:3], [])  # within budget: all
+    probe = (Path("results/remote_sensing/probe-x-ssl-simclr/frozen__smoke.json"),
+             {"suite": "remote_sensing", "case": "probe-x-ssl-simclr", "seeds": [0, 1], "timing": {"wall_time_s": 1.0}})
+    chosen, left = verify.select_sample([probe, *loaded], 40, 240.0, "abc")
+    assert probe in left  # needs the SSL suite's cached encoder: identity checks only in a sample
 
 
 def test_verify_changed_samples_when_over_budget(made, tmp_path):
