@@ -318,6 +318,17 @@ def coverage_line(suite, profile: str, recs: list[dict]) -> str:
     return text + "."
 
 
+
+def claim_lines(agg) -> list[str]:
+    """A suite section's claims: the headline, with a note when no Friedman test ran and who is not ranked."""
+    lines = headline(agg)
+    if agg.friedman is None:
+        lines.insert(0, "No Friedman test: it needs at least 2 methods run on at least 2 common cases.")
+    if agg.excluded:
+        lines.append("Not ranked: "
+                     + ", ".join(f"{m} ({why})" for m, why in sorted(agg.excluded.items())) + ".")
+    return lines
+
 def suite_section(suite, profile: str, recs: list[dict], figures_dir: Path | None, render_dir: Path | None,
                   link: str | None) -> list[str]:
     n_std = seed_count(suite, profile)
@@ -351,12 +362,7 @@ def suite_section(suite, profile: str, recs: list[dict], figures_dir: Path | Non
     parts += ["", f"### {suite.NAME} ({profile}): across cases", ""]
     if agg.summaries:
         parts.append(_table(aggregate_table(agg)))
-    lines = headline(agg)
-    if agg.friedman is None:
-        lines.insert(0, "No Friedman test: it needs at least 2 methods run on at least 2 common cases.")
-    if agg.excluded:
-        lines.append("Not ranked: "
-                     + ", ".join(f"{m} ({why})" for m, why in sorted(agg.excluded.items())) + ".")
+    lines = claim_lines(agg)
     findings = getattr(suite, "findings", None)
     extra = findings(main) if findings is not None and main else []
     parts += ["", "### Findings (generated from the records above)", ""] + [f"- {s}" for s in lines]

@@ -35,7 +35,7 @@ import pandas as pd
 from tabulate import tabulate
 
 from harness import leaderboard as lb
-from harness.compare import Aggregate, aggregate, headline, references
+from harness.compare import Aggregate, aggregate, references
 from harness.errors import UsageError
 from harness.figures import mean_over_cases
 from harness.records import higher_is_better, load_record
@@ -195,12 +195,7 @@ def section_view(suite, profile: str, recs: list[dict]) -> SectionView:
             _flag_stale(lb.case_frame(rows, suite), rows) if rows else None,
             _flag_stale(lb.case_frame(others, suite, n_case[case], tested=False), others) if others else None,
             n_case[case], [_label(r) for r in rows + others if "_stale" in r]))
-    claims = headline(agg)
-    if agg.friedman is None:
-        claims.insert(0, "No Friedman test: it needs at least 2 methods run on at least 2 common cases.")
-    if agg.excluded:
-        claims.append("Not ranked: "
-                      + ", ".join(f"{m} ({why})" for m, why in sorted(agg.excluded.items())) + ".")
+    claims = lb.claim_lines(agg)
     findings = getattr(suite, "findings", None)
     notes = findings(main) if findings is not None and main else []
     return SectionView(suite, profile, recs, agg, summary_frame(suite, profile, recs, agg, _declared(suite, profile)),
