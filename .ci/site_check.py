@@ -26,7 +26,7 @@ sys.path.insert(0, str(REPO))
 # flags this closed network needs: no sandbox (root in a container), no GPU, nothing that phones home
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-TH_COLOUR = (0xF1, 0xF3, 0xF5)  # harness.site.CSS th background: visible only where a table was rendered
+TH_COLOUR = (0xF1, 0xF3, 0xF5)  # harness.reporting.site.CSS th background: visible only where a table was rendered
 
 # clicks the summary table's "method" header twice in the page, then writes the first row's method into
 # the DOM, so --dump-dom shows whether the sort script ran (and which way it sorted)
@@ -120,7 +120,7 @@ def screenshot_problems(png: Path) -> list[str]:
 
 
 def check(results: Path, site_dir: Path, binary: str, report: bool = False) -> list[str]:
-    from harness import site
+    from harness.reporting import site
 
     built = site.build(results, profiles=None, include_stale=True) if report else site.build(results)
     if not built.sections and not report:

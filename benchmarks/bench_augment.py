@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import torch
 
-from harness.augment import get_policy, policy_names
+from harness.core.augment import get_policy, policy_names
 
 BATCH = 64
 

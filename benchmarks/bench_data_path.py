@@ -35,10 +35,10 @@ CASE_SCRIPT = r"""
 import json, sys, time
 from dataclasses import replace
 import torch
-from harness.registry import create_method
-from harness.runner import run_case
+from harness.core.registry import create_method
+from harness.running.runner import run_case
 from harness.suites import shift
-from harness.task import Budget
+from harness.core.task import Budget
 
 def rss():
     for line in open("/proc/self/status"):
@@ -132,11 +132,11 @@ def test_stream_against_memory_epoch_time(benchmark: Any) -> None:
 def test_evaluation_against_domainbed_style_loop(benchmark: Any) -> None:
     from dataclasses import replace
 
+    from harness.core.registry import create_method
+    from harness.core.task import Budget
     from harness.data.dataset import to_float
     from harness.protocols.kit import RunContext, infer
-    from harness.registry import create_method
     from harness.suites import shift
-    from harness.task import Budget
 
     os.environ.setdefault("HARNESS_DATA", str(ROOT))
     base = next(s for s in shift.case_specs("full") if s.case == "pacs-photo")

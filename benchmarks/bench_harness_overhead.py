@@ -36,10 +36,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from harness.core.registry import create_method
+from harness.core.timing import StepTimer
 from harness.protocols.kit import RunContext, batch_indices, make_optimizer, train_epoch
-from harness.registry import create_method
 from harness.suites import losses, shift
-from harness.timing import StepTimer
 
 CPU = torch.device("cpu")
 TARGET = 1.02

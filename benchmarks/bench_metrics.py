@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from harness.metrics import auroc, fpr_at_95_tpr, oscr
+from harness.metrics.openset import auroc, fpr_at_95_tpr, oscr
 
 N = 1_000_000
 

@@ -37,11 +37,11 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from harness.environment import environment  # noqa: E402
-from harness.profiling import check_step_time, gpu_info  # noqa: E402
-from harness.registry import create_method  # noqa: E402
-from harness.runner import run_case  # noqa: E402
-from harness.speed import SpeedOptions  # noqa: E402
+from harness.core.environment import environment  # noqa: E402
+from harness.core.registry import create_method  # noqa: E402
+from harness.core.speed import SpeedOptions  # noqa: E402
+from harness.running.profiling import check_step_time, gpu_info  # noqa: E402
+from harness.running.runner import run_case  # noqa: E402
 from harness.suites import case_specs, get_suite  # noqa: E402
 
 STEP_CASES = [("losses", "mnist3v5-noise0", "erm"), ("shift", "digits_embedded-digits", "erm"),

@@ -1,7 +1,7 @@
 """A pytest-style benchmark harness for machine-learning methods."""
 
-from harness.method import Batch, Method, State
-from harness.registry import create_method, register_method
+from harness.core.method import Batch, Method, State
+from harness.core.registry import create_method, register_method
 
 __version__ = "0.1.0"
 __all__ = ["Batch", "Method", "State", "create_method", "register_method", "__version__"]

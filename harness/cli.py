@@ -8,9 +8,8 @@ from pathlib import Path
 
 from tabulate import tabulate
 
+from harness.core.digest import REPO
 from harness.errors import HarnessError, UsageError
-
-REPO = Path(__file__).resolve().parent.parent
 
 
 def existing_results_dir(value: str) -> Path:
@@ -23,7 +22,7 @@ def existing_results_dir(value: str) -> Path:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from harness.registry import load_method_module, method_entries
+    from harness.core.registry import load_method_module, method_entries
     from harness.suites import all_suites
 
     for path in args.method_module or []:
@@ -55,8 +54,8 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
-    from harness import leaderboard
     from harness.records import iter_records
+    from harness.reporting import leaderboard
 
     results, out = existing_results_dir(args.results_dir), Path(args.output)
     if not args.check and not iter_records(results):  # an empty board would silently replace a full one
@@ -79,7 +78,7 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
         print(f"{out} is stale: run `python -m harness leaderboard` and commit the result", file=sys.stderr)
         return 1
     if args.html:
-        from harness import site
+        from harness.reporting import site
 
         index = site.write_html(site.build(results), results, Path(args.html))
         print(f"wrote {index}")
@@ -90,8 +89,8 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from harness import site
-    from harness.registry import load_method_module
+    from harness.core.registry import load_method_module
+    from harness.reporting import site
 
     for path in args.method_module:  # the user's methods: their records' code versions can then be checked
         load_method_module(path)
@@ -126,8 +125,8 @@ def _report(outcomes, verb: str) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from harness import verify
-    from harness.environment import resolve_device
+    from harness.checks import verify
+    from harness.core.environment import resolve_device
     from harness.records import load_record
 
     results = existing_results_dir(args.results_dir)
@@ -152,8 +151,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_regenerate(args: argparse.Namespace) -> int:
-    from harness import verify
-    from harness.environment import resolve_device
+    from harness.checks import verify
+    from harness.core.environment import resolve_device
 
     if not args.stale:
         raise UsageError("regenerate re-runs stale records only: pass --stale (see `leaderboard --check`)")
@@ -168,9 +167,9 @@ def cmd_regenerate(args: argparse.Namespace) -> int:
 def cmd_tune(args: argparse.Namespace) -> int:
     import ast
 
-    from harness import tuning
-    from harness.environment import resolve_device
-    from harness.registry import create_method
+    from harness.core.environment import resolve_device
+    from harness.core.registry import create_method
+    from harness.running import tuning
     from harness.suites import case_specs, get_suite
 
     specs = {s.case: s for s in case_specs(get_suite(args.suite), args.profile)}
@@ -192,8 +191,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
 
 def cmd_gate(args: argparse.Namespace) -> int:
-    from harness import gate
-    from harness.environment import resolve_device
+    from harness.checks import gate
+    from harness.core.environment import resolve_device
 
     failures = gate.run_gate(args.base, existing_results_dir(args.results_dir), resolve_device(args.device),
                              args.tolerance, args.time_tolerance, args.all_methods)
@@ -204,8 +203,8 @@ def cmd_gate(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from harness import verify
-    from harness.environment import resolve_device
+    from harness.checks import verify
+    from harness.core.environment import resolve_device
 
     results = existing_results_dir(args.results_dir)
     device = resolve_device(args.device)
@@ -226,7 +225,7 @@ def cmd_data(args: argparse.Namespace) -> int:
 
 
 def cmd_launch(args: argparse.Namespace) -> int:
-    from harness.launch import main as launch_main
+    from harness.running.launch import main as launch_main
 
     return launch_main(args)
 
@@ -335,7 +334,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_tune)
     p = sub.add_parser("verify", help="CI: re-execute seed 0 of every record a change adds or modifies, bit for bit",
                        description="Checks each record's identity, seeds, labels and metrics, then re-runs seed 0 on "
-                                   "CPU with its thread count and requires bit-identical metrics (harness/verify.py)")
+                                   "CPU with its thread count and requires bit-identical metrics (harness/checks/verify.py)")
     p.add_argument("paths", nargs="*", help="record files to verify (instead of --changed)")
     p.add_argument("--changed", action="store_true", help="the records under --results-dir that differ from --base")
     p.add_argument("--base", default="auto", help="git ref to diff against (auto: merge-base with origin/main, "

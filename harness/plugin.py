@@ -19,7 +19,7 @@ counted in one summary line; real skips (missing data, ...) stay skips, their re
 case carries its suite's marker and ``realdata`` when it reads ``$HARNESS_DATA``. pytest-benchmark is optional
 (``-p no:benchmark``); when loaded it is handed the record's own timed steps, so both report one measurement,
 and its table is hidden behind the harness's unless a ``--benchmark-*`` display option asks for it. On a
-terminal each case shows a tqdm bar of its optimisation steps (fed by :func:`harness.engine.observe_steps`).
+terminal each case shows a tqdm bar of its optimisation steps (fed by :func:`harness.core.engine.observe_steps`).
 """
 
 from __future__ import annotations
@@ -35,13 +35,13 @@ from pathlib import Path
 import pytest
 from tabulate import tabulate
 
-from harness.config import RunConfig, claim_worker_resources, make_config, worker_slot
+from harness.core.speed import PRECISIONS, SpeedOptions
+from harness.core.task import CaseSpec
 from harness.errors import DataMissing, HarnessError, HparamError, RecordError, RecordLocked, Unsupported
 from harness.records import check_writable, load_record
-from harness.runner import CaseResult, run_case
-from harness.speed import PRECISIONS, SpeedOptions
+from harness.running.config import RunConfig, claim_worker_resources, make_config, worker_slot
+from harness.running.runner import CaseResult, run_case
 from harness.suites import case_seeds, case_specs
-from harness.task import CaseSpec
 
 RESULTS_KEY = pytest.StashKey[list]()
 CONFIG_KEY = pytest.StashKey[RunConfig]()
@@ -100,7 +100,7 @@ def _run_config(config: pytest.Config) -> RunConfig:
         strict = opt("--strict-data")
         worker = worker_slot()
         try:
-            from harness.registry import load_method_module
+            from harness.core.registry import load_method_module
 
             check_repeated_hparams(opt("--hparam"))
             for path in opt("--method-module"):  # before the names in node ids are matched against the registry
@@ -153,7 +153,7 @@ def methods_from_node_ids(node_ids: list[str]) -> str:
     The id is ``{method}-{case}``; method names may hold dashes (``erm-strong``), so the longest registered
     name that prefixes the id wins.
     """
-    from harness.registry import method_names
+    from harness.core.registry import method_names
 
     names = sorted(method_names(), key=len, reverse=True)
     found: list[str] = []
@@ -365,7 +365,7 @@ def case_progress(config: pytest.Config, label: str) -> Iterator[None]:
         return
     from tqdm import tqdm
 
-    from harness.engine import observe_steps
+    from harness.core.engine import observe_steps
 
     out = _TerminalFile(config)
     out.open_line()
@@ -602,7 +602,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
             "(median after warm-up, CUDA events or perf_counter), read from the records every worker wrote")
     profiled = [r for r in results if r.record.get("kernels")]
     if profiled:
-        from harness.profiling import kernel_lines
+        from harness.running.profiling import kernel_lines
 
         terminalreporter.section("harness kernels (profiled after the timed window)")
         for r in profiled:

@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from harness.augment import get_policy, policy_names
+from harness.core.augment import get_policy, policy_names
 from harness.errors import DataError, UsageError
 
 NONTRIVIAL = [n for n in policy_names() if n != "none"]

@@ -1,4 +1,4 @@
-"""Calibration of the across-cases claim (harness.claims) on simulated null data with heterogeneous case effects,
+"""Calibration of the across-cases claim (harness.reporting.claims) on simulated null data with heterogeneous case effects,
 against the old percentile case-bootstrap rule kept here only as a reference that fails; and a power check.
 
 Monte-Carlo error: with R = 2000 replicates a rate of 0.05 has standard error sqrt(0.05 * 0.95 / R) = 0.0049;
@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from harness import claims
+from harness.reporting import claims
 
 R, M = 2000, 3  # replicates, methods compared with one baseline (Holm / Bonferroni over M)
 SE = np.sqrt(0.05 * 0.95 / R)

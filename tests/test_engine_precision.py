@@ -14,13 +14,13 @@ import torch
 from torch import nn
 
 from harness import Method
-from harness.engine import BudgetExceeded, StepBudget, StepEngine
+from harness.core.engine import BudgetExceeded, StepBudget, StepEngine
+from harness.core.registry import create_method
+from harness.core.speed import SpeedOptions
 from harness.errors import MethodError, UsageError
 from harness.protocols.kit import RunContext
 from harness.protocols.probe import run_probe
-from harness.registry import create_method
-from harness.runner import run_case
-from harness.speed import SpeedOptions
+from harness.running.runner import run_case
 from harness.suites import losses
 
 CPU = torch.device("cpu")
@@ -90,7 +90,7 @@ class UnlearnSees(Method):
     seen: list[bool] = []
 
     def unlearn(self, model, forget, retain, state):
-        from harness.method import cross_entropy
+        from harness.core.method import cross_entropy
 
         def step(b):
             type(self).seen.append(autocast_on())

@@ -12,13 +12,13 @@ import torch
 from torch import nn
 
 from harness import cli
+from harness.core.registry import create_method
 from harness.data import load
 from harness.data.fetch import FetchEntry, Remote, fetch
 from harness.data.layouts import load_ssb_splits
 from harness.errors import DataError, DataMissing, HarnessError, MethodError, RecordError, UsageError
 from harness.records import load_record
-from harness.registry import create_method
-from harness.runner import run_case
+from harness.running.runner import run_case
 from harness.suites import losses
 
 SUITE_FILE = '''
@@ -166,7 +166,7 @@ def test_method_with_wrong_target_dtype_gets_the_convention(pytester, tmp_path):
 
 
 def test_usage_error_type_for_bad_profile():
-    from harness.config import make_config
+    from harness.running.config import make_config
 
     with pytest.raises(UsageError, match="--profile"):
         make_config("erm", profile="huge")

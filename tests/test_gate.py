@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from baselines.losses.bce import BCE
-from harness import gate
+from harness.checks import gate
+from harness.core.registry import create_method
 from harness.records import load_record
-from harness.registry import create_method
-from harness.runner import run_case
+from harness.running.runner import run_case
 from harness.suites import losses
 
 CPU = torch.device("cpu")
@@ -102,7 +102,7 @@ def test_targets_follow_the_code_fingerprint():
     assert [(x.suite, x.method) for x in t(["harness/suites/shift.py"], index)] == [("shift", "erm")]
     assert [(x.suite, x.method) for x in t(["harness/suites/shift.py"], index, all_methods=True)] == \
         [("shift", "erm"), ("shift", "sam")]
-    assert [(x.suite, x.method) for x in t(["harness/method.py"], index)] == [("losses", "bce"), ("shift", "erm")]
+    assert [(x.suite, x.method) for x in t(["harness/core/method.py"], index)] == [("losses", "bce"), ("shift", "erm")]
     assert [(x.suite, x.method) for x in t(["baselines/dg/coral.py"], index)] == [("", "coral")]  # none committed
 
 
@@ -189,7 +189,7 @@ def test_across_cases_passes_identical_mixed_and_tiny_changes():
 def test_check_target_runs_the_across_cases_test(monkeypatch):
     pairs = nine_cases(WORSE)
     reruns = {old["case"]: new for old, new in pairs}
-    monkeypatch.setattr("harness.verify.rerun", lambda old, device: reruns[old["case"]])
+    monkeypatch.setattr("harness.checks.verify.rerun", lambda old, device: reruns[old["case"]])
     failures = gate.check_target(gate.Target("losses", "bce", "test"), [(Path("x"), old) for old, _ in pairs], CPU,
                                  say=lambda s: None)
     assert len(failures) == 1 and "losses bce: primary metric across 9 case(s) together" in failures[0]

@@ -13,11 +13,13 @@ import torch
 from torch import nn
 
 from harness import Method, register_method
+from harness.core.engine import StepEngine
+from harness.core.models import mlp, small_cnn
+from harness.core.registry import create_method
+from harness.core.task import Budget, CaseSpec, Task
 from harness.data.dataset import ArrayDataset, to_float
 from harness.data.source import DeviceSource, StreamSource, choose_source
-from harness.engine import StepEngine
 from harness.errors import UsageError
-from harness.models import mlp, small_cnn
 from harness.protocols.kit import (
     RunContext,
     SeedResult,
@@ -28,10 +30,8 @@ from harness.protocols.kit import (
     make_scheduler,
 )
 from harness.protocols.store import ModelStore, store_key
-from harness.registry import create_method
-from harness.runner import run_case
+from harness.running.runner import run_case
 from harness.suites import get_suite, suite_names
-from harness.task import Budget, CaseSpec, Task
 
 CPU = torch.device("cpu")
 
@@ -285,8 +285,8 @@ def test_entry_point_suite_is_registered_and_ranked(tmp_path, monkeypatch):
     from importlib.metadata import EntryPoint
 
     import harness.suites as suites
-    from harness import leaderboard
     from harness.records import write_record
+    from harness.reporting import leaderboard
 
     mod = types.ModuleType("thirdparty_suite")
     exec("from harness.suites import losses\nNAME='thirdparty'\nPROTOCOL='supervised'\nBASELINE='bce'\n"

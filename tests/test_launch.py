@@ -9,10 +9,10 @@ import submitit
 
 from harness import Method, register_method
 from harness.cli import build_parser
+from harness.core.speed import SpeedOptions
 from harness.errors import UsageError
-from harness.launch import CaseJob, JobRunner, collect, executor_for, parse_slurm_extra, plan_jobs, run_job
 from harness.records import load_record
-from harness.speed import SpeedOptions
+from harness.running.launch import CaseJob, JobRunner, collect, executor_for, parse_slurm_extra, plan_jobs, run_job
 from harness.suites import case_specs, get_suite
 
 

@@ -1,5 +1,5 @@
 """The leaderboard's statistics: Holm within a table, metric directions, zero variance, seed counts kept apart,
-the suite aggregate (Friedman, Nemenyi, the two kinds of claim of harness.claims) and the figures."""
+the suite aggregate (Friedman, Nemenyi, the two kinds of claim of harness.reporting.claims) and the figures."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import pytest
 from scipy.stats import friedmanchisquare
 from test_records_leaderboard import make_record, metric, table, write
 
-from harness import claims, compare, leaderboard
-from harness.metrics import holm
+from harness.metrics.stats import holm
 from harness.records import paired_verdict
+from harness.reporting import claims, compare, leaderboard
 from harness.suites import losses
 
 CASE = "mnist3v5-noise0.2"

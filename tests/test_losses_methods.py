@@ -11,10 +11,10 @@ import torch
 from baselines.losses.ensloss import ensloss_derivatives
 from baselines.losses.ensloss_mc import multiclass_margin
 from baselines.losses.ldr_kl import ldr_margins
+from harness.core.method import Batch, State, signed_margin_targets
+from harness.core.models import mlp
+from harness.core.registry import create_method, method_names
 from harness.errors import HparamError, Unsupported
-from harness.method import Batch, State, signed_margin_targets
-from harness.models import mlp
-from harness.registry import create_method, method_names
 
 NAMES = ["bce", "hinge", "exponential", "focal", "ensloss", "ensloss-mc", "ldr-kl", "aldr-kl"]
 MARGIN_LOSSES = ["bce", "hinge", "exponential", "focal", "ensloss", "ldr-kl"]

@@ -14,12 +14,12 @@ import pytest
 import torch
 
 from harness import data as hdata
+from harness.core.engine import run_train_step
+from harness.core.method import Batch, State
+from harness.core.models import small_cnn
+from harness.core.registry import create_method
 from harness.data.dataset import to_float
-from harness.engine import run_train_step
-from harness.method import Batch, State
-from harness.models import small_cnn
 from harness.protocols.kit import RunContext, fit
-from harness.registry import create_method
 from harness.suites import losses
 
 

@@ -10,8 +10,8 @@ import torch
 from scipy.special import softmax
 from sklearn.metrics import accuracy_score, f1_score, recall_score
 
-from harness.metrics import (
-    MetricError,
+from harness.metrics._checks import MetricError
+from harness.metrics.classification import (
     accuracy,
     domain_accuracy,
     expected_calibration_error,

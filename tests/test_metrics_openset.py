@@ -7,16 +7,8 @@ import pytest
 import torch
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from harness.metrics import (
-    MetricError,
-    aupr_in,
-    aupr_out,
-    auroc,
-    fpr_at_95_tpr,
-    fpr_at_tpr,
-    openset_metrics,
-    oscr,
-)
+from harness.metrics._checks import MetricError
+from harness.metrics.openset import aupr_in, aupr_out, auroc, fpr_at_95_tpr, fpr_at_tpr, openset_metrics, oscr
 
 
 def _case(seed: int, decimals: int | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -9,7 +9,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.neighbors import KNeighborsClassifier
 from sklearn.preprocessing import StandardScaler
 
-from harness.metrics import MetricError, knn_accuracy, knn_predict, linear_cka, linear_probe_accuracy
+from harness.metrics._checks import MetricError
+from harness.metrics.probes import knn_accuracy, knn_predict, linear_cka, linear_probe_accuracy
 
 
 def _blobs(seed: int, n: int, d: int = 8, k: int = 4) -> tuple[np.ndarray, np.ndarray]:

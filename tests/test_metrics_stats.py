@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from scipy.stats import chi2, friedmanchisquare, permutation_test, studentized_range, ttest_rel
 
-from harness.metrics import (
-    MetricError,
+from harness.metrics._checks import MetricError
+from harness.metrics.stats import (
     bootstrap_ci,
     bootstrap_mean_diff_ci,
     friedman,

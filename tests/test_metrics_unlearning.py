@@ -9,8 +9,8 @@ import pytest
 import torch
 from scipy.special import softmax
 
-from harness.metrics import (
-    MetricError,
+from harness.metrics._checks import MetricError
+from harness.metrics.unlearning import (
     average_gap,
     klom,
     margins,
@@ -20,7 +20,7 @@ from harness.metrics import (
     true_class_probability,
     unlearning_accuracy,
 )
-from harness.metrics import test_accuracy as ta_metric
+from harness.metrics.unlearning import test_accuracy as ta_metric
 
 
 def test_ua_ra_ta() -> None:

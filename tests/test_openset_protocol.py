@@ -7,16 +7,16 @@ import pytest
 import torch
 
 import harness.protocols.openset as openset_protocol
+from harness.core.method import Method
+from harness.core.registry import create_method
+from harness.core.task import Budget, CaseSpec
 from harness.data.dataset import ArrayDataset
 from harness.errors import Unsupported, UsageError
-from harness.method import Method
 from harness.protocols.kit import RunContext
 from harness.protocols.openset import checkpoint_epochs, run_openset
 from harness.protocols.store import ModelStore
-from harness.registry import create_method
-from harness.runner import run_case
+from harness.running.runner import run_case
 from harness.suites import openset as suite
-from harness.task import Budget, CaseSpec
 
 CPU = torch.device("cpu")
 KNOWN, UNKNOWN, PER_CLASS = 4, 2, 24

@@ -11,10 +11,10 @@ import pytest
 import torch
 from torch import nn
 
+from harness.core.registry import create_method
 from harness.errors import HparamError
-from harness.metrics import auroc
+from harness.metrics.openset import auroc
 from harness.protocols.kit import Outputs
-from harness.registry import create_method
 
 LOGITS = torch.tensor([[2.0, 0.0, 0.0], [1.0, 1.0, -1.0]])
 

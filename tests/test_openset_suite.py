@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from harness.checks.verify import recompute
 from harness.errors import UsageError
 from harness.suites import case_specs, get_suite, imagefolder
 from harness.suites import openset as suite
-from harness.verify import recompute
 
 REPO = Path(__file__).resolve().parent.parent
 

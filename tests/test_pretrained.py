@@ -11,10 +11,10 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-import harness.pretrained as pretrained
+import harness.core.pretrained as pretrained
+from harness.core.models import imagenet_model, timm_model
+from harness.core.pretrained import PRETRAINED, load_pretrained, map_state_dict, pretrained_weights
 from harness.errors import HarnessError, UsageError
-from harness.models import imagenet_model, timm_model
-from harness.pretrained import PRETRAINED, load_pretrained, map_state_dict, pretrained_weights
 
 LITE0_SHA256 = "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db"
 DOGS = torch.arange(151, 269)  # ImageNet's dog breeds

@@ -12,11 +12,11 @@ import torch
 from torch.autograd import DeviceType
 
 from harness import Method, register_method
-from harness.profiling import check_step_time, kernel_lines, profile_kernels, rank_events
+from harness.core.registry import create_method
+from harness.core.speed import SpeedOptions
 from harness.records import iter_records
-from harness.registry import create_method
-from harness.runner import run_case
-from harness.speed import SpeedOptions
+from harness.running.profiling import check_step_time, kernel_lines, profile_kernels, rank_events
+from harness.running.runner import run_case
 from harness.suites import losses
 
 CPU = torch.device("cpu")

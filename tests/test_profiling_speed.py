@@ -7,12 +7,12 @@ import torch
 from torch import nn
 
 from harness import Method, register_method
-from harness.engine import StepEngine
+from harness.core.engine import StepEngine
+from harness.core.method import Batch, State
+from harness.core.registry import create_method
+from harness.core.speed import SpeedOptions
 from harness.errors import Diverged, UsageError
-from harness.method import Batch, State
-from harness.registry import create_method
-from harness.runner import run_case
-from harness.speed import SpeedOptions
+from harness.running.runner import run_case
 from harness.suites import losses
 
 CPU = torch.device("cpu")

@@ -6,11 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from harness.provenance import REPO, code_digest, import_closure, method_files, stale_parts
+from harness.core.digest import REPO, files_digest, import_closure
+from harness.records.provenance import method_files, stale_parts
 
 SAM = '''"""Sharpness-aware minimisation."""
 
-from harness.method import Method
+from harness.core.method import Method
 
 
 def ascend(rho):
@@ -21,7 +22,7 @@ def ascend(rho):
 UDIM = '''"""UDIM: SAM on unknown domains."""
 
 from baselines.dg.sam import ascend
-from harness.method import Method
+from harness.core.method import Method
 
 
 class UDIM(Method):
@@ -33,7 +34,7 @@ METHOD = '''class Method:
     pass
 '''
 
-CORAL = '''from harness.method import Method
+CORAL = '''from harness.core.method import Method
 
 
 def coral(x):
@@ -45,7 +46,7 @@ def coral(x):
 def tree(tmp_path: Path) -> Path:
     files = {"baselines/__init__.py": "", "baselines/dg/__init__.py": "", "baselines/dg/sam.py": SAM,
              "baselines/dg/udim.py": UDIM, "baselines/dg/coral.py": CORAL, "harness/__init__.py": "",
-             "harness/method.py": METHOD, "harness/data/__init__.py": "", "harness/data/load.py": "X = 1\n"}
+             "harness/core/method.py": METHOD, "harness/data/__init__.py": "", "harness/data/load.py": "X = 1\n"}
     for rel, text in files.items():
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / rel).write_text(text)
@@ -53,7 +54,7 @@ def tree(tmp_path: Path) -> Path:
 
 
 def udim_digest(root: Path) -> str:
-    return code_digest(import_closure([root / "baselines/dg/udim.py"], root), root)
+    return files_digest(import_closure([root / "baselines/dg/udim.py"], root), root)
 
 
 def edit(path: Path, old: str, new: str) -> None:
@@ -64,7 +65,7 @@ def edit(path: Path, old: str, new: str) -> None:
 
 def test_closure_follows_imports_transitively(tree: Path):
     rel = {p.relative_to(tree).as_posix() for p in import_closure([tree / "baselines/dg/udim.py"], tree)}
-    assert rel == {"baselines/dg/udim.py", "baselines/dg/sam.py", "harness/method.py"}
+    assert rel == {"baselines/dg/udim.py", "baselines/dg/sam.py", "harness/core/method.py"}
 
 
 def test_comment_and_docstring_edits_change_no_fingerprint(tree: Path):
@@ -91,23 +92,23 @@ def test_an_unrelated_files_edit_changes_nothing(tree: Path):
 
 
 def test_the_data_layer_is_not_followed(tree: Path):
-    (tree / "harness/method.py").write_text("from harness.data.load import X\n\n" + METHOD)
-    rel = {p.relative_to(tree).as_posix() for p in import_closure([tree / "harness/method.py"], tree)}
-    assert rel == {"harness/method.py"}
+    (tree / "harness/core/method.py").write_text("from harness.data.load import X\n\n" + METHOD)
+    rel = {p.relative_to(tree).as_posix() for p in import_closure([tree / "harness/core/method.py"], tree)}
+    assert rel == {"harness/core/method.py"}
 
 
 def test_relative_imports_and_type_checking_imports(tree: Path):
     (tree / "baselines/dg/udim.py").write_text("from typing import TYPE_CHECKING\n\nfrom .sam import ascend\n\n"
                                                "if TYPE_CHECKING:\n    from baselines.dg.coral import coral\n")
     rel = {p.relative_to(tree).as_posix() for p in import_closure([tree / "baselines/dg/udim.py"], tree)}
-    assert rel == {"baselines/dg/udim.py", "baselines/dg/sam.py", "harness/method.py"}
+    assert rel == {"baselines/dg/udim.py", "baselines/dg/sam.py", "harness/core/method.py"}
 
 
 def test_real_udim_fingerprint_covers_sam_and_not_coral():
-    from harness.registry import get_method_class
+    from harness.core.registry import get_method_class
 
     files = {p.relative_to(REPO).as_posix() for p in method_files(get_method_class("udim"))}
-    assert {"baselines/dg/udim.py", "baselines/dg/sam.py", "harness/method.py"} <= files
+    assert {"baselines/dg/udim.py", "baselines/dg/sam.py", "harness/core/method.py"} <= files
     assert "baselines/dg/coral.py" not in files
 
 

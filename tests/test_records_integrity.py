@@ -19,14 +19,16 @@ import pytest
 import torch
 from test_records_leaderboard import make_record, write
 
-from harness import Method, cli, leaderboard, records, register_method, verify
+from harness import Method, cli, records, register_method
+from harness.checks import verify
+from harness.core.registry import create_method, load_method_module
+from harness.core.task import Budget
 from harness.errors import HarnessError, RecordError, RecordLocked
 from harness.protocols import RunContext
 from harness.protocols.supervised import run_supervised, splits_from
-from harness.registry import create_method, load_method_module
-from harness.runner import run_case
+from harness.reporting import leaderboard
+from harness.running.runner import run_case
 from harness.suites import losses, seed_count, shift
-from harness.task import Budget
 
 CPU = torch.device("cpu")
 REPO = Path(__file__).resolve().parent.parent

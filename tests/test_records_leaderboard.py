@@ -8,11 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from harness import leaderboard, records
+from harness import records
+from harness.core.registry import get_method_class
 from harness.errors import RecordError
-from harness.metrics import summarize
-from harness.provenance import code_versions
-from harness.registry import get_method_class
+from harness.metrics.stats import summarize
+from harness.records.provenance import code_versions
+from harness.reporting import leaderboard
 from harness.suites import case_specs, get_suite
 
 REPO = Path(__file__).resolve().parent.parent

@@ -8,11 +8,11 @@ from importlib.metadata import EntryPoint
 
 import pytest
 
-from harness import registry
-from harness.config import make_config, parse_hparams
+from harness.core import registry
+from harness.core.method import Method
+from harness.core.registry import create_method, get_method_class, method_names, register_method
 from harness.errors import HparamError, UsageError
-from harness.method import Method
-from harness.registry import create_method, get_method_class, method_names, register_method
+from harness.running.config import make_config, parse_hparams
 
 
 def test_builtin_methods_are_discovered_without_import():

@@ -1,12 +1,12 @@
-"""Each resize, crop and normalisation policy of harness.preprocess against tensors computed by hand."""
+"""Each resize, crop and normalisation policy of harness.core.preprocess against tensors computed by hand."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
+from harness.core.preprocess import Geometry, Preprocess, center_crop, geometry_grid, imagenet_stats, minmax, resize
 from harness.errors import DataError, UsageError
-from harness.preprocess import Geometry, Preprocess, center_crop, geometry_grid, imagenet_stats, minmax, resize
 
 
 def test_resize_up_is_plain_bilinear_with_half_pixel_centres() -> None:

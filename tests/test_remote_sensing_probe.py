@@ -8,11 +8,13 @@ import torch
 from sklearn.naive_bayes import GaussianNB
 from torch import nn
 
+from harness.core.preprocess import Geometry, Preprocess
+from harness.core.registry import create_method
+from harness.core.task import Budget, CaseSpec
 from harness.data.dataset import ArrayDataset
 from harness.errors import DataError
-from harness.metrics import GaussianNaiveBayes, naive_bayes_accuracy, naive_bayes_predict
 from harness.metrics._checks import MetricError
-from harness.preprocess import Geometry, Preprocess
+from harness.metrics.probes import GaussianNaiveBayes, naive_bayes_accuracy, naive_bayes_predict
 from harness.protocols.kit import RunContext
 from harness.protocols.probe import (
     Encoder,
@@ -24,8 +26,6 @@ from harness.protocols.probe import (
     run_probe,
     stratified_split,
 )
-from harness.registry import create_method
-from harness.task import Budget, CaseSpec
 
 # -- Gaussian naive Bayes -------------------------------------------------------------------------------
 

@@ -12,9 +12,9 @@ import pytest
 import torch
 from torch import nn
 
+from harness.core.registry import create_method
 from harness.errors import DataError, UsageError
-from harness.registry import create_method
-from harness.runner import run_case
+from harness.running.runner import run_case
 from harness.suites import remote_sensing as rs
 from harness.suites.imagefolder import folder_slug
 

@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from harness import Method, register_method
+from harness.core.registry import create_method
 from harness.errors import Unsupported
 from harness.records import load_record
-from harness.registry import create_method
-from harness.runner import run_case
+from harness.running.runner import run_case
 from harness.suites import losses, shift
 
 CPU = torch.device("cpu")

@@ -12,7 +12,8 @@ import pandas as pd
 import pytest
 from test_records_leaderboard import make_record, write
 
-from harness import cli, leaderboard, records, site
+from harness import cli, records
+from harness.reporting import leaderboard, site
 
 REPO = Path(__file__).resolve().parent.parent
 CASES = ("mnist3v5-noise0", "mnist3v5-noise0.2")
@@ -172,7 +173,7 @@ def test_report_loads_method_modules(tmp_path):
     import sys
     import textwrap
 
-    from harness.registry import load_method_module
+    from harness.core.registry import load_method_module
 
     source = tmp_path / "site_user_loss.py"
     source.write_text(textwrap.dedent('''

@@ -32,7 +32,7 @@ from harness.protocols.pretrain import (
     uniformity_terms,
 )
 from harness.protocols.store import ModelStore
-from harness.runner import run_case
+from harness.running.runner import run_case
 from harness.suites import ssl
 
 CPU = torch.device("cpu")

@@ -196,7 +196,7 @@ def test_smoke_caveat_absent_from_other_profiles():
     from types import SimpleNamespace
 
     from harness.plugin import RESULTS_KEY
-    from harness.runner import CaseResult
+    from harness.running.runner import CaseResult
 
     rec = {"suite": "s", "case": "c", "method": "m", "primary_metric": "a", "profile": "standard", "status": "ok",
            "seeds": [0], "metrics": {"a": {"mean": 0.5, "std": math.nan}}, "timing": {"step_time_median_s": None}}

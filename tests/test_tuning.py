@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
+from harness.core.registry import create_method
 from harness.errors import UsageError
-from harness.registry import create_method
-from harness.runner import run_case
+from harness.running.runner import run_case
+from harness.running.tuning import TUNING_SEED_START, read_tuning, tune, variant
 from harness.suites import losses, shift
-from harness.tuning import TUNING_SEED_START, read_tuning, tune, variant
 
 CPU = torch.device("cpu")
 

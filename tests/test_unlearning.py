@@ -11,18 +11,18 @@ import pytest
 import torch
 from torch import nn
 
+from harness.core.engine import BudgetExceeded, StepBudget, StepEngine
+from harness.core.method import Batch, Method, State
+from harness.core.registry import create_method, method_names
+from harness.core.speed import SpeedOptions
+from harness.core.task import Budget, CaseSpec
 from harness.data.dataset import ArrayDataset
-from harness.engine import BudgetExceeded, StepBudget, StepEngine
 from harness.errors import UsageError
-from harness.method import Batch, Method, State
 from harness.protocols import unlearn as proto
 from harness.protocols.kit import RunContext
 from harness.protocols.store import ModelStore
-from harness.registry import create_method, method_names
-from harness.runner import run_case
-from harness.speed import SpeedOptions
+from harness.running.runner import run_case
 from harness.suites import unlearning as suite
-from harness.task import Budget, CaseSpec
 
 METHODS = ["retrain", "finetune", "grad-ascent", "random-label", "l1-sparse", "salun", "scrub", "laf", "dmm"]
 CPU = torch.device("cpu")
@@ -177,7 +177,7 @@ class _Greedy(Method):
     name, family, protocols = "greedy", "unlearning", frozenset({"unlearn"})
 
     def unlearn(self, model, forget, retain, state):
-        from harness.method import cross_entropy
+        from harness.core.method import cross_entropy
 
         engine = state.engine(model.parameters())
         state.optimize(model, engine, lambda b: cross_entropy(model(b.x), b.y), retain.forever(),
@@ -269,7 +269,7 @@ class _Loader:
 
 
 def _net() -> nn.Module:
-    from harness.models import mlp
+    from harness.core.models import mlp
 
     torch.manual_seed(0)
     return mlp(12, 4, hidden=(16,))
@@ -377,7 +377,7 @@ TUNED = ["finetune", "random-label", "l1-sparse", "salun", "scrub", "laf", "dmm"
 
 def tuned_choice(method: str) -> tuple[float, list[str]]:
     """The lr_factor of lowest gap averaged over the tuned cases' files (gap at tuning seeds, smoke), and the cases."""
-    from harness.tuning import TUNING_DIR
+    from harness.running.tuning import TUNING_DIR
 
     files = sorted(TUNING_DIR.glob(f"unlearning__*__smoke__{method}.json"))
     by_value: dict[float, list[float]] = {}

@@ -1,4 +1,4 @@
-"""``python -m harness verify``: forged records are refused, an honest one passes (harness/verify.py).
+"""``python -m harness verify``: forged records are refused, an honest one passes (harness/checks/verify.py).
 
 Every forgery is built on a real smoke record of bce on breast_cancer (2 seeds, about 2 s to make), edited the
 way a forger would: consistently, so that the older checks (``validate``, ``--recompute``) still pass.
@@ -16,11 +16,11 @@ import numpy as np
 import pytest
 import torch
 
-from harness import verify
-from harness.metrics import summarize
+from harness.checks import verify
+from harness.core.registry import create_method
+from harness.metrics.stats import summarize
 from harness.records import load_evidence, load_record, record_path, seed_arrays, write_record
-from harness.registry import create_method
-from harness.runner import run_case
+from harness.running.runner import run_case
 from harness.suites import losses
 
 CPU = torch.device("cpu")

@@ -10,9 +10,9 @@ import pytest
 import torch
 
 import harness
-from harness import config as hconfig
-from harness.config import thread_share, worker_device, worker_slot
 from harness.plugin import data_group
+from harness.running import config as hconfig
+from harness.running.config import thread_share, worker_device, worker_slot
 from harness.suites import losses
 
 SUITE_FILE = '''

@@ -7,9 +7,9 @@ from itertools import combinations
 import torch
 from torch import Tensor, nn
 
-from harness.engine import StepEngine
-from harness.method import Batch, Method, State, cross_entropy, group_means
-from harness.registry import register_method
+from harness.core.engine import StepEngine
+from harness.core.method import Batch, Method, State, cross_entropy, group_means
+from harness.core.registry import register_method
 
 
 def coral_distance(a: Tensor, b: Tensor) -> Tensor:

@@ -9,10 +9,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from harness.engine import StepEngine
+from harness.core.engine import StepEngine
+from harness.core.method import Batch, Method, State, cross_entropy
+from harness.core.registry import register_method
 from harness.errors import HarnessError
-from harness.method import Batch, Method, State, cross_entropy
-from harness.registry import register_method
 
 
 class _ReverseGrad(torch.autograd.Function):

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from harness.method import Method
-from harness.registry import register_method
+from harness.core.method import Method
+from harness.core.registry import register_method
 
 
 @register_method("erm")

@@ -7,9 +7,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from harness.core.method import Batch, Method, State, cross_entropy, group_means
+from harness.core.registry import register_method
 from harness.errors import DataError, Unsupported
-from harness.method import Batch, Method, State, cross_entropy, group_means
-from harness.registry import register_method
 
 
 @register_method("groupdro")

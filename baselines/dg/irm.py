@@ -5,9 +5,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from harness.engine import StepEngine
-from harness.method import Batch, Method, State, annealed_penalty_weight, cross_entropy
-from harness.registry import register_method
+from harness.core.engine import StepEngine
+from harness.core.method import Batch, Method, State, annealed_penalty_weight, cross_entropy
+from harness.core.registry import register_method
 
 
 def irm_penalty(logits: Tensor, y: Tensor) -> Tensor:

@@ -6,9 +6,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from harness.engine import StepEngine
-from harness.method import Batch, Method, State, cross_entropy
-from harness.registry import register_method
+from harness.core.engine import StepEngine
+from harness.core.method import Batch, Method, State, cross_entropy
+from harness.core.registry import register_method
 
 
 def mix(x_i: Tensor, x_j: Tensor, lam: float) -> Tensor:

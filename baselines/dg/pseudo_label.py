@@ -5,10 +5,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from harness.engine import StepEngine
+from harness.core.engine import StepEngine
+from harness.core.method import Batch, Method, State, cross_entropy, is_binary
+from harness.core.registry import register_method
 from harness.errors import HarnessError
-from harness.method import Batch, Method, State, cross_entropy, is_binary
-from harness.registry import register_method
 
 
 def confident_pseudo_labels(logits: Tensor, threshold: float) -> tuple[Tensor, Tensor]:

@@ -7,9 +7,9 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from harness.engine import StepEngine
-from harness.method import Batch, Method, State, cross_entropy
-from harness.registry import register_method
+from harness.core.engine import StepEngine
+from harness.core.method import Batch, Method, State, cross_entropy
+from harness.core.registry import register_method
 
 
 def trainable(model: nn.Module) -> list[nn.Parameter]:

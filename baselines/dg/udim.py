@@ -7,10 +7,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from baselines.dg.sam import ascend, restore, sam_step, trainable
-from harness.engine import StepEngine
+from harness.core.engine import StepEngine
+from harness.core.method import Batch, Method, State, cross_entropy
+from harness.core.registry import register_method
 from harness.errors import HparamError
-from harness.method import Batch, Method, State, cross_entropy
-from harness.registry import register_method
 
 SCOPES = ("batch", "domain")
 
@@ -80,7 +80,7 @@ class UDIM(Method):
     Penalty scope (recorded in the hparams): ``"batch"`` compares the clean and perturbed batches as a whole, as
     both reference scripts run (``--is_single True`` sets ``domain_wise_inconsistency = False``); ``"domain"``
     sums the penalty over the training domains' slices, the reference's default without that flag. The head must
-    be the single linear layer of ``harness.models.Classifier``. ``loss`` is CE(x) at θ plus λ·penalty.
+    be the single linear layer of ``harness.core.models.Classifier``. ``loss`` is CE(x) at θ plus λ·penalty.
     """
 
     family = "dg"

@@ -10,9 +10,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from baselines.losses.ldr_kl import ldr_kl_per_sample, ldr_margins
+from harness.core.method import Batch, Method, State
+from harness.core.registry import register_method
 from harness.errors import HarnessError
-from harness.method import Batch, Method, State
-from harness.registry import register_method
 
 
 @register_method("aldr-kl")

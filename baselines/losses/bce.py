@@ -8,8 +8,8 @@ from typing import Any
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from harness.method import Batch, Method, State, is_binary, set_output_bias
-from harness.registry import register_method
+from harness.core.method import Batch, Method, State, is_binary, set_output_bias
+from harness.core.registry import register_method
 
 
 @register_method("bce")

@@ -5,9 +5,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from harness.core.method import Batch, Method, State, is_binary
+from harness.core.registry import register_method
 from harness.errors import Unsupported
-from harness.method import Batch, Method, State, is_binary
-from harness.registry import register_method
 
 
 def _box_cox_inverse(eps: Tensor, lam: float) -> Tensor:

@@ -7,9 +7,9 @@ from typing import Any
 from torch import Tensor
 
 from baselines.losses.ensloss import ensloss_derivatives
+from harness.core.method import Batch, Method, State, is_binary
+from harness.core.registry import register_method
 from harness.errors import Unsupported
-from harness.method import Batch, Method, State, is_binary
-from harness.registry import register_method
 
 
 def multiclass_margin(logits: Tensor, y: Tensor) -> Tensor:

@@ -8,8 +8,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from harness.method import Batch, Method, State, set_output_bias, signed_margin_targets
-from harness.registry import register_method
+from harness.core.method import Batch, Method, State, set_output_bias, signed_margin_targets
+from harness.core.registry import register_method
 
 
 @register_method("exponential")

@@ -8,9 +8,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from harness.core.method import Batch, Method, State, is_binary, signed_margin_targets
+from harness.core.registry import register_method
 from harness.errors import HparamError
-from harness.method import Batch, Method, State, is_binary, signed_margin_targets
-from harness.registry import register_method
 
 
 @register_method("focal")

@@ -8,8 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from harness.method import Batch, Method, State, is_binary
-from harness.registry import register_method
+from harness.core.method import Batch, Method, State, is_binary
+from harness.core.registry import register_method
 
 
 def ldr_margins(logits: Tensor, y: Tensor, c: float) -> Tensor:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor
 
+from harness.core.method import Batch, Method, State
+from harness.core.registry import register_method
 from harness.errors import HparamError
-from harness.method import Batch, Method, State
-from harness.registry import register_method
 
 
 @register_method("erm-strong")

@@ -6,9 +6,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from harness.core.method import Method, State
+from harness.core.registry import register_method
 from harness.errors import HparamError
-from harness.method import Method, State
-from harness.registry import register_method
 
 CHUNK = 1024  # test rows per distance block, to bound memory
 

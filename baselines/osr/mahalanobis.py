@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from harness.method import Method, State
-from harness.registry import register_method
+from harness.core.method import Method, State
+from harness.core.registry import register_method
 
 
 @register_method("mahalanobis")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from harness.method import Method
-from harness.registry import register_method
+from harness.core.method import Method
+from harness.core.registry import register_method
 
 
 @register_method("mls")

@@ -5,9 +5,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from harness.core.method import Method, State
+from harness.core.registry import register_method
 from harness.errors import HarnessError, HparamError
-from harness.method import Method, State
-from harness.registry import register_method
 
 
 def principal_dim(features: int) -> int:

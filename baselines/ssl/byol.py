@@ -7,9 +7,9 @@ import copy
 import torch
 from torch import Tensor, nn
 
-from harness.functional import ema_momentum, ema_update, mlp_head, regression_loss
-from harness.method import Method, State
-from harness.registry import register_method
+from harness.core.functional import ema_momentum, ema_update, mlp_head, regression_loss
+from harness.core.method import Method, State
+from harness.core.registry import register_method
 
 
 @register_method("byol")

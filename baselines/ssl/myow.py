@@ -8,9 +8,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from harness.functional import ema_momentum, ema_update, mlp_head, regression_loss
-from harness.method import Method, State
-from harness.registry import register_method
+from harness.core.functional import ema_momentum, ema_update, mlp_head, regression_loss
+from harness.core.method import Method, State
+from harness.core.registry import register_method
 
 
 def mine_views(anchors: Tensor, pool: Tensor, k: int, generator: torch.Generator) -> Tensor:

@@ -9,8 +9,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from baselines.ssl.dino import DINOHead
-from harness.method import Method, State
-from harness.registry import register_method
+from harness.core.method import Method, State
+from harness.core.registry import register_method
 
 
 def distillation_loss(student: Tensor, teacher: Tensor, temperature: float) -> Tensor:

@@ -7,9 +7,9 @@ from typing import Any
 from torch import Tensor, nn
 
 from baselines.ssl.simclr import SimCLR
+from harness.core.functional import conv_encoder
+from harness.core.registry import register_method
 from harness.errors import UsageError
-from harness.functional import conv_encoder
-from harness.registry import register_method
 
 
 def scattering_channels(J: int, L: int) -> int:

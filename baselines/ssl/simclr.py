@@ -6,9 +6,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from harness.functional import mlp_head
-from harness.method import Method, State
-from harness.registry import register_method
+from harness.core.functional import mlp_head
+from harness.core.method import Method, State
+from harness.core.registry import register_method
 
 
 def nt_xent(z1: Tensor, z2: Tensor, tau: float) -> Tensor:

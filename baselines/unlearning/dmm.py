@@ -6,8 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from harness.method import Method, State
-from harness.registry import register_method
+from harness.core.method import Method, State
+from harness.core.registry import register_method
 
 
 @register_method("dmm")

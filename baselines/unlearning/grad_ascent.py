@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from torch import nn
 
-from harness.method import Method, State, cross_entropy
-from harness.registry import register_method
+from harness.core.method import Method, State, cross_entropy
+from harness.core.registry import register_method
 
 
 @register_method("grad-ascent")

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from torch import nn
 
-from harness.functional import l1_norm
-from harness.method import Method, State, cross_entropy
-from harness.registry import register_method
+from harness.core.functional import l1_norm
+from harness.core.method import Method, State, cross_entropy
+from harness.core.registry import register_method
 
 
 @register_method("l1-sparse")

@@ -8,9 +8,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from harness.functional import frozen_copy
-from harness.method import Method, State
-from harness.registry import register_method
+from harness.core.functional import frozen_copy
+from harness.core.method import Method, State
+from harness.core.registry import register_method
 
 
 class EmbeddingVAE(nn.Module):

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from harness.functional import wrong_labels
-from harness.method import Batch, Method, State, cross_entropy
-from harness.registry import register_method
+from harness.core.functional import wrong_labels
+from harness.core.method import Batch, Method, State, cross_entropy
+from harness.core.registry import register_method
 
 
 def relabel_loss(model: nn.Module, forget: Batch, retain: Batch, state: State) -> Tensor:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from torch import nn
 
-from harness.method import Method, State
-from harness.registry import register_method
+from harness.core.method import Method, State
+from harness.core.registry import register_method
 
 
 @register_method("retrain")

@@ -6,9 +6,9 @@ import torch
 from torch import Tensor, nn
 
 from baselines.unlearning.random_label import relabel_loss
-from harness.functional import top_fraction_mask
-from harness.method import Method, State, cross_entropy
-from harness.registry import register_method
+from harness.core.functional import top_fraction_mask
+from harness.core.method import Method, State, cross_entropy
+from harness.core.registry import register_method
 
 
 def saliency_mask(model: nn.Module, forget, keep: float) -> list[Tensor]:

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, ".")
-from harness.metrics import klom, margins  # noqa: E402
+from harness.metrics.unlearning import klom, margins
 from harness.protocols import kit  # noqa: E402
 from harness.protocols import unlearn as proto  # noqa: E402
 from harness.protocols.kit import RunContext, fit, infer  # noqa: E402

@@ -61,7 +61,7 @@ def as_labels(x: Any, name: str) -> np.ndarray:
 
 
 def as_predictions(x: Any, name: str = "predictions") -> np.ndarray:
-    """Predicted labels from logits or labels, following the harness convention (see harness/method.py).
+    """Predicted labels from logits or labels, following the harness convention (see harness/core/method.py).
 
     * 2-D ``(N, K)`` with K >= 2: logits or probabilities, prediction = argmax.
     * 2-D ``(N, 1)`` or 1-D float: one binary logit per sample, prediction = ``logit > 0``.

@@ -28,13 +28,13 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from harness.core.engine import StepEngine, prepare_model
+from harness.core.method import Batch, Method, State
+from harness.core.speed import SpeedOptions
+from harness.core.task import Budget, Task
+from harness.core.timing import StepStats, StepTimer
 from harness.data.source import DataSource, choose_source
-from harness.engine import StepEngine, prepare_model
 from harness.errors import Diverged, MethodError
-from harness.method import Batch, Method, State
-from harness.speed import SpeedOptions
-from harness.task import Budget, Task
-from harness.timing import StepStats, StepTimer
 
 CPU_EVAL_BATCH = 256  # on a CPU, batch-1024 forward passes ran ~25% slower than batch 64-256 (cache-bound)
 
@@ -100,7 +100,7 @@ class RunContext:
     budget: Budget  # the case's budget with the method's changes
     timer: StepTimer
     index_gen: torch.Generator  # CPU generator: the same batches on every device
-    augment: Any = None  # harness.augment policy for training batches, or None
+    augment: Any = None  # harness.core.augment policy for training batches, or None
     augment_gen: torch.Generator | None = None  # its own stream, so augmenting never shifts the batch order
     store: dict[str, Any] = field(default_factory=dict)
     speed: SpeedOptions = field(default_factory=SpeedOptions)  # --compile / --precision for the training steps
@@ -113,7 +113,7 @@ class RunContext:
         source = source or choose_source(task.data, device, data_path, task.normalize)
         augment = None
         if budget.augment != "none":
-            from harness.augment import get_policy
+            from harness.core.augment import get_policy
 
             augment = get_policy(budget.augment, task.image_size)
         speed = speed or SpeedOptions()
@@ -273,7 +273,7 @@ def model_info(model: nn.Module) -> dict[str, Any]:
 
 
 CONVENTIONS = ("model(x) returns (N,) scores on binary tasks and (N, K) logits on K-class tasks; batch.y is int64 "
-               "class indices (binary losses take y.float() themselves, see harness.method.cross_entropy)")
+               "class indices (binary losses take y.float() themselves, see harness.core.method.cross_entropy)")
 
 
 def method_failure(method: Method, err: Exception, batch: Batch, model: nn.Module) -> MethodError:

@@ -44,9 +44,12 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from harness.core.digest import code_digest
+from harness.core.method import Method, State
+from harness.core.timing import StepStats, StepTimer
+from harness.data import source as data_source
 from harness.errors import HarnessError, Unsupported, UsageError
-from harness.method import Method, State
-from harness.metrics import openset_metrics
+from harness.metrics.openset import openset_metrics
 from harness.protocols import register_protocol
 from harness.protocols.kit import (
     Outputs,
@@ -58,8 +61,7 @@ from harness.protocols.kit import (
     train_batches,
     train_epoch,
 )
-from harness.protocols.store import ModelStore, get_or_compute, source_digest, store_key
-from harness.timing import StepStats, StepTimer
+from harness.protocols.store import ModelStore, get_or_compute, store_key
 
 TRAINER_HPARAM = "trainer"
 STORE = "openset"
@@ -134,7 +136,7 @@ def trainer_of(method: Method) -> Method:
     name = method.hparams.get(TRAINER_HPARAM)
     if name is None:
         return method
-    from harness.registry import create_method
+    from harness.core.registry import create_method
 
     trainer = create_method(name)
     if TRAINER_HPARAM in trainer.hparams:
@@ -156,14 +158,7 @@ def checkpoint_epochs(epochs: int, n: int = INTERMEDIATE_CHECKPOINTS) -> list[in
 
 def model_key(ctx: RunContext, trainer: Method) -> str:
     """Everything that shapes the closed-set weights, including the code that trains them."""
-    import harness.augment
-    import harness.data.source
-    import harness.method
-    import harness.models
-    import harness.protocols.kit
-
-    code = source_digest(type(trainer), sys.modules[__name__], harness.protocols.kit, harness.method,
-                         harness.augment, harness.models, harness.data.source, ctx.task.spec.build)
+    code = code_digest(type(trainer), sys.modules[__name__], data_source, ctx.task.spec.build)
     return store_key(task=ctx.task.fingerprint, data=ctx.task.data.fingerprint, trainer=trainer.name,
                      hparams=trainer.hparams, seed=ctx.seed, device=ctx.device.type, code=code,
                      precision=ctx.speed.precision, compile=ctx.speed.compile)

@@ -2,7 +2,7 @@
 
 The protocol owns the loop, the views, the EMA schedule helper, the timing, the checkpoint cache and the probes; a
 method owns only its heads (``Method.build``), its loss (``Method.pretrain_loss``) and what follows an update
-(``Method.after_step``: a teacher's EMA, DINO's centre). The optimisation step is :class:`harness.engine.StepEngine`'s.
+(``Method.after_step``: a teacher's EMA, DINO's centre). The optimisation step is :class:`harness.core.engine.StepEngine`'s.
 
 One seed:
 
@@ -62,17 +62,18 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from harness.augment import get_policy
+from harness.core.augment import get_policy
+from harness.core.digest import code_digest
+from harness.core.engine import StepEngine
+from harness.core.functional import conv_encoder, ema_momentum, ema_update, mlp_head  # noqa: F401  (re-exported)
+from harness.core.method import Method, State
+from harness.core.timing import StepStats, StepTimer, peak_memory, synchronize
 from harness.data.dataset import to_float
-from harness.engine import StepEngine
 from harness.errors import UsageError
-from harness.functional import conv_encoder, ema_momentum, ema_update, mlp_head  # noqa: F401  (re-exported)
-from harness.method import Method, State
 from harness.metrics.probes import knn_predict
 from harness.protocols import register_protocol
 from harness.protocols.kit import RunContext, SeedResult, make_optimizer, make_scheduler, model_info
-from harness.protocols.store import ModelStore, source_digest, store_key
-from harness.timing import StepStats, StepTimer, peak_memory, synchronize
+from harness.protocols.store import ModelStore, store_key
 
 NAMESPACE = "ssl"  # ModelStore namespace of pretrained encoders
 PROBE_C = (1e-3, 1e-2, 1e-1, 1.0, 10.0)  # inverse L2 strengths tried by the linear probe, chosen on val
@@ -333,22 +334,11 @@ def pretrain_metrics(arrays: dict[str, np.ndarray]) -> dict[str, float]:
 # -- the protocol ----------------------------------------------------------------------------------
 
 
-def code_digest(method: Method) -> str:
-    """sha256 of the method's file, the baselines modules it imports names from, and this protocol."""
-    module = sys.modules[type(method).__module__]
-    files = {str(getattr(module, "__file__", ""))}
-    for value in vars(module).values():
-        owner = getattr(value, "__module__", None)
-        if isinstance(owner, str) and owner.startswith("baselines.") and owner in sys.modules:
-            files.add(str(sys.modules[owner].__file__))
-    return source_digest(*sorted(files), __file__)
-
-
 def checkpoint_key(ctx: RunContext, method: Method, spec: dict[str, Any]) -> str:
     task = ctx.task
     precision = {} if ctx.speed.precision == "fp32" else {"precision": ctx.speed.precision}  # a bf16 encoder is another
     return store_key(task=task.fingerprint, data=task.data.fingerprint, method=method.name, hparams=method.hparams,
-                     code=code_digest(method), seed=ctx.seed, encoder=spec, budget=ctx.budget.fingerprint_dict(),
+                     code=code_digest(type(method), sys.modules[__name__]), seed=ctx.seed, encoder=spec, budget=ctx.budget.fingerprint_dict(),
                      device=ctx.device.type, **precision)
 
 

@@ -2,7 +2,7 @@
 
 A :class:`ProbeTask` holds one encoder, a pool of labelled images, the rows of the pool the grid is scored on
 (``grid_rows``: all, or a per-class subsample, since the grid multiplies the extraction cost while the few-shot
-curve needs many images per class but only one grid point) and the grid (:mod:`harness.preprocess`: geometry x
+curve needs many images per class but only one grid point) and the grid (:mod:`harness.core.preprocess`: geometry x
 normalisation). Nothing is trained but the probes. Per seed:
 
 1. The pool is split per class into train and test (``train_fraction`` to train) with the seed's generator,
@@ -45,17 +45,18 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from harness.core.digest import code_digest
+from harness.core.engine import autocast
+from harness.core.models import check_in_chans
+from harness.core.preprocess import Preprocess
+from harness.core.task import Task
 from harness.data.dataset import tensor_digest
 from harness.data.paths import cache_root
-from harness.engine import autocast
 from harness.errors import DataError, UsageError
-from harness.metrics import knn_predict, linear_probe_predict, naive_bayes_predict
-from harness.models import check_in_chans
-from harness.preprocess import Preprocess
+from harness.metrics.probes import knn_predict, linear_probe_predict, naive_bayes_predict
 from harness.protocols import register_protocol
 from harness.protocols.kit import RunContext, SeedResult
-from harness.protocols.store import get_or_compute, source_digest, store_key
-from harness.task import Task
+from harness.protocols.store import get_or_compute, store_key
 
 PROBES = ("knn5", "knn20", "linear")
 FEWSHOT = ("lr", "nb")
@@ -79,7 +80,7 @@ class Encoder:
 
 @dataclass
 class ProbeTask(Task):
-    """A :class:`~harness.task.Task` for the probe protocol (see module docstring)."""
+    """A :class:`~harness.core.task.Task` for the probe protocol (see module docstring)."""
 
     encoder: Encoder | None = None
     grid: list[Preprocess] = field(default_factory=list)
@@ -288,7 +289,7 @@ def run_probe(task: ProbeTask, method: Any, ctx: RunContext) -> SeedResult:
                          "a few forward passes); run probe cases without --compile")
     model, digest = _encoder(task, ctx.device)
     cache = FeatureCache()
-    code = source_digest(Preprocess, extract)
+    code = code_digest(Preprocess, extract)
     n = len(task.data)
     everything = torch.arange(n)
     grid_rows = everything if task.grid_rows is None else task.grid_rows

@@ -8,20 +8,18 @@ what produced it (training seconds, device, metrics), through
 :func:`get_or_compute`, the get-or-compute every cache of the protocols uses
 (models, stored outputs, probe features). The key must cover everything
 that shapes the weights: the task fingerprint, the role, the seed, the trainer
-and its hparams, and the code that trains it (:func:`source_digest`).
+and its hparams, and the code that trains it (:func:`harness.core.digest.code_digest`, the one code digest).
 """
 
 from __future__ import annotations
 
 import hashlib
-import inspect
 import json
 import os
 import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import torch
@@ -31,19 +29,6 @@ from safetensors.torch import save_file
 from torch import nn
 
 from harness.data.paths import cache_root
-
-
-def source_digest(*parts: ModuleType | type | Callable | str | Path) -> str:
-    """sha256 (16 hex) of the source files behind modules, classes or functions (or given paths), each read as
-    :func:`harness.provenance.file_digest` does (comments and docstrings do not count)."""
-    from harness.provenance import file_digest
-
-    h = hashlib.sha256()
-    for part in parts:
-        path = Path(part) if isinstance(part, (str, Path)) else Path(inspect.getsourcefile(part) or "")
-        h.update(path.name.encode())
-        h.update(file_digest(path).encode())
-    return h.hexdigest()[:16]
 
 
 def get_or_compute(path: Path, compute: Callable[[], tuple[dict[str, torch.Tensor], dict[str, Any]]], *,

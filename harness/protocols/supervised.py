@@ -29,8 +29,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from harness.core.method import Method
 from harness.errors import HarnessError
-from harness.method import Method
 from harness.protocols import register_protocol
 from harness.protocols.kit import Outputs, RunContext, SeedResult, benchmark_step, fit, infer_splits, model_info
 

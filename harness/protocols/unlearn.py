@@ -27,12 +27,12 @@ re-measured now (``RETIME_STEPS`` steps of the same recipe, in this process) to 
 RTE counts every model a method needs: each method oracle a method reads (``state.oracle_logits``: all of them;
 ``state.retrain()``: oracle 0) is charged its training time (on this device and precision, as above).
 
-The method's hook is ``unlearn(model, forget, retain, state)`` (see :meth:`harness.method.Method.unlearn`). Its
+The method's hook is ``unlearn(model, forget, retain, state)`` (see :meth:`harness.core.method.Method.unlearn`). Its
 updates come from :class:`UnlearnEngines` on ``state``: ``state.engine(params_or_optimizer, lr_factor)`` builds a
-:class:`~harness.engine.StepEngine` at the run's precision (autocast around each step) that spends ONE shared
+:class:`~harness.core.engine.StepEngine` at the run's precision (autocast around each step) that spends ONE shared
 ``state.budget`` (``total_steps`` updates, whichever engine takes them: LAF's VAEs as well as its model), and
 ``state.optimize(model, engine, step, batches, steps=None)`` is the loop. An update past the budget raises
-:class:`~harness.engine.BudgetExceeded`; ``--compile`` is refused (:func:`check_speed`). A precision other than
+:class:`~harness.core.engine.BudgetExceeded`; ``--compile`` is refused (:func:`check_speed`). A precision other than
 fp32 retimes oracle 0's training at that precision for RTE. Methods with ``reads_labels = False`` get loaders
 whose batches withhold labels (:class:`LabelFreeLoader`); methods with ``uses_oracles = True`` get
 ``state.oracle_logits(index)`` and ``state.retrain()`` over their own method oracles, and records say
@@ -52,6 +52,7 @@ from __future__ import annotations
 import copy
 import inspect
 import math
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
@@ -63,18 +64,19 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from harness import functional
-from harness import models as model_factories
+from harness.core import functional
+from harness.core.digest import code_digest
+from harness.core.engine import StepBudget, StepEngine
+from harness.core.method import Batch, Method, State
+from harness.core.speed import SpeedOptions
+from harness.core.timing import synchronize
 from harness.data.dataset import tensor_digest
-from harness.engine import StepBudget, StepEngine
 from harness.errors import HarnessError, UsageError
-from harness.method import Batch, Method, State
-from harness.metrics import (
-    MetricError,
+from harness.metrics._checks import MetricError
+from harness.metrics.probes import knn_predict, linear_cka
+from harness.metrics.unlearning import (
     average_gap,
     klom,
-    knn_predict,
-    linear_cka,
     margins,
     mia_efficacy_from_confidence,
     run_time_efficiency,
@@ -82,9 +84,7 @@ from harness.metrics import (
 )
 from harness.protocols import kit, register_protocol
 from harness.protocols.kit import RunContext, SeedResult, SplitLoader, fit, infer, make_optimizer
-from harness.protocols.store import ModelStore, get_or_compute, source_digest, store_key
-from harness.speed import SpeedOptions
-from harness.timing import synchronize
+from harness.protocols.store import ModelStore, get_or_compute, store_key
 
 NAMESPACE = "unlearning"
 CKA_SAMPLES = 500  # forget samples whose features enter linear CKA
@@ -110,9 +110,9 @@ class LabelAccess(HarnessError):
 class UnlearnEngines:
     """Where an unlearning hook gets its updates: ``state.engine(...)`` and ``state.optimize(...)``.
 
-    Every engine it makes shares ONE :class:`~harness.engine.StepBudget` (``state.budget``, ``state.total_steps``
+    Every engine it makes shares ONE :class:`~harness.core.engine.StepBudget` (``state.budget``, ``state.total_steps``
     updates): the model's steps, an auxiliary model's (LAF's VAEs), SCRUB's max- and min-steps alike. An update
-    past it raises :class:`~harness.engine.BudgetExceeded`. Each engine runs its closure under the run's
+    past it raises :class:`~harness.core.engine.BudgetExceeded`. Each engine runs its closure under the run's
     autocast (``--precision``), with the run's device, seed and the budget's gradient clipping.
     """
 
@@ -155,7 +155,7 @@ class UnlearnEngines:
 
 
 def frozen_copy(model: nn.Module) -> nn.Module:
-    """A frozen copy in eval mode (kept for callers outside ``baselines``; methods use harness.functional)."""
+    """A frozen copy in eval mode (kept for callers outside ``baselines``; methods use harness.core.functional)."""
     return functional.frozen_copy(model)
 
 
@@ -245,7 +245,7 @@ def _code_digest(task: Any) -> str:
     """The training code's digest, read once per process: the code that runs, even if the files change meanwhile."""
     where = inspect.getsourcefile(task.model_factory) or ""
     if where not in _DIGESTS:
-        _DIGESTS[where] = source_digest(kit, model_factories, _PlainCE, task.model_factory)
+        _DIGESTS[where] = code_digest(sys.modules[__name__], task.model_factory)
     return _DIGESTS[where]
 
 

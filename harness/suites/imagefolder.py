@@ -29,14 +29,14 @@ from typing import Any
 
 import torch
 
+from harness.core.models import small_cnn, timm_model
+from harness.core.task import Budget, CaseSpec, Task
 from harness.data import load_imagefolder
 from harness.data.dataset import ArrayDataset
 from harness.data.transforms import normalization_stats
 from harness.errors import DataError, DataMissing, UsageError
-from harness.metrics import accuracy, macro_f1
-from harness.models import small_cnn, timm_model
+from harness.metrics.classification import accuracy, macro_f1
 from harness.protocols.supervised import recompute_with
-from harness.task import Budget, CaseSpec, Task
 
 NAME = "imagefolder"
 PROTOCOL = "supervised"
@@ -146,7 +146,7 @@ def make_factory(model: str, pretrained: bool, in_chans: int, num_classes: int):
 def input_normalization(model: str, pretrained: bool, x: torch.Tensor, train: torch.Tensor) -> tuple[tuple, tuple]:
     """Pretrained weights get the statistics they were trained with; otherwise the train split's own."""
     if pretrained:
-        from harness.pretrained import pretrained_weights
+        from harness.core.pretrained import pretrained_weights
 
         w = pretrained_weights(model)
         return tuple(w.mean), tuple(w.std)

@@ -30,7 +30,7 @@ method's own randomness, and seed-paired differences isolate the method.
 
 Metrics: test accuracy (primary), test AUROC, train accuracy and the
 train-test gap. Each method is compared with ``bce`` in the leaderboard by the
-rule of :mod:`harness.compare` (two-sided paired tests per case, Holm within the
+rule of :mod:`harness.reporting.compare` (two-sided paired tests per case, Holm within the
 table; claims from the across-case aggregate). Five seeds per case at
 ``standard`` and ``full``, as ensLoss reports 5 trials. ``findings`` compares EnsLoss with each fixed loss on the
 regime cases with two-sided paired tests, Holm's correction, a case bootstrap
@@ -48,13 +48,13 @@ from sklearn.metrics import roc_auc_score
 from torch import nn
 
 from harness import data as hdata
+from harness.core.models import Classifier, mlp, small_cnn
+from harness.core.task import Budget, CaseSpec, Task
 from harness.data.dataset import ArrayDataset, to_float
-from harness.metrics import friedman
-from harness.models import Classifier, mlp, small_cnn
+from harness.metrics.stats import friedman
 from harness.protocols.supervised import recompute_with
 from harness.records import paired_values
-from harness.suites._paired import compare, family, ok_records_by_case
-from harness.task import Budget, CaseSpec, Task
+from harness.reporting.paired import compare, family, ok_records_by_case
 
 NAME = "losses"
 PROTOCOL = "supervised"
@@ -228,7 +228,7 @@ def findings(records: list[dict]) -> list[str]:
     """EnsLoss against each fixed loss in its regime (the CIFAR2 cases), then the quick cases' tally against
     ``bce`` (generated from the records, never asserted in tests)."""
     lines = _regime_findings(ok_records_by_case(records, {r["case"] for r in records if is_regime_case(r["case"])}))
-    from harness.compare import table_rows
+    from harness.reporting.compare import table_rows
 
     tally: dict[str, dict[str, int]] = {}
     quick = {c for c in {r["case"] for r in records} if not is_regime_case(c)}

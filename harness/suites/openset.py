@@ -47,16 +47,16 @@ import numpy as np
 import torch
 from torch import nn
 
-from harness import claims
 from harness import data as hdata
+from harness.core.models import Classifier
+from harness.core.task import Budget, CaseSpec, Task
 from harness.data.dataset import ArrayDataset
 from harness.data.layouts import _subdirs
 from harness.data.ssb import apply_ssb_split, find_ssb_split, split_digest
 from harness.errors import DataError, UsageError
-from harness.models import Classifier
 from harness.protocols.openset import lower_is_better, openset_metrics_from_arrays
+from harness.reporting import claims
 from harness.suites import imagefolder
-from harness.task import Budget, CaseSpec, Task
 
 NAME = "openset"
 PROTOCOL = "openset"
@@ -477,7 +477,7 @@ def findings(records: list[dict]) -> list[str]:
     pairs = [(v["mls"], v["msp"], k) for k, v in models.items() if v.get("mls") is not None
              and v.get("msp") is not None]
     if len(pairs) >= 2:
-        # the leaderboard's on-these-cases rule (harness.claims): models are paired within their case
+        # the leaderboard's on-these-cases rule (harness.reporting.claims): models are paired within their case
         groups = [[a - b for a, b, k in pairs if k[0] == case] for case in sorted({k[0] for *_, k in pairs})]
         t = claims.holm_family({"x": claims.on_these_cases(groups)}, "on")["x"]
         wins = sum(a > b for a, b, _ in pairs)
@@ -515,7 +515,7 @@ def figures(records: list[dict], out_dir: Path) -> list[tuple[str, Path]]:
     families = sorted({_family(k[0]) for k, v in models.items() if v.get("checkpoints")})
     if not families:
         return []
-    from harness.figures import pyplot, save
+    from harness.reporting.figures import pyplot, save
 
     plt = pyplot()
     fig, axes = plt.subplots(1, len(families), figsize=(3.6 * len(families) + 1.6, 3.6), squeeze=False)

@@ -6,7 +6,7 @@ supervised cases and skips the probe cases with the reason, and ``--method=froze
 
 **Probe cases** ``probe-<data>-<encoder>`` (protocol ``probe``, method ``frozen``; see
 ``harness/protocols/probe.py``): one frozen encoder on a pool of labelled images, for every preprocessing
-policy of the grid (``harness/preprocess.py``): geometry = native, resize to each size, centre crop to each size
+policy of the grid (``harness/core/preprocess.py``): geometry = native, resize to each size, centre crop to each size
 (crops larger than the image and duplicates of native dropped) x normalisation = divide (by 255), dataset
 mean/std, ImageNet mean/std, per-image min-max. Each grid point is scored with kNN (k = 5, 20) and a linear
 probe; few-shot logistic regression and Gaussian naive Bayes run at the reference point (resize to the largest
@@ -54,15 +54,15 @@ import torch
 from torch import nn
 
 from harness import data as hdata
+from harness.core.models import small_cnn, timm_model
+from harness.core.preprocess import NORMS, Geometry, Preprocess, geometry_grid
+from harness.core.task import Budget, CaseSpec, Task
 from harness.data.dataset import ArrayDataset
 from harness.data.transforms import channel_stats
 from harness.errors import DataMissing, UsageError
-from harness.models import small_cnn, timm_model
-from harness.preprocess import NORMS, Geometry, Preprocess, geometry_grid
 from harness.protocols.probe import FEWSHOT, PROBES, Encoder, ProbeTask, probe_metrics
 from harness.suites.imagefolder import folder_metrics, folder_slug, listing_hash, stratified_split
 from harness.suites.shift import domain_split, shift_metrics
-from harness.task import Budget, CaseSpec, Task
 
 NAME = "remote_sensing"
 PROTOCOL = "probe"  # the supervised cases carry their own protocol (see module docstring)
@@ -108,7 +108,7 @@ MS_BANDS = 13
 def _random_lite0(in_chans: int) -> tuple[nn.Module, dict[str, Any]]:
     import timm
 
-    from harness.pretrained import TIMM_ARCH
+    from harness.core.pretrained import TIMM_ARCH
 
     arch = TIMM_ARCH["efficientnet_lite0"]  # the same architecture the ImageNet weights load into
     with torch.random.fork_rng(devices=[]):
@@ -118,7 +118,7 @@ def _random_lite0(in_chans: int) -> tuple[nn.Module, dict[str, Any]]:
 
 
 def _imagenet_lite0(in_chans: int) -> tuple[nn.Module, dict[str, Any]]:
-    from harness.pretrained import load_pretrained
+    from harness.core.pretrained import load_pretrained
 
     model, weights = load_pretrained("efficientnet_lite0", in_chans)
     return model, {**weights.info(), "in_chans": in_chans,
@@ -396,7 +396,7 @@ def build_supervised(spec: CaseSpec) -> Task:
     splits = {key: data.subset(v) for key, v in idx.items()}
     pretrained = p["model"] != "cnn"
     if pretrained:
-        from harness.pretrained import pretrained_weights
+        from harness.core.pretrained import pretrained_weights
 
         normalize = pretrained_weights(p["model"]).channel_stats(in_chans)
         notes.append(f"{p['model']} with ImageNet weights, stem adapted to {in_chans} bands, fine-tuned")
@@ -477,8 +477,8 @@ def findings(records: list[dict]) -> list[str]:
         line = f"`{case}`: best {metric} is {best['method']} ({best['metrics'][metric]['mean']:.4f})"
         erm = recs.get("erm")
         if erm is not None and best is not erm:
-            from harness.compare import oriented_diffs
-            from harness.suites._paired import one_case
+            from harness.reporting.compare import oriented_diffs
+            from harness.reporting.paired import one_case
 
             line += (f"; against ERM ({erm['metrics'][metric]['mean']:.4f}), the per-case rule: "
                      f"{one_case(oriented_diffs(best, erm, metric))} (the best is picked after the fact: descriptive)")
@@ -491,7 +491,7 @@ def _resize_finding(rec: dict) -> str:
     norm = ref.split("/")[1]
     native, resized = rec["metrics"][f"knn5@native/{norm}"], rec["metrics"][f"knn5@{ref}"]
     gains = [b - a for a, b in zip(native["per_seed"], resized["per_seed"])]
-    from harness.suites._paired import one_case
+    from harness.reporting.paired import one_case
 
     tested = f"the per-case rule: {one_case(gains)}"
     consistent = all(g > 0 for g in gains) or all(g < 0 for g in gains)
@@ -548,7 +548,7 @@ def figures(records: list[dict], out_dir: Path) -> list[tuple[str, Path]]:
     by_data: dict[tuple[str, str], list[dict]] = {}
     for rec in recs:
         by_data.setdefault((rec["profile"], rec["task"]["params"]["data"]), []).append(rec)
-    from harness.figures import save, seed_sem
+    from harness.reporting.figures import save, seed_sem
 
     for (profile, data), group in sorted(by_data.items()):
         # one panel per classifier, a colour per encoder, the legend beside the panels: 30 curves on one axes

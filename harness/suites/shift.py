@@ -20,7 +20,7 @@ Cases, each leave-domain(s)-out:
 * ``pacs-<held out>``: PACS, each of the four domains held out (real data).
 * ``pacs_pretrained-<held out>`` (every domain at standard and full, sketch at
   smoke): PACS with the ImageNet EfficientNet-Lite0
-  (``harness.models.timm_model(..., pretrained=True)``), fine-tuned whole, with
+  (``harness.core.models.timm_model(..., pretrained=True)``), fine-tuned whole, with
   the input normalisation its weights expect: where the DG literature measures
   DG methods. Standard: 200 images per domain, 3 epochs of Adam; the learning
   rate (1e-4 or 3e-4) and the resolution (64 or 96 px) are chosen per case by
@@ -53,15 +53,15 @@ from typing import Any
 import torch
 
 from harness import data as hdata
-from harness.compare import oriented_diffs
+from harness.core.models import small_cnn, timm_model
+from harness.core.task import Budget, CaseSpec, Task
 from harness.data.dataset import ArrayDataset
 from harness.data.transforms import normalization_stats
-from harness.metrics import accuracy, domain_accuracy, worst_group_accuracy
-from harness.models import small_cnn, timm_model
+from harness.metrics.classification import accuracy, domain_accuracy, worst_group_accuracy
 from harness.protocols.supervised import recompute_with
-from harness.suites._paired import OverCases, compare, family, one_case
-from harness.task import Budget, CaseSpec, Task
-from harness.tuning import read_tuning
+from harness.reporting.compare import oriented_diffs
+from harness.reporting.paired import OverCases, compare, family, one_case
+from harness.running.tuning import read_tuning
 
 NAME = "shift"
 PROTOCOL = "supervised"
@@ -200,7 +200,7 @@ def build(spec: CaseSpec) -> Task:
     in_chans, k = ds.x.shape[1], ds.num_classes
     info: dict[str, Any] = {}
     if p.get("pretrained"):
-        from harness.pretrained import pretrained_weights
+        from harness.core.pretrained import pretrained_weights
 
         weights = pretrained_weights(p["model"])
         normalize = weights.channel_stats(in_chans)  # what the weights were trained with, not the data's statistics

@@ -46,11 +46,11 @@ import torch
 from torch import nn
 
 from harness import data as hdata
+from harness.core.task import PROFILES, Budget, CaseSpec, Task
 from harness.data.dataset import ArrayDataset, to_float
 from harness.errors import DataError
 from harness.protocols.pretrain import NAMESPACE, build_encoder, pretrain_metrics
 from harness.protocols.store import ModelStore
-from harness.task import PROFILES, Budget, CaseSpec, Task
 
 NAME = "ssl"
 PROTOCOL = "pretrain"
@@ -187,7 +187,7 @@ def build(spec: CaseSpec) -> Task:
 def _paired(rec: dict, a: str, b: str) -> str:
     """Student against teacher: two metrics of one record, paired over its seeds, by the leaderboard's per-case
     rule (exact sign-flip; with 5 or fewer seeds it cannot reject at 0.05, and says so)."""
-    from harness.suites._paired import one_case
+    from harness.reporting.paired import one_case
 
     pairs = [(x, y) for x, y in zip(rec["metrics"][a]["per_seed"], rec["metrics"][b]["per_seed"])
              if x is not None and y is not None]

@@ -48,15 +48,15 @@ import torch
 from torch import nn
 
 from harness import data as hdata
+from harness.core.models import Classifier, mlp, timm_model
+from harness.core.task import Budget, CaseSpec, Task
 from harness.data.dataset import ArrayDataset, to_float
-from harness.models import Classifier, mlp, timm_model
 from harness.protocols.unlearn import klom_metrics, seed_metrics
-from harness.task import Budget, CaseSpec, Task
 
 NAME = "unlearning"
 PROTOCOL = "unlearn"
 # Verdicts compare with finetune (the cheapest method that unlearns anything); retrain is the oracle the gap is
-# measured to, so its gap is 0 by construction: a reference row, shown without a verdict (harness.compare).
+# measured to, so its gap is 0 by construction: a reference row, shown without a verdict (harness.reporting.compare).
 BASELINE = "finetune"
 ORACLE = "retrain"
 REFERENCE_METHODS = {ORACLE: "the retrained oracle the gap is measured to (gap 0 by construction)"}
@@ -217,7 +217,7 @@ def build(spec: CaseSpec) -> Task:
         "forgotten_class": forgotten_class, "n_oracles": p["n_oracles"], "unlearn_frac": p["unlearn_frac"],
         "pool_fingerprint": pool_fingerprint(spec)}}
     if p["model"] == "lite0":
-        from harness.pretrained import pretrained_weights
+        from harness.core.pretrained import pretrained_weights
 
         weights = pretrained_weights("efficientnet_lite0")
         normalize = weights.channel_stats(in_chans)
@@ -334,7 +334,7 @@ def findings(records: list[dict]) -> list[str]:
 def figures(records: list[dict], out_dir: Path) -> list[tuple[str, Path]]:
     """One scatter per case: average gap to retrain against RTE (log scale), ± 1 sem over seeds on both axes,
     the Pareto front joined."""
-    from harness.figures import label_points, pyplot, save, seed_sem, time_axis
+    from harness.reporting.figures import label_points, pyplot, save, seed_sem, time_axis
 
     plt = pyplot()
     out = []

@@ -201,10 +201,10 @@ class StepBudget:
 
 
 def prepare_model(model: nn.Module, compile_backend: str | None) -> nn.Module:
-    """``torch.compile`` the forward in place when the run asks for it (:func:`harness.speed.compile_model`)."""
+    """``torch.compile`` the forward in place when the run asks for it (:func:`harness.core.speed.compile_model`)."""
     if compile_backend is None:
         return model
-    from harness.speed import compile_model
+    from harness.core.speed import compile_model
 
     return compile_model(model, compile_backend)
 

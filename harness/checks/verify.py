@@ -271,8 +271,8 @@ def agreement(old: dict, new: dict) -> tuple[bool, str]:
 
 def rerun(record: dict, device: torch.device, results_dir: Path | None = None, data_path: str = "auto") -> dict:
     """Run a record's case again with its method, hparams, seeds and profile; the new record."""
-    from harness.registry import create_method
-    from harness.runner import run_case
+    from harness.core.registry import create_method
+    from harness.running.runner import run_case
 
     spec = spec_for(record)
     if spec is None:
@@ -287,7 +287,7 @@ def rerun(record: dict, device: torch.device, results_dir: Path | None = None, d
 def rerun_sample(results_dir: Path, n: int, device: torch.device, seed: int = 0,
                  say: Callable[[str], None] = print, paths: list[Path] | None = None) -> list[Outcome]:
     """Re-run ``n`` records drawn at random (seeded) from ``paths`` (default: all) and report agreement."""
-    from harness.leaderboard import collect
+    from harness.reporting.leaderboard import collect
 
     collected = collect(results_dir)
     stale = {p.resolve() for p, _ in collected.stale}
@@ -312,7 +312,7 @@ def regenerate(results_dir: Path, device: torch.device, suites: list[str] | None
                profiles: list[str] | None = None, methods: list[str] | None = None, dry_run: bool = False,
                say: Callable[[str], None] = print) -> list[Outcome]:
     """Re-run every stale record (see the module docstring) matching the filters, writing over it in place."""
-    from harness.leaderboard import collect
+    from harness.reporting.leaderboard import collect
 
     out = []
     for path, why in collect(results_dir).stale:
@@ -360,8 +360,8 @@ def _json(value) -> str:
 
 def audit(path: Path, record: dict, results_dir: Path, base: dict | None = None) -> list[str]:
     """Identity, seed, evidence and environment problems of one record (checks 1-3 of the module docstring)."""
-    from harness.provenance import code_versions, stale_parts
-    from harness.registry import create_method, get_method_class
+    from harness.core.registry import create_method, get_method_class
+    from harness.records.provenance import code_versions, stale_parts
     from harness.suites import get_suite, seed_count
 
     problems = []
@@ -427,8 +427,8 @@ def audit(path: Path, record: dict, results_dir: Path, base: dict | None = None)
 
 def reexecute(record: dict, device: torch.device, factor: float = STEP_TIME_FACTOR) -> tuple[list[str], float]:
     """Re-run seed 0 of a record with its thread count; problems (check 5) and the seconds the re-run took."""
-    from harness.registry import create_method
-    from harness.runner import run_case
+    from harness.core.registry import create_method
+    from harness.running.runner import run_case
 
     if device.type != "cpu":
         raise UsageError("verify re-executes on CPU only (records are compared bit for bit): pass --device cpu")
@@ -510,7 +510,7 @@ def verify_record(path: Path, record: dict, results_dir: Path, device: torch.dev
 def changed_records(base: str, results_dir: Path, repo: Path) -> tuple[str, list[Path], list[Path]]:
     """The base commit, and the records under ``results_dir`` that the change adds or modifies (an edited npz
     counts for its record), and those it deletes."""
-    from harness.gate import _git, changed_files, resolve_base
+    from harness.checks.gate import _git, changed_files, resolve_base
 
     if _git(repo, "rev-parse", "--git-dir") is None:
         raise UsageError(f"{repo} is not a git checkout: cannot tell which records changed; pass record paths")
@@ -533,7 +533,7 @@ def changed_records(base: str, results_dir: Path, repo: Path) -> tuple[str, list
 
 def base_version(commit: str, path: Path, repo: Path) -> dict | None:
     """The record at ``path`` as the base commit has it, or None when the change adds it."""
-    from harness.gate import _git
+    from harness.checks.gate import _git
 
     if commit == EMPTY_TREE:
         return None
@@ -549,7 +549,7 @@ def verify_changed(base: str, results_dir: Path, device: torch.device, repo: Pat
                    max_records: int = MAX_RECORDS, max_seconds: float = MAX_SECONDS,
                    say: Callable[[str], None] = print) -> list[Outcome]:
     """Re-execute every record a change adds or modifies (see the module docstring); one outcome per record."""
-    from harness.gate import REPO
+    from harness.checks.gate import REPO
 
     repo = Path(repo or REPO)
     commit, paths, gone = changed_records(base, results_dir, repo)
@@ -588,7 +588,7 @@ def estimated_seconds(record: dict) -> float:
 
 
 def _git_head(repo: Path) -> str:
-    from harness.gate import _git
+    from harness.checks.gate import _git
 
     return _git(repo, "rev-parse", "HEAD") or ""
 

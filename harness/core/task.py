@@ -46,7 +46,7 @@ class Budget:
     schedule: str = "constant"  # one of SCHEDULES, stepped per training step
     warmup_epochs: float = 0.0  # linear warm-up from 0 to lr, then the schedule
     grad_clip: float | None = None  # max global gradient norm, applied before every optimizer step
-    augment: str = "none"  # a policy of harness.augment, applied per batch on the device (training batches only)
+    augment: str = "none"  # a policy of harness.core.augment, applied per batch on the device (training batches only)
     selection: str = "best"  # one of SELECTIONS: best epoch on the task's selection split, or the last epoch
 
     def __post_init__(self) -> None:

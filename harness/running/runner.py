@@ -15,16 +15,16 @@ from typing import Any
 
 import torch
 
-from harness.environment import environment
+from harness.core.environment import environment
+from harness.core.method import Method
+from harness.core.speed import CompileClock, SpeedOptions
+from harness.core.task import CaseSpec, Task
+from harness.core.timing import peak_memory, reference_workload_seconds, reset_peak_memory, synchronize
 from harness.errors import Diverged, UsageError
-from harness.method import Method
-from harness.metrics import summarize
+from harness.metrics.stats import summarize
 from harness.protocols import RunContext, SeedResult, get_protocol
-from harness.provenance import code_versions
 from harness.records import check_writable, load_record, record_lock, record_path, seed_arrays, write_record
-from harness.speed import CompileClock, SpeedOptions
-from harness.task import CaseSpec, Task
-from harness.timing import peak_memory, reference_workload_seconds, reset_peak_memory, synchronize
+from harness.records.provenance import code_versions
 
 
 @dataclass
@@ -154,10 +154,10 @@ def run_case(spec: CaseSpec, method: Method, seeds: list[int], device: torch.dev
     method.check_protocol(spec.protocol)
     if results_dir is None:
         return _run_case(spec, method, seeds, device, None, overrides, resume, task, postprocess, data_path, speed)
-    from harness.tuning import is_tuning_seed
+    from harness.running.tuning import is_tuning_seed
 
     if any(is_tuning_seed(s) for s in seeds):
-        raise UsageError(f"seeds {[s for s in seeds if is_tuning_seed(s)]} are tuning seeds (harness.tuning): settings "
+        raise UsageError(f"seeds {[s for s in seeds if is_tuning_seed(s)]} are tuning seeds (harness.running.tuning): settings "
                          "are chosen on them, so no record reports them")
     path = record_path(check_writable(results_dir), spec.suite, spec.case, method.name, spec.profile, overrides)
     with record_lock(path):
@@ -205,7 +205,7 @@ def _run_case(spec: CaseSpec, method: Method, seeds: list[int], device: torch.de
                             steps_compiling=sum(r.timing.compile_steps for r in results if r.timing is not None),
                             speed_fingerprint=speed.fingerprint(task.fingerprint))
     if speed.profile_kernels:
-        from harness.profiling import profile_kernels, trace_path
+        from harness.running.profiling import profile_kernels, trace_path
 
         step = results[-1].train_step if results and not diverged else None
         # after every seed and its evaluation: the profiled steps touch neither the timed window nor the metrics

@@ -6,13 +6,11 @@ import datetime as dt
 import platform
 import subprocess
 from functools import lru_cache
-from pathlib import Path
 
 import torch
 
 import harness
-
-REPO = Path(__file__).resolve().parent.parent
+from harness.core.digest import REPO
 
 
 @lru_cache(maxsize=1)

@@ -1,6 +1,6 @@
 """Seed-paired comparisons of one method with another over a set of cases, for suites' generated findings.
 
-The statistics are the leaderboard's (:mod:`harness.claims`, stated once in the leaderboard header), so a finding
+The statistics are the leaderboard's (:mod:`harness.reporting.claims`, stated once in the leaderboard header), so a finding
 never contradicts a leaderboard verdict: per case the exact sign-flip test on the seed-paired differences, Holm
 over the cases; over the cases the two kinds of claim, *on these cases* (stratified sign-flip over case x seed
 pairs, with a stratified bootstrap CI) and *across cases* (exact sign-flip on the case means; too few cases -> no
@@ -13,10 +13,10 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from harness import claims
-from harness.claims import Test
-from harness.compare import fmt_p, oriented_diffs
 from harness.records import paired_values
+from harness.reporting import claims
+from harness.reporting.claims import Test
+from harness.reporting.compare import fmt_p, oriented_diffs
 
 
 @dataclass(frozen=True)

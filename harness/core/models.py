@@ -56,13 +56,13 @@ def small_cnn(in_chans: int, num_classes: int, width: int = 32) -> Classifier:
 def timm_model(name: str, in_chans: int, num_classes: int, pretrained: bool = False) -> Classifier:
     """A timm backbone as featurizer (``num_classes=0`` gives pooled features) under a new head.
 
-    ``pretrained=True`` loads offline ImageNet weights (``harness.pretrained.PRETRAINED`` lists the archs) into
+    ``pretrained=True`` loads offline ImageNet weights (``harness.core.pretrained.PRETRAINED`` lists the archs) into
     timm's TF-faithful variant of the arch, drops the ImageNet head and, for ``in_chans != 3``, adapts the stem by
-    timm's rule (see ``harness.pretrained.load_pretrained``). The model then carries ``pretrained_info`` (arch,
+    timm's rule (see ``harness.core.pretrained.load_pretrained``). The model then carries ``pretrained_info`` (arch,
     sha256, package, normalisation, input size) and ``input_mean``/``input_std``, one value per input channel.
     """
     if pretrained:
-        from harness.pretrained import load_pretrained
+        from harness.core.pretrained import load_pretrained
 
         backbone, weights = load_pretrained(name, in_chans)
         model = Classifier(backbone, backbone.num_features, num_classes)
@@ -80,7 +80,7 @@ def imagenet_model(arch: str) -> nn.Module:
 
     Inputs: RGB in [0, 1], normalised by ``model.input_mean``/``model.input_std``.
     """
-    from harness.pretrained import load_pretrained
+    from harness.core.pretrained import load_pretrained
 
     model, weights = load_pretrained(arch, imagenet_head=True)
     model.pretrained_info = weights.info()

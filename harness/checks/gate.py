@@ -6,13 +6,13 @@
    (a clean clone of main checks its last commit), else there is nothing
    to compare (a fresh single-commit clone passes at once).
 2. **What to re-run**, from the files the code fingerprint covers
-   (:mod:`harness.provenance`: each method, protocol and suite module with the
+   (:mod:`harness.records.provenance`: each method, protocol and suite module with the
    files it imports):
    - a file only a method runs (its own file, ``baselines/dg/sam.py`` for
      udim, ...) and the suite's baseline does not: that method, on every suite
      where it has committed smoke records;
    - a file the suite's baseline run covers (the suite module, its protocol,
-     ``harness/method.py``, ... and what they import): the baseline method of
+     ``harness/core/method.py``, ... and what they import): the baseline method of
      each affected suite. A change there moves every method alike, and the
      baseline is the cheapest witness; pass ``--all-methods`` to re-run every
      method with committed smoke records.
@@ -63,6 +63,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from harness.core.digest import REPO
 from harness.errors import DataMissing, HarnessError, Unsupported, UsageError
 from harness.records import higher_is_better, iter_records, paired_values
 
@@ -71,7 +72,6 @@ TOLERANCE = 0.05
 TIME_TOLERANCE = 2.0
 AGGREGATE_ALPHA = 0.05
 AGGREGATE_MIN_EFFECT = 0.002
-REPO = Path(__file__).resolve().parent.parent
 
 
 def _git(repo: Path, *args: str) -> str | None:
@@ -126,8 +126,8 @@ def smoke_records(results_dir: Path) -> dict[tuple[str, str], list[tuple[Path, d
 def targets(changed: list[str], committed: dict[tuple[str, str], list], all_methods: bool = False,
             repo: Path = REPO) -> list[Target]:
     """The (suite, method) pairs a change affects (see the module docstring)."""
-    from harness.provenance import import_closure, method_files, protocol_files
-    from harness.registry import get_method_class, method_entries
+    from harness.core.registry import get_method_class, method_entries
+    from harness.records.provenance import import_closure, method_files, protocol_files
     from harness.suites import all_suites
 
     paths = {(repo / c).resolve(): c for c in changed}
@@ -171,7 +171,7 @@ def targets(changed: list[str], committed: dict[tuple[str, str], list], all_meth
 
 def compare(old: dict, new: dict, tolerance: float = TOLERANCE, time_tolerance: float = TIME_TOLERANCE) -> list[str]:
     """Regressions of ``new`` against the committed ``old`` record (empty when it passes)."""
-    from harness.metrics import paired_test
+    from harness.metrics.stats import paired_test
 
     where = f"{old['suite']}/{old['case']} {old['method']}"
     if new["status"] != "ok":
@@ -246,7 +246,7 @@ def check_target(target: Target, records: list[tuple[Path, dict]], device: torch
                  say: Callable[[str], None] = print, alpha: float = AGGREGATE_ALPHA,
                  min_effect: float = AGGREGATE_MIN_EFFECT) -> list[str]:
     """Re-run a target's committed smoke records and compare, case by case and across cases; the failures."""
-    from harness.verify import rerun
+    from harness.checks.verify import rerun
 
     failures = []
     pairs: list[tuple[dict, dict]] = []

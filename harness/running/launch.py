@@ -1,7 +1,7 @@
 """``python -m harness launch``: the suite matrix as a job array, through submitit.
 
 One array task per (case, method), submitted with ``executor.map_array``.
-Each task runs :func:`harness.runner.run_case` over the seeds and writes its
+Each task runs :func:`harness.running.runner.run_case` over the seeds and writes its
 record atomically into the shared results folder. Every (case, method,
 profile, hparams) has its own record path, so merging is by path: the
 folder *is* the merged result, and the launcher reads the records back for
@@ -28,16 +28,16 @@ from typing import Any
 import submitit
 from submitit.helpers import DelayedSubmission
 
-from harness.config import make_config
-from harness.environment import resolve_device
+from harness.core.environment import resolve_device
+from harness.core.registry import create_method, load_method_module
+from harness.core.speed import SpeedOptions
+from harness.core.task import CaseSpec
 from harness.errors import DataMissing, Unsupported, UsageError
-from harness.provenance import code_versions
 from harness.records import load_record, record_path
-from harness.registry import create_method, load_method_module
-from harness.runner import CaseResult, existing_record, run_case
-from harness.speed import SpeedOptions
+from harness.records.provenance import code_versions
+from harness.running.config import make_config
+from harness.running.runner import CaseResult, existing_record, run_case
 from harness.suites import case_seeds, case_specs, get_suite
-from harness.task import CaseSpec
 
 EXECUTORS = ("slurm", "local")
 

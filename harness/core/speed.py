@@ -19,10 +19,10 @@ from typing import Any
 
 from torch import nn
 
+from harness.core.timing import note_compilation
 from harness.errors import UsageError
-from harness.timing import note_compilation
 
-PRECISIONS = ("fp32", "bf16", "fp16")  # autocast and the grad scaler live in harness.engine
+PRECISIONS = ("fp32", "bf16", "fp16")  # autocast and the grad scaler live in harness.core.engine
 
 
 @dataclass(frozen=True)

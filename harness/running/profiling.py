@@ -29,8 +29,8 @@ import torch
 from torch.autograd import DeviceType
 from torch.profiler import ProfilerActivity, profile
 
-from harness.environment import cuda_driver_version
-from harness.timing import StepTimer, synchronize
+from harness.core.environment import cuda_driver_version
+from harness.core.timing import StepTimer, synchronize
 
 PROFILE_STEPS = 5  # at least this many profiled steps ...
 PROFILE_SECONDS = 0.25  # ... and enough to fill this long, so sub-millisecond steps are not one scheduler tick

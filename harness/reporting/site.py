@@ -1,10 +1,10 @@
 """Readable reports from run records: the Markdown leaderboard (a summary plus one page per suite), a static
 HTML site, and ``python -m harness report`` for a user's own results folder.
 
-Every table comes from :mod:`harness.leaderboard`'s table builders (``case_frame``, ``aggregate_table``,
-``coverage_line``) and :mod:`harness.compare`'s aggregate; this module only arranges and renders them.
+Every table comes from :mod:`harness.reporting.leaderboard`'s table builders (``case_frame``, ``aggregate_table``,
+``coverage_line``) and :mod:`harness.reporting.compare`'s aggregate; this module only arranges and renders them.
 What it adds is the summary ranking per suite and profile (:func:`summary_frame`): methods ordered by mean
-rank over cases (the Friedman set of :func:`harness.compare.aggregate`), then by their mean primary metric,
+rank over cases (the Friedman set of :func:`harness.reporting.compare.aggregate`), then by their mean primary metric,
 with the mean over cases of each case's seed mean **± its standard error from seed variation**: per-case
 sem over seeds (std / sqrt(n), ddof=1) combined as sqrt(sum sem_c^2) / n_cases. Case-to-case spread is
 not in that interval (the across-cases claim treats cases as the unit).
@@ -34,11 +34,11 @@ from pathlib import Path
 import pandas as pd
 from tabulate import tabulate
 
-from harness import leaderboard as lb
-from harness.compare import Aggregate, aggregate, references
 from harness.errors import UsageError
-from harness.figures import mean_over_cases
 from harness.records import higher_is_better, load_record
+from harness.reporting import leaderboard as lb
+from harness.reporting.compare import Aggregate, aggregate, references
+from harness.reporting.figures import mean_over_cases
 from harness.suites import case_specs, get_suite, is_suite, seed_count, suite_names
 
 PAGES_DIR = Path("docs") / "leaderboard"  # per-suite Markdown pages, beside leaderboard.md
@@ -421,7 +421,7 @@ def markdown_files(results_dir: Path, out: Path, figures_dir: Path, render_dir: 
 
 def findings_markdown(report: Report, summary_href: str) -> str:
     """docs/findings.md: per suite and profile, the aggregate's claims and the suite's own findings, all generated
-    from the records by :mod:`harness.compare`'s rule (so no finding is written by hand)."""
+    from the records by :mod:`harness.reporting.compare`'s rule (so no finding is written by hand)."""
     parts = [lb.HEADER, "", "# Findings", "", f"Generated from the records with the statistics stated in the "
              f"[leaderboard summary]({summary_href}) (per case: exact sign-flip with Holm; suite claims on these "
              "cases and across cases). Nothing here is written by hand."]

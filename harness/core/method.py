@@ -220,7 +220,7 @@ class Method:
     def train_step(self, model: nn.Module, batch: Batch, engine: Any, state: State) -> dict | Tensor:
         """One optimisation step's objective; returns the loss (or a dict of scalars with ``"loss"``).
 
-        ``engine`` is the protocol's :class:`~harness.engine.StepEngine`: it has zeroed the gradients,
+        ``engine`` is the protocol's :class:`~harness.core.engine.StepEngine`: it has zeroed the gradients,
         runs this under the run's autocast, backpropagates the returned loss, clips, steps the optimizer and the
         schedule and checks the loss for NaN/Inf. A multi-pass method (SAM, UDIM) calls ``engine.backward(loss)``
         itself, once per pass (gradients accumulate into one update), and ``engine.grad(loss, params)`` for
@@ -294,7 +294,7 @@ class Method:
         """One self-supervised step's objective on ``num_views`` views of a batch; returns the loss (or a dict of
         scalars with ``"loss"``).
 
-        The protocol's :class:`~harness.engine.StepEngine` has put the returned modules in train mode and zeroed
+        The protocol's :class:`~harness.core.engine.StepEngine` has put the returned modules in train mode and zeroed
         the gradients; it runs this under the run's autocast, backpropagates, clips, steps the optimizer and the
         schedule, then calls :meth:`after_step`. The modules live on ``state`` (made in :meth:`build`).
         """

@@ -1,20 +1,20 @@
 """How the leaderboard compares methods: the rule, in one place, for the leaderboard and the suites' findings.
 
-The statistics are :mod:`harness.claims`'s; this module applies them to records.
+The statistics are :mod:`harness.reporting.claims`'s; this module applies them to records.
 
 Per case (one leaderboard table): each method is compared with the suite's baseline on the case's primary
 metric, on seed-matched values, oriented so that + favours the method. The test is the exact sign-flip test
-on the seed-paired differences (:func:`harness.claims.per_case`), Holm-corrected over the comparisons of that
+on the seed-paired differences (:func:`harness.reporting.claims.per_case`), Holm-corrected over the comparisons of that
 table. With n seeds its smallest p is 2 / 2^n, so with 5 or fewer seeds the verdict reads "cannot reject at n
 seeds" (never "no difference").
 
 Across the suite, two kinds of claim, each Holm-corrected over the methods compared with the baseline:
 
-* **on these cases** (:func:`harness.claims.on_these_cases`): a stratified sign-flip test over every
+* **on these cases** (:func:`harness.reporting.claims.on_these_cases`): a stratified sign-flip test over every
   (case, seed) pair of the mean of case means, with a stratified bootstrap CI (seeds resampled within cases);
   it speaks of these cases only;
-* **across cases** (:func:`harness.claims.across_cases`): the exact sign-flip test on the case means, with cases
-  as the unit; below :func:`harness.claims.cases_needed` cases it cannot reach the Holm level, and the verdict
+* **across cases** (:func:`harness.reporting.claims.across_cases`): the exact sign-flip test on the case means, with cases
+  as the unit; below :func:`harness.reporting.claims.cases_needed` cases it cannot reach the Holm level, and the verdict
   says so ("too few cases to claim").
 
 The Friedman test and the Nemenyi critical difference on the case means' ranks are reported beside them
@@ -33,10 +33,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from harness import claims
-from harness.claims import Test
-from harness.metrics import FriedmanResult, friedman
+from harness.metrics.stats import FriedmanResult, friedman
 from harness.records import higher_is_better, paired_values
+from harness.reporting import claims
+from harness.reporting.claims import Test
 
 ALPHA = claims.ALPHA
 ON_LABEL = "On these cases (stratified sign-flip over case×seed pairs, Holm over {k} methods)"
@@ -77,7 +77,7 @@ class Row:
 
 def table_rows(records: list[dict], base: dict | None, metric: str, alpha: float = ALPHA,
                refs: dict[str, str] | None = None) -> list[Row]:
-    """Every record compared with ``base`` on ``metric`` (:func:`harness.claims.per_case`), Holm over the table."""
+    """Every record compared with ``base`` on ``metric`` (:func:`harness.reporting.claims.per_case`), Holm over the table."""
     refs = refs or {}
     rows, tests = [], {}
     for i, rec in enumerate(records):

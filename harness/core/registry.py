@@ -23,12 +23,13 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from harness.core.digest import REPO
 from harness.errors import HarnessError, UsageError
 
 if TYPE_CHECKING:
-    from harness.method import Method
+    from harness.core.method import Method
 
-BASELINES_DIR = Path(__file__).resolve().parent.parent / "baselines"
+BASELINES_DIR = REPO / "baselines"
 ENTRY_POINT_GROUP = "harness.methods"
 # One pattern for every method name: it becomes a record file name, a leaderboard row and a CLI value, so no
 # spaces, no upper case (``My-Loss`` and ``my-loss`` would share a file on case-insensitive disks), no underscore

@@ -22,11 +22,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from harness.core.digest import REPO
+from harness.core.task import CaseSpec
 from harness.errors import UsageError
-from harness.task import CaseSpec
 
 TUNING_SEED_START = 1000  # seeds >= this tune settings; records that report them are refused (see is_tuning_seed)
-TUNING_DIR = Path(__file__).resolve().parent.parent / "docs" / "tuning"
+TUNING_DIR = REPO / "docs" / "tuning"
 
 
 def is_tuning_seed(seed: int) -> bool:
@@ -53,8 +54,8 @@ def tune(spec: CaseSpec, method: Any, grid: dict[str, list[Any]], metric: str, s
     others set budget fields or case params (:func:`variant`). The best is the highest mean, or the lowest for a
     metric the record marks lower-is-better (the unlearning gap).
     """
-    from harness.registry import create_method
-    from harness.runner import run_case
+    from harness.core.registry import create_method
+    from harness.running.runner import run_case
 
     bad = [s for s in seeds if not is_tuning_seed(s)]
     if bad:

@@ -10,12 +10,12 @@ from typing import Any
 
 import torch
 
-from harness.environment import resolve_device
+from harness.core.environment import resolve_device
+from harness.core.method import Method
+from harness.core.registry import create_method, get_method_class, load_method_module
+from harness.core.speed import SpeedOptions
+from harness.core.task import PROFILES
 from harness.errors import HparamError, UsageError
-from harness.method import Method
-from harness.registry import create_method, get_method_class, load_method_module
-from harness.speed import SpeedOptions
-from harness.task import PROFILES
 
 DEFAULT_SEEDS = {"smoke": 1, "standard": 3, "full": 5}
 _START_THREADS = torch.get_num_threads()

@@ -38,7 +38,7 @@ import jsonschema
 import numpy as np
 
 from harness.errors import RecordError, RecordLocked
-from harness.metrics import PairedComparison, paired_test, summarize
+from harness.metrics.stats import PairedComparison, paired_test, summarize
 
 SCHEMA_VERSION = 1
 
@@ -98,7 +98,7 @@ RECORD_SCHEMA: dict[str, Any] = {
                 "speed_fingerprint": {"type": "string"},
             },
         },
-        "kernels": {"type": "object", "required": ["activity", "steps", "top"]},  # harness.profiling
+        "kernels": {"type": "object", "required": ["activity", "steps", "top"]},  # harness.running.profiling
         "hparams": {"type": "object"},
         "hparam_overrides": {"type": "object"},
         "fingerprint": {"type": "string", "pattern": "^[0-9a-f]{16,64}$"},
@@ -409,7 +409,7 @@ def paired_verdict(rec: dict, base: dict, metric: str, test: str = "t",
     """Two-sided paired test of ``rec`` against ``base`` on seed-matched values; None below 2 pairs.
 
     The metric's direction comes from the record (:func:`higher_is_better`). ``test="t"`` is the
-    leaderboard's per-case test (see :mod:`harness.leaderboard`); ``"permutation"`` the exact sign-flip test.
+    leaderboard's per-case test (see :mod:`harness.reporting.leaderboard`); ``"permutation"`` the exact sign-flip test.
     The p-value is unadjusted: correct it over a table with :func:`harness.metrics.holm`.
     """
     a, b = paired_values(rec, base, metric)
@@ -430,7 +430,7 @@ def to_frame(source: Path | str | list[dict], per_seed: bool = True):
     Both carry :data:`FRAME_KEYS` (``hparams`` is the overrides as JSON, "" for the method's defaults; ``primary``
     marks the case's primary metric), the median step time ``step_ms`` and, for a folder, the record's ``path``.
     A diverged record has its rows with NaN values. Whether a record is current with the code here is
-    :func:`harness.leaderboard.collect`'s question, not this frame's.
+    :func:`harness.reporting.leaderboard.collect`'s question, not this frame's.
 
     >>> df = to_frame("results")                                   # doctest: +SKIP
     >>> df[df.primary].groupby(["suite", "method"]).value.mean()   # doctest: +SKIP

@@ -1,0 +1,1 @@
+"""Checks of committed records: re-execution (verify) and the regression gate."""

@@ -1,0 +1,1 @@
+"""Reports read records and never run code that is measured: leaderboard, site, figures, claims, findings. Nothing here is in a record fingerprint or a cache key, so a reworded sentence stales nothing."""

@@ -1,0 +1,1 @@
+"""Running cases: configuration, the runner that writes records, launch on a cluster, tuning, profiling."""
