@@ -35,13 +35,18 @@ from pathlib import Path
 import pytest
 from tabulate import tabulate
 
+from harness import hookspecs
+from harness.core.engine import observe_steps
+from harness.core.registry import load_method_module, method_names
 from harness.core.speed import PRECISIONS, SpeedOptions
 from harness.core.task import CaseSpec
+from harness.data.registry import dataset_info
 from harness.errors import DataMissing, HarnessError, HparamError, RecordError, RecordLocked, Unsupported
 from harness.records import check_writable, load_record
 from harness.running.config import RunConfig, claim_worker_resources, make_config, worker_slot
-from harness.running.runner import CaseResult, run_case
-from harness.suites import case_seeds, case_specs
+from harness.running.profiling import kernel_lines
+from harness.running.runner import CaseResult, run_case, summary_rows
+from harness.suites import case_seeds, case_specs, suite_names
 
 RESULTS_KEY = pytest.StashKey[list]()
 CONFIG_KEY = pytest.StashKey[RunConfig]()
@@ -85,8 +90,6 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
-    from harness import hookspecs
-
     pluginmanager.add_hookspecs(hookspecs)
 
 
@@ -100,8 +103,6 @@ def _run_config(config: pytest.Config) -> RunConfig:
         strict = opt("--strict-data")
         worker = worker_slot()
         try:
-            from harness.core.registry import load_method_module
-
             check_repeated_hparams(opt("--hparam"))
             for path in opt("--method-module"):  # before the names in node ids are matched against the registry
                 load_method_module(path)
@@ -153,8 +154,6 @@ def methods_from_node_ids(node_ids: list[str]) -> str:
     The id is ``{method}-{case}``; method names may hold dashes (``erm-strong``), so the longest registered
     name that prefixes the id wins.
     """
-    from harness.core.registry import method_names
-
     names = sorted(method_names(), key=len, reverse=True)
     found: list[str] = []
     for node_id in node_ids:
@@ -177,8 +176,6 @@ def _dist_given(config: pytest.Config) -> bool:
 def pytest_configure(config: pytest.Config) -> None:
     config.stash[RESULTS_KEY] = []
     config.stash[_DESELECTED_KEY] = Counter()
-    from harness.suites import suite_names
-
     # one marker per suite and realdata, so -m selects cases and --strict-markers passes outside this repo too
     for name in suite_names():
         config.addinivalue_line("markers", f"{name}: cases of the {name} suite (harness)")
@@ -255,8 +252,6 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 def reads_harness_data(spec: CaseSpec) -> bool:
     """Whether the case's dataset is a real or user set under ``$HARNESS_DATA`` (the ``realdata`` marker)."""
-    from harness.data.registry import dataset_info
-
     name = spec.params.get("dataset") or spec.params.get("data")
     tiers = {d.name: d.tier for d in dataset_info(check=False)}
     return tiers.get(name) in ("real", "user")
@@ -364,8 +359,6 @@ def case_progress(config: pytest.Config, label: str) -> Iterator[None]:
         yield
         return
     from tqdm import tqdm
-
-    from harness.core.engine import observe_steps
 
     out = _TerminalFile(config)
     out.open_line()
@@ -481,21 +474,6 @@ def _register_case_fixture(config: pytest.Config) -> None:
     config.pluginmanager.register(BenchmarkedCaseFixture() if benchmarked else CaseFixture(), "harness-case-fixture")
 
 
-def summary_rows(results: list[CaseResult]) -> list[list[str]]:
-    rows = []
-    for r in results:
-        rec = r.record
-        mean, std = r.primary()
-        if mean is None:
-            metric = "n/a"
-        else:
-            metric = f"{rec['primary_metric']} {mean:.4f}" + (f" ± {std:.4f}" if std is not None else "")
-        step = rec["timing"]["step_time_median_s"]
-        rows.append([rec["suite"], rec["case"], rec["method"], metric, len(rec["seeds"]),
-                     f"{step * 1e3:.2f} ms" if step else "n/a", "resumed" if r.resumed else rec["status"]])
-    return rows
-
-
 def pytest_sessionfinish(session: pytest.Session) -> None:
     """In an xdist worker: hand the controller the paths of the records this worker wrote or resumed."""
     config = session.config
@@ -554,8 +532,6 @@ def _skip_lines(terminalreporter, config: pytest.Config) -> list[str]:
     """Every suite case's skip reason, unless ``-rs`` (or ``-ra``/``-rA``) already lists them."""
     if set(getattr(config.option, "reportchars", "") or "") & set("saA"):
         return []
-    from harness.suites import suite_names
-
     suites = set(suite_names())
     lines = []
     for rep in terminalreporter.stats.get("skipped", []):  # suite cases carry their suite's marker (also under xdist)
@@ -602,8 +578,6 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
             "(median after warm-up, CUDA events or perf_counter), read from the records every worker wrote")
     profiled = [r for r in results if r.record.get("kernels")]
     if profiled:
-        from harness.running.profiling import kernel_lines
-
         terminalreporter.section("harness kernels (profiled after the timed window)")
         for r in profiled:
             for line in kernel_lines(r.record):

@@ -17,7 +17,8 @@ from baselines.dg.sam import ascend, restore, sam_step, trainable
 from baselines.dg.udim import gradient_statistics_gap, sharpness_gradients
 from baselines.dg.vrex import domain_risks
 from harness.core.engine import StepEngine, run_train_step
-from harness.core.method import Batch, State, cross_entropy
+from harness.core.functional import cross_entropy
+from harness.core.method import Batch, State
 from harness.core.models import mlp, small_cnn
 from harness.core.registry import create_method, method_entries, method_names
 from harness.errors import DataError, HparamError, Unsupported

@@ -13,7 +13,8 @@ from baselines.dg.dann import adaptation_weight, reverse_gradient
 from baselines.dg.divdis import Heads, head_probs, marginal_kl, mutual_information, repulsion
 from baselines.dg.pseudo_label import confident_pseudo_labels
 from harness.core.engine import run_train_step
-from harness.core.method import Batch, State, cross_entropy
+from harness.core.functional import cross_entropy
+from harness.core.method import Batch, State
 from harness.core.models import mlp, small_cnn
 from harness.core.registry import create_method, method_entries
 from harness.errors import HarnessError, Unsupported

@@ -90,7 +90,7 @@ class UnlearnSees(Method):
     seen: list[bool] = []
 
     def unlearn(self, model, forget, retain, state):
-        from harness.core.method import cross_entropy
+        from harness.core.functional import cross_entropy
 
         def step(b):
             type(self).seen.append(autocast_on())

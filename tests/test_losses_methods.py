@@ -11,7 +11,8 @@ import torch
 from baselines.losses.ensloss import ensloss_derivatives
 from baselines.losses.ensloss_mc import multiclass_margin
 from baselines.losses.ldr_kl import ldr_margins
-from harness.core.method import Batch, State, signed_margin_targets
+from harness.core.functional import signed_margin_targets
+from harness.core.method import Batch, State
 from harness.core.models import mlp
 from harness.core.registry import create_method, method_names
 from harness.errors import HparamError, Unsupported

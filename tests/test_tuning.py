@@ -8,8 +8,9 @@ import torch
 from harness.core.registry import create_method
 from harness.errors import UsageError
 from harness.running.runner import run_case
-from harness.running.tuning import TUNING_SEED_START, read_tuning, tune, variant
+from harness.running.tuning import tune, variant
 from harness.suites import losses, shift
+from harness.suites.seeds import TUNING_SEED_START, read_tuning
 
 CPU = torch.device("cpu")
 

@@ -177,7 +177,7 @@ class _Greedy(Method):
     name, family, protocols = "greedy", "unlearning", frozenset({"unlearn"})
 
     def unlearn(self, model, forget, retain, state):
-        from harness.core.method import cross_entropy
+        from harness.core.functional import cross_entropy
 
         engine = state.engine(model.parameters())
         state.optimize(model, engine, lambda b: cross_entropy(model(b.x), b.y), retain.forever(),
@@ -377,7 +377,7 @@ TUNED = ["finetune", "random-label", "l1-sparse", "salun", "scrub", "laf", "dmm"
 
 def tuned_choice(method: str) -> tuple[float, list[str]]:
     """The lr_factor of lowest gap averaged over the tuned cases' files (gap at tuning seeds, smoke), and the cases."""
-    from harness.running.tuning import TUNING_DIR
+    from harness.suites.seeds import TUNING_DIR
 
     files = sorted(TUNING_DIR.glob(f"unlearning__*__smoke__{method}.json"))
     by_value: dict[float, list[float]] = {}

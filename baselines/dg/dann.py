@@ -10,7 +10,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from harness.core.engine import StepEngine
-from harness.core.method import Batch, Method, State, cross_entropy
+from harness.core.functional import cross_entropy
+from harness.core.method import Batch, Method, State
 from harness.core.registry import register_method
 from harness.errors import HarnessError
 

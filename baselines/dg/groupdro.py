@@ -7,7 +7,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from harness.core.method import Batch, Method, State, cross_entropy, group_means
+from harness.core.functional import cross_entropy, group_means
+from harness.core.method import Batch, Method, State
 from harness.core.registry import register_method
 from harness.errors import DataError, Unsupported
 

@@ -6,7 +6,8 @@ import torch
 from torch import Tensor, nn
 
 from harness.core.engine import StepEngine
-from harness.core.method import Batch, Method, State, cross_entropy, is_binary
+from harness.core.functional import cross_entropy, is_binary
+from harness.core.method import Batch, Method, State
 from harness.core.registry import register_method
 from harness.errors import HarnessError
 

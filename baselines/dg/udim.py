@@ -8,7 +8,8 @@ from torch import Tensor, nn
 
 from baselines.dg.sam import ascend, restore, sam_step, trainable
 from harness.core.engine import StepEngine
-from harness.core.method import Batch, Method, State, cross_entropy
+from harness.core.functional import cross_entropy
+from harness.core.method import Batch, Method, State
 from harness.core.registry import register_method
 from harness.errors import HparamError
 

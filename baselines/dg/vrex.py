@@ -6,7 +6,8 @@ import torch
 from torch import Tensor, nn
 
 from harness.core.engine import StepEngine
-from harness.core.method import Batch, Method, State, annealed_penalty_weight, cross_entropy, group_means
+from harness.core.functional import annealed_penalty_weight, cross_entropy, group_means
+from harness.core.method import Batch, Method, State
 from harness.core.registry import register_method
 
 

@@ -8,7 +8,8 @@ from typing import Any
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from harness.core.method import Batch, Method, State, is_binary, set_output_bias
+from harness.core.functional import is_binary, set_output_bias
+from harness.core.method import Batch, Method, State
 from harness.core.registry import register_method
 
 

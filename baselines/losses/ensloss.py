@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from harness.core.method import Batch, Method, State, is_binary
+from harness.core.functional import is_binary
+from harness.core.method import Batch, Method, State
 from harness.core.registry import register_method
 from harness.errors import Unsupported
 

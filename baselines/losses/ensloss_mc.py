@@ -7,7 +7,8 @@ from typing import Any
 from torch import Tensor
 
 from baselines.losses.ensloss import ensloss_derivatives
-from harness.core.method import Batch, Method, State, is_binary
+from harness.core.functional import is_binary
+from harness.core.method import Batch, Method, State
 from harness.core.registry import register_method
 from harness.errors import Unsupported
 

@@ -8,7 +8,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from harness.core.method import Batch, Method, State, set_output_bias, signed_margin_targets
+from harness.core.functional import set_output_bias, signed_margin_targets
+from harness.core.method import Batch, Method, State
 from harness.core.registry import register_method
 
 

@@ -8,7 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from harness.core.method import Batch, Method, State, is_binary
+from harness.core.functional import is_binary
+from harness.core.method import Batch, Method, State
 from harness.core.registry import register_method
 
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from torch import nn
 
-from harness.core.method import Method, State, cross_entropy
+from harness.core.functional import cross_entropy
+from harness.core.method import Method, State
 from harness.core.registry import register_method
 
 

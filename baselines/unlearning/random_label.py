@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from harness.core.functional import wrong_labels
-from harness.core.method import Batch, Method, State, cross_entropy
+from harness.core.functional import cross_entropy, wrong_labels
+from harness.core.method import Batch, Method, State
 from harness.core.registry import register_method
 
 

@@ -6,8 +6,8 @@ import torch
 from torch import Tensor, nn
 
 from baselines.unlearning.random_label import relabel_loss
-from harness.core.functional import top_fraction_mask
-from harness.core.method import Method, State, cross_entropy
+from harness.core.functional import cross_entropy, top_fraction_mask
+from harness.core.method import Method, State
 from harness.core.registry import register_method
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from torch import nn
 
-from harness.core.functional import distill_kl, frozen_copy
-from harness.core.method import Method, State, cross_entropy
+from harness.core.functional import cross_entropy, distill_kl, frozen_copy
+from harness.core.method import Method, State
 from harness.core.registry import register_method
 
 

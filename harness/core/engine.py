@@ -26,6 +26,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from harness.core.speed import compile_model
 from harness.errors import Diverged, MethodError
 
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -204,8 +205,6 @@ def prepare_model(model: nn.Module, compile_backend: str | None) -> nn.Module:
     """``torch.compile`` the forward in place when the run asks for it (:func:`harness.core.speed.compile_model`)."""
     if compile_backend is None:
         return model
-    from harness.core.speed import compile_model
-
     return compile_model(model, compile_backend)
 
 

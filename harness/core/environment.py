@@ -11,6 +11,7 @@ import torch
 
 import harness
 from harness.core.digest import REPO
+from harness.errors import UsageError
 
 
 @lru_cache(maxsize=1)
@@ -67,8 +68,6 @@ def environment(device: torch.device) -> dict:
 
 def resolve_device(name: str) -> torch.device:
     """``auto`` picks CUDA when present; anything unavailable or unknown is a one-line usage error."""
-    from harness.errors import UsageError
-
     fix = "use --device cpu, cuda, cuda:N or auto"
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")

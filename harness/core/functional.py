@@ -16,6 +16,65 @@ from torch import Tensor, nn
 
 from harness.errors import UsageError
 
+# --- supervised: losses and heads shared by loss and DG methods ---
+
+def is_binary(logits: Tensor) -> bool:
+    return logits.ndim == 1
+
+
+def cross_entropy(logits: Tensor, y: Tensor, reduction: str = "mean") -> Tensor:
+    """CE for K-class logits, BCE-with-logits for binary scores: the ERM loss of either task."""
+    if is_binary(logits):
+        return F.binary_cross_entropy_with_logits(logits, y.to(logits.dtype), reduction=reduction)
+    return F.cross_entropy(logits, y, reduction=reduction)
+
+
+def signed_margin_targets(logits: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+    """Scores f and targets in {-1, +1}, for margin losses z = y~ * f.
+
+    Binary: ``(f, 2y-1)`` of shape (N,). Multiclass: the one-vs-all extension,
+    ``(logits, ±1 one-hot)`` of shape (N, K), each column a binary problem.
+    """
+    if is_binary(logits):
+        return logits, 2.0 * y.to(logits.dtype) - 1.0
+    signs = -torch.ones_like(logits)
+    signs.scatter_(1, y[:, None], 1.0)
+    return logits, signs
+
+
+def set_output_bias(model: nn.Module, value: float) -> None:
+    """Fill the bias of the model's output layer (the last ``nn.Linear`` of ``model.classifier``) with ``value``.
+
+    One-vs-all losses use it to start each column at the best constant score for its 1:(K-1) class prior: from
+    a zero bias every column first learns to push its logit down, and margin losses can settle on predicting one
+    class.
+    """
+    head = [m for m in model.classifier.modules() if isinstance(m, nn.Linear)][-1]
+    with torch.no_grad():
+        head.bias.fill_(value)
+
+
+def group_means(values: Tensor, groups: Tensor, num_groups: int) -> tuple[Tensor, Tensor]:
+    """Per-group means of ``values`` and a mask of the groups present in the batch."""
+    sums = torch.zeros(num_groups, dtype=values.dtype, device=values.device).index_add(0, groups, values)
+    counts = torch.bincount(groups, minlength=num_groups).to(values.dtype)
+    present = counts > 0
+    return sums / counts.clamp_min(1), present
+
+
+def annealed_penalty_weight(state: Any, engine: Any, lam: float, anneal_frac: float, reset_optimizer: bool) -> float:
+    """DomainBed's penalty schedule (IRM, VREx): weight 1 for the first ``anneal_frac`` of the steps, then ``lam``.
+
+    With ``reset_optimizer`` the optimizer's state is cleared at the jump, as DomainBed rebuilds Adam:
+    its moments were scaled for the small penalty.
+    """
+    anneal = int(anneal_frac * state.total_steps)
+    if state.step == anneal and reset_optimizer:
+        engine.reset_optimizer_state()
+    return lam if state.step >= anneal else 1.0
+
+
+
 # --- self-supervised ---
 # Shared by the methods in baselines/ssl/ (and the pretrain protocol's default encoder): heads, the momentum
 # teacher's rule and its schedule, BYOL's loss, a small conv encoder.

@@ -19,9 +19,9 @@ from types import SimpleNamespace
 from typing import Any, ClassVar
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
+from harness.core.functional import cross_entropy
 from harness.errors import HparamError, Unsupported
 
 # Protocols a method also takes part in through another part it provides: a supervised method trains the
@@ -56,62 +56,6 @@ class State(SimpleNamespace):
     ``num_groups`` and ``num_train``. Methods may add their own buffers
     (ALDR's per-sample lambda, GroupDRO's q) in ``setup``.
     """
-
-
-def is_binary(logits: Tensor) -> bool:
-    return logits.ndim == 1
-
-
-def cross_entropy(logits: Tensor, y: Tensor, reduction: str = "mean") -> Tensor:
-    """CE for K-class logits, BCE-with-logits for binary scores: the ERM loss of either task."""
-    if is_binary(logits):
-        return F.binary_cross_entropy_with_logits(logits, y.to(logits.dtype), reduction=reduction)
-    return F.cross_entropy(logits, y, reduction=reduction)
-
-
-def signed_margin_targets(logits: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
-    """Scores f and targets in {-1, +1}, for margin losses z = y~ * f.
-
-    Binary: ``(f, 2y-1)`` of shape (N,). Multiclass: the one-vs-all extension,
-    ``(logits, ±1 one-hot)`` of shape (N, K), each column a binary problem.
-    """
-    if is_binary(logits):
-        return logits, 2.0 * y.to(logits.dtype) - 1.0
-    signs = -torch.ones_like(logits)
-    signs.scatter_(1, y[:, None], 1.0)
-    return logits, signs
-
-
-def set_output_bias(model: nn.Module, value: float) -> None:
-    """Fill the bias of the model's output layer (the last ``nn.Linear`` of ``model.classifier``) with ``value``.
-
-    One-vs-all losses use it to start each column at the best constant score for its 1:(K-1) class prior: from
-    a zero bias every column first learns to push its logit down, and margin losses can settle on predicting one
-    class.
-    """
-    head = [m for m in model.classifier.modules() if isinstance(m, nn.Linear)][-1]
-    with torch.no_grad():
-        head.bias.fill_(value)
-
-
-def group_means(values: Tensor, groups: Tensor, num_groups: int) -> tuple[Tensor, Tensor]:
-    """Per-group means of ``values`` and a mask of the groups present in the batch."""
-    sums = torch.zeros(num_groups, dtype=values.dtype, device=values.device).index_add(0, groups, values)
-    counts = torch.bincount(groups, minlength=num_groups).to(values.dtype)
-    present = counts > 0
-    return sums / counts.clamp_min(1), present
-
-
-def annealed_penalty_weight(state: State, engine: Any, lam: float, anneal_frac: float, reset_optimizer: bool) -> float:
-    """DomainBed's penalty schedule (IRM, VREx): weight 1 for the first ``anneal_frac`` of the steps, then ``lam``.
-
-    With ``reset_optimizer`` the optimizer's state is cleared at the jump, as DomainBed rebuilds Adam:
-    its moments were scaled for the small penalty.
-    """
-    anneal = int(anneal_frac * state.total_steps)
-    if state.step == anneal and reset_optimizer:
-        engine.reset_optimizer_state()
-    return lam if state.step >= anneal else 1.0
 
 
 def _coerce(key: str, raw: Any, default: Any, owner: str) -> Any:
@@ -319,6 +263,5 @@ class Method:
 
 
 __all__ = [
-    "Batch", "State", "Method", "cross_entropy", "signed_margin_targets", "set_output_bias", "group_means",
-    "resolve_hparams", "is_binary", "annealed_penalty_weight",
+    "Batch", "State", "Method", "resolve_hparams",
 ]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from harness.core.pretrained import load_pretrained
 from harness.errors import DataError
 
 
@@ -62,8 +63,6 @@ def timm_model(name: str, in_chans: int, num_classes: int, pretrained: bool = Fa
     sha256, package, normalisation, input size) and ``input_mean``/``input_std``, one value per input channel.
     """
     if pretrained:
-        from harness.core.pretrained import load_pretrained
-
         backbone, weights = load_pretrained(name, in_chans)
         model = Classifier(backbone, backbone.num_features, num_classes)
         model.pretrained_info = weights.info()
@@ -80,8 +79,6 @@ def imagenet_model(arch: str) -> nn.Module:
 
     Inputs: RGB in [0, 1], normalised by ``model.input_mean``/``model.input_std``.
     """
-    from harness.core.pretrained import load_pretrained
-
     model, weights = load_pretrained(arch, imagenet_head=True)
     model.pretrained_info = weights.info()
     model.input_mean, model.input_std = weights.mean, weights.std

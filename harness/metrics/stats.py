@@ -57,6 +57,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
+from scipy import stats as scipy_stats
 
 from harness.metrics._checks import MetricError, _np, as_float_1d
 
@@ -137,8 +138,6 @@ def _check_alpha(alpha: float) -> None:
 
 def paired_ttest(method: Any, baseline: Any, *, higher_is_better: bool = True, alpha: float = 0.05) -> PairedTTest:
     """One-sided paired t-tests of ``method`` against ``baseline`` over matched seeds (see module docstring)."""
-    from scipy.stats import ttest_rel  # lazy: scipy.stats import is slow
-
     a, b = _paired(method, baseline, alpha)
     d = a - b
     n = int(d.size)
@@ -160,8 +159,8 @@ def paired_ttest(method: Any, baseline: Any, *, higher_is_better: bool = True, a
             else result("worse", 1.0, 0.0, "zero-variance")
         )
     up, down = ("greater", "less") if higher_is_better else ("less", "greater")
-    p_better = float(ttest_rel(a, b, alternative=up).pvalue)
-    p_worse = float(ttest_rel(a, b, alternative=down).pvalue)
+    p_better = float(scipy_stats.ttest_rel(a, b, alternative=up).pvalue)
+    p_worse = float(scipy_stats.ttest_rel(a, b, alternative=down).pvalue)
     if p_better < alpha:
         verdict: Verdict = "better"
     elif p_worse < alpha:
@@ -191,26 +190,44 @@ class PairedComparison:
     n_resamples: int = 0
 
 
-def _sign_flip_pvalue(d: np.ndarray, *, n_resamples: int = 10_000, seed: int = 0) -> tuple[float, int]:
-    """Two-sided sign-flip permutation p of |sum d| and its Monte-Carlo sample size (0 when exact, n <= 16)."""
-    n = d.size
-    gamma = TIE_RTOL * float(np.abs(d).sum())
-    observed = abs(float(d.sum()))
+def holm_adjust(p: np.ndarray, axis: int = -1) -> np.ndarray:
+    """Holm's step-down adjusted p-values along ``axis`` (NaN entries stay NaN and do not count)."""
+    p = np.moveaxis(np.asarray(p, dtype=float), axis, -1)
+    finite = np.isfinite(p)
+    m = finite.sum(axis=-1, keepdims=True)
+    filled = np.where(finite, p, np.inf)
+    order = np.argsort(filled, axis=-1)
+    ranked = np.take_along_axis(filled, order, axis=-1)
+    factor = m - np.arange(p.shape[-1])  # m, m-1, ... for the sorted p-values
+    adjusted_sorted = np.minimum(1.0, np.maximum.accumulate(ranked * np.maximum(factor, 1), axis=-1))
+    out = np.empty_like(adjusted_sorted)
+    np.put_along_axis(out, order, adjusted_sorted, axis=-1)
+    out = np.where(finite, out, np.nan)
+    return np.moveaxis(out, -1, axis)
+
+
+def sign_flip_p(d: np.ndarray, weights: np.ndarray | None = None, n_resamples: int = 9999,
+                 seed: int = 0) -> np.ndarray:
+    """Two-sided sign-flip p of the weighted mean along the last axis (batched over leading axes): exact over all
+    2^n sign patterns up to ``EXACT_MAX_N`` values, Monte Carlo with scipy above. The one sign-flip test."""
+    d = np.asarray(d, dtype=float)
+    n = d.shape[-1]
+    w = np.full(n, 1.0 / n) if weights is None else np.asarray(weights, dtype=float)
+
+    def statistic(x, axis=-1):
+        return np.sum(np.moveaxis(x, axis, -1) * w, axis=-1)
+
     if n <= EXACT_MAX_N:
-        # Row r flips the signs of the bits set in r; row 0 is the identity.
-        bits = (np.arange(1 << n)[:, None] >> np.arange(n)) & 1
-        sums = (1 - 2 * bits) @ d
-        return float(np.mean(np.abs(sums) >= observed - gamma)), 0
-    if n_resamples < 1:
-        raise MetricError(f"n_resamples must be >= 1, got {n_resamples}")
-    rng = np.random.default_rng(seed)
-    rows = max(1, (1 << 22) // n)  # draw in blocks to bound memory
-    hits = 0
-    for start in range(0, n_resamples, rows):
-        m = min(rows, n_resamples - start)
-        signs = 1 - 2 * rng.integers(0, 2, size=(m, n))
-        hits += int(np.count_nonzero(np.abs(signs @ d) >= observed - gamma))
-    return (1 + hits) / (1 + n_resamples), n_resamples
+        # exact: every sign pattern at once as one matrix product (scipy's exact enumeration loops in Python,
+        # far too slow for the calibration tests' thousands of replicates; the result is the same p)
+        signs = 1 - 2 * ((np.arange(2**n)[:, None] >> np.arange(n)) & 1)
+        null = (d * w) @ signs.T  # (..., 2^n)
+        observed = np.sum(d * w, axis=-1, keepdims=True)
+        tol = 1e-12 * np.maximum(1.0, np.abs(observed))  # ties within rounding count as ties
+        return np.mean(np.abs(null) >= np.abs(observed) - tol, axis=-1)
+    res = scipy_stats.permutation_test((d,), statistic, permutation_type="samples", vectorized=True, axis=-1,
+                                 n_resamples=n_resamples, alternative="two-sided", rng=np.random.default_rng(seed))
+    return np.minimum(1.0, np.asarray(res.pvalue, dtype=float))
 
 
 def paired_test(
@@ -248,10 +265,11 @@ def paired_test(
     scale = max(float(np.abs(a).max()), float(np.abs(b).max()))
     constant = float(np.ptp(d)) <= TIE_RTOL * scale
     if test == "t" and not constant:
-        from scipy.stats import ttest_rel  # lazy: scipy.stats import is slow
-
-        return result(float(ttest_rel(a, b).pvalue), "t", "ok")
-    p, resamples = _sign_flip_pvalue(d, n_resamples=n_resamples, seed=seed)
+        return result(float(scipy_stats.ttest_rel(a, b).pvalue), "t", "ok")
+    if n > EXACT_MAX_N and n_resamples < 1:
+        raise MetricError(f"n_resamples must be >= 1, got {n_resamples}")
+    resamples = n_resamples if n > EXACT_MAX_N else 0
+    p = float(sign_flip_p(d, n_resamples=n_resamples, seed=seed))
     name = "permutation-mc" if resamples else "permutation-exact"
     return result(p, name, "zero-variance" if test == "t" else "ok", resamples)
 
@@ -260,13 +278,8 @@ def holm(pvalues: Any, alpha: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
     """Holm-Bonferroni step-down: (adjusted p-values, rejected) in input order; NaN passes through, not in m."""
     p = _pvalues(pvalues)
     _check_alpha(alpha)
-    adjusted = np.full(p.shape, math.nan)
+    adjusted = holm_adjust(p)
     ran = np.flatnonzero(~np.isnan(p))
-    m = ran.size
-    if m:
-        order = ran[np.argsort(p[ran], kind="stable")]
-        steps = (m - np.arange(m)) * p[order]
-        adjusted[order] = np.minimum(1.0, np.maximum.accumulate(steps))
     rejected = np.zeros(p.shape, dtype=bool)
     rejected[ran] = adjusted[ran] < alpha
     return adjusted, rejected

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from harness.core.augment import get_policy
 from harness.core.engine import StepEngine, prepare_model
 from harness.core.method import Batch, Method, State
 from harness.core.speed import SpeedOptions
@@ -113,8 +114,6 @@ class RunContext:
         source = source or choose_source(task.data, device, data_path, task.normalize)
         augment = None
         if budget.augment != "none":
-            from harness.core.augment import get_policy
-
             augment = get_policy(budget.augment, task.image_size)
         speed = speed or SpeedOptions()
         return cls(task, method, device, seed, source, budget, StepTimer(device),
@@ -273,7 +272,7 @@ def model_info(model: nn.Module) -> dict[str, Any]:
 
 
 CONVENTIONS = ("model(x) returns (N,) scores on binary tasks and (N, K) logits on K-class tasks; batch.y is int64 "
-               "class indices (binary losses take y.float() themselves, see harness.core.method.cross_entropy)")
+               "class indices (binary losses take y.float() themselves, see harness.core.functional.cross_entropy)")
 
 
 def method_failure(method: Method, err: Exception, batch: Batch, model: nn.Module) -> MethodError:

@@ -46,6 +46,7 @@ from torch import Tensor, nn
 
 from harness.core.digest import code_digest
 from harness.core.method import Method, State
+from harness.core.registry import create_method
 from harness.core.timing import StepStats, StepTimer
 from harness.data import source as data_source
 from harness.errors import HarnessError, Unsupported, UsageError
@@ -136,8 +137,6 @@ def trainer_of(method: Method) -> Method:
     name = method.hparams.get(TRAINER_HPARAM)
     if name is None:
         return method
-    from harness.core.registry import create_method
-
     trainer = create_method(name)
     if TRAINER_HPARAM in trainer.hparams:
         raise UsageError(f"{method.name}: trainer={name!r} is itself an open-set score; name a training method "

@@ -36,29 +36,13 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
+from harness.metrics.stats import holm_adjust, sign_flip_p
+
 ALPHA = 0.05
-EXACT_MAX = 2**16  # sign patterns enumerated exactly; above that, Monte Carlo with MC_RESAMPLES
-MC_RESAMPLES = 9999
 BOOT_RESAMPLES = 2000
 
 
-def holm_adjust(p: np.ndarray, axis: int = -1) -> np.ndarray:
-    """Holm's step-down adjusted p-values along ``axis`` (NaN entries stay NaN and do not count)."""
-    p = np.moveaxis(np.asarray(p, dtype=float), axis, -1)
-    finite = np.isfinite(p)
-    m = finite.sum(axis=-1, keepdims=True)
-    filled = np.where(finite, p, np.inf)
-    order = np.argsort(filled, axis=-1)
-    ranked = np.take_along_axis(filled, order, axis=-1)
-    factor = m - np.arange(p.shape[-1])  # m, m-1, ... for the sorted p-values
-    adjusted_sorted = np.minimum(1.0, np.maximum.accumulate(ranked * np.maximum(factor, 1), axis=-1))
-    out = np.empty_like(adjusted_sorted)
-    np.put_along_axis(out, order, adjusted_sorted, axis=-1)
-    out = np.where(finite, out, np.nan)
-    return np.moveaxis(out, -1, axis)
-
-
-def min_sign_flip_p(n: int) -> float:
+def minsign_flip_p(n: int) -> float:
     """The smallest two-sided p an exact sign-flip test on ``n`` values can give."""
     return min(1.0, 2.0 / 2**n) if n > 0 else 1.0
 
@@ -66,29 +50,6 @@ def min_sign_flip_p(n: int) -> float:
 def cases_needed(n_tests: int, alpha: float = ALPHA) -> int:
     """Cases the across-cases test needs to reach Holm's smallest level alpha / n_tests."""
     return max(1, math.ceil(math.log2(2 * max(1, n_tests) / alpha)))
-
-
-def _sign_flip_p(d: np.ndarray, weights: np.ndarray | None = None, n_resamples: int = MC_RESAMPLES,
-                 seed: int = 0) -> np.ndarray:
-    """Two-sided sign-flip p of the weighted mean along the last axis (batched over leading axes)."""
-    d = np.asarray(d, dtype=float)
-    n = d.shape[-1]
-    w = np.full(n, 1.0 / n) if weights is None else np.asarray(weights, dtype=float)
-
-    def statistic(x, axis=-1):
-        return np.sum(np.moveaxis(x, axis, -1) * w, axis=-1)
-
-    if 2**n <= EXACT_MAX:
-        # exact: every sign pattern at once as one matrix product (scipy's exact enumeration loops in Python,
-        # far too slow for the calibration tests' thousands of replicates; the result is the same p)
-        signs = 1 - 2 * ((np.arange(2**n)[:, None] >> np.arange(n)) & 1)
-        null = (d * w) @ signs.T  # (..., 2^n)
-        observed = np.sum(d * w, axis=-1, keepdims=True)
-        tol = 1e-12 * np.maximum(1.0, np.abs(observed))  # ties within rounding count as ties
-        return np.mean(np.abs(null) >= np.abs(observed) - tol, axis=-1)
-    res = stats.permutation_test((d,), statistic, permutation_type="samples", vectorized=True, axis=-1,
-                                 n_resamples=n_resamples, alternative="two-sided", rng=np.random.default_rng(seed))
-    return np.minimum(1.0, np.asarray(res.pvalue, dtype=float))
 
 
 @dataclass(frozen=True)
@@ -120,7 +81,7 @@ def on_these_cases(diffs: Sequence[Sequence[float]], confidence: float = 1 - ALP
     weights = np.concatenate([np.full(len(g), 1.0 / (len(groups) * len(g))) for g in groups])
     flat = np.concatenate(groups)
     estimate = float(np.sum(flat * weights))
-    p = float(_sign_flip_p(flat, weights, seed=seed))
+    p = float(sign_flip_p(flat, weights, seed=seed))
     ci = None
     if all(len(g) >= 2 for g in groups):
         if all(np.ptp(g) == 0 for g in groups):
@@ -138,13 +99,13 @@ def across_cases(case_means: Sequence[float], seed: int = 0) -> Test:
     x = np.asarray(case_means, dtype=float)
     if x.size == 0:
         raise ValueError("across_cases needs at least one case")
-    return Test(float(x.mean()), float(_sign_flip_p(x, seed=seed)), int(x.size))
+    return Test(float(x.mean()), float(sign_flip_p(x, seed=seed)), int(x.size))
 
 
 def per_case(diff: Sequence[float]) -> Test:
     """Exact sign-flip test on one case's seed-paired differences."""
     x = np.asarray(diff, dtype=float)
-    return Test(float(x.mean()), float(_sign_flip_p(x)), int(x.size))
+    return Test(float(x.mean()), float(sign_flip_p(x)), int(x.size))
 
 
 def too_few_cases_text(needed: int) -> str:
@@ -164,9 +125,9 @@ def holm_family(tests: dict[str, Test], kind: str, alpha: float = ALPHA) -> dict
     for name, p_adj in zip(names, adjusted):
         t = tests[name]
         floor = None
-        if kind == "across" and min_sign_flip_p(t.n) > alpha / m:
+        if kind == "across" and minsign_flip_p(t.n) > alpha / m:
             floor = too_few_cases_text(cases_needed(m, alpha))
-        elif kind == "case" and min_sign_flip_p(t.n) > alpha / m:
+        elif kind == "case" and minsign_flip_p(t.n) > alpha / m:
             floor = cannot_reject_text(t.n)
         out[name] = t.with_holm(p_adj, alpha, floor)
     return out
@@ -178,14 +139,14 @@ def holm_family(tests: dict[str, Test], kind: str, alpha: float = ALPHA) -> dict
 def across_cases_batch(case_means: np.ndarray, alpha: float = ALPHA) -> np.ndarray:
     """Claims (bool) of the across-cases rule for arrays shaped (replicates, methods, cases): Holm over methods."""
     reps, m, n = case_means.shape
-    if min_sign_flip_p(n) > alpha / m:
+    if minsign_flip_p(n) > alpha / m:
         return np.zeros((reps, m), dtype=bool)
-    p = _sign_flip_p(case_means)
+    p = sign_flip_p(case_means)
     return holm_adjust(p, axis=-1) < alpha
 
 
 def on_these_cases_batch(diffs: np.ndarray, alpha: float = ALPHA, seed: int = 0) -> np.ndarray:
     """Claims (bool) of the on-these-cases rule for (replicates, methods, cases, seeds) arrays (equal seeds)."""
     reps, m, c, s = diffs.shape
-    p = _sign_flip_p(diffs.reshape(reps, m, c * s), n_resamples=999, seed=seed)
+    p = sign_flip_p(diffs.reshape(reps, m, c * s), n_resamples=999, seed=seed)
     return holm_adjust(p, axis=-1) < alpha

@@ -16,8 +16,8 @@ from harness.core.registry import create_method, get_method_class, load_method_m
 from harness.core.speed import SpeedOptions
 from harness.core.task import PROFILES
 from harness.errors import HparamError, UsageError
+from harness.suites.seeds import DEFAULT_SEEDS
 
-DEFAULT_SEEDS = {"smoke": 1, "standard": 3, "full": 5}
 _START_THREADS = torch.get_num_threads()
 
 

@@ -36,7 +36,7 @@ from harness.errors import DataMissing, Unsupported, UsageError
 from harness.records import load_record, record_path
 from harness.records.provenance import code_versions
 from harness.running.config import make_config
-from harness.running.runner import CaseResult, existing_record, run_case
+from harness.running.runner import CaseResult, existing_record, run_case, summary_rows
 from harness.suites import case_seeds, case_specs, get_suite
 
 EXECUTORS = ("slurm", "local")
@@ -194,7 +194,6 @@ def main(args: Any) -> int:
     """The ``launch`` subcommand (arguments from :func:`harness.cli.build_parser`)."""
     from tabulate import tabulate
 
-    from harness.plugin import summary_rows
 
     speed = SpeedOptions(args.compile, args.precision, args.profile_kernels)
     suites = [s.strip() for s in args.suite.split(",") if s.strip()]

@@ -25,6 +25,7 @@ from harness.metrics.stats import summarize
 from harness.protocols import RunContext, SeedResult, get_protocol
 from harness.records import check_writable, load_record, record_lock, record_path, seed_arrays, write_record
 from harness.records.provenance import code_versions
+from harness.suites.seeds import is_tuning_seed
 
 
 @dataclass
@@ -43,6 +44,22 @@ class CaseResult:
     def primary(self) -> tuple[float | None, float | None]:
         m = self.record["metrics"].get(self.record["primary_metric"], {})
         return m.get("mean"), m.get("std")
+
+
+def summary_rows(results: list[CaseResult]) -> list[list[str]]:
+    """One row per case for the end-of-run table (pytest summary and launch)."""
+    rows = []
+    for r in results:
+        rec = r.record
+        mean, std = r.primary()
+        if mean is None:
+            metric = "n/a"
+        else:
+            metric = f"{rec['primary_metric']} {mean:.4f}" + (f" ± {std:.4f}" if std is not None else "")
+        step = rec["timing"]["step_time_median_s"]
+        rows.append([rec["suite"], rec["case"], rec["method"], metric, len(rec["seeds"]),
+                     f"{step * 1e3:.2f} ms" if step else "n/a", "resumed" if r.resumed else rec["status"]])
+    return rows
 
 
 def _finite(v: float) -> float | None:
@@ -154,11 +171,9 @@ def run_case(spec: CaseSpec, method: Method, seeds: list[int], device: torch.dev
     method.check_protocol(spec.protocol)
     if results_dir is None:
         return _run_case(spec, method, seeds, device, None, overrides, resume, task, postprocess, data_path, speed)
-    from harness.running.tuning import is_tuning_seed
-
     if any(is_tuning_seed(s) for s in seeds):
-        raise UsageError(f"seeds {[s for s in seeds if is_tuning_seed(s)]} are tuning seeds (harness.running.tuning): settings "
-                         "are chosen on them, so no record reports them")
+        raise UsageError(f"seeds {[s for s in seeds if is_tuning_seed(s)]} are tuning seeds (harness.suites.seeds): "
+                         "settings are chosen on them, so no record reports them")
     path = record_path(check_writable(results_dir), spec.suite, spec.case, method.name, spec.profile, overrides)
     with record_lock(path):
         return _run_case(spec, method, seeds, device, path, overrides, resume, task, postprocess, data_path, speed)

@@ -22,16 +22,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from harness.core.digest import REPO
 from harness.core.task import CaseSpec
 from harness.errors import UsageError
-
-TUNING_SEED_START = 1000  # seeds >= this tune settings; records that report them are refused (see is_tuning_seed)
-TUNING_DIR = REPO / "docs" / "tuning"
-
-
-def is_tuning_seed(seed: int) -> bool:
-    return seed >= TUNING_SEED_START
+from harness.suites.seeds import TUNING_DIR, TUNING_SEED_START, is_tuning_seed, tuning_path
 
 
 def variant(spec: CaseSpec, setting: dict[str, Any]) -> CaseSpec:
@@ -85,16 +78,10 @@ def tune(spec: CaseSpec, method: Any, grid: dict[str, list[Any]], metric: str, s
 
 def write_tuning(result: dict[str, Any], folder: Path = TUNING_DIR) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
-    tail = f"__{result['method']}" if result.get("method_hparams") else ""
-    path = folder / f"{result['suite']}__{result['case']}__{result['profile']}{tail}.json"
+    method = result["method"] if result.get("method_hparams") else None
+    path = tuning_path(result["suite"], result["case"], result["profile"], method, folder)
     path.write_text(json.dumps(result, indent=1, sort_keys=True) + "\n")
     return path
 
 
-def read_tuning(suite: str, case: str, profile: str, folder: Path = TUNING_DIR,
-                method: str | None = None) -> dict[str, Any] | None:
-    path = folder / (f"{suite}__{case}__{profile}" + (f"__{method}" if method else "") + ".json")
-    return json.loads(path.read_text()) if path.is_file() else None
-
-
-__all__ = ["TUNING_SEED_START", "is_tuning_seed", "read_tuning", "tune", "variant", "write_tuning"]
+__all__ = ["tune", "variant", "write_tuning"]

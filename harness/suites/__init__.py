@@ -9,7 +9,7 @@ discovery imports nothing), and third-party packages add suites through the
 entry-point group ``harness.suites`` (``name = "package.module"``).
 
 Optional module attributes: ``LEADERBOARD_COLUMNS``, ``LOWER_IS_BETTER``,
-``SEEDS`` (seeds per profile, default :data:`harness.running.config.DEFAULT_SEEDS`: the
+``SEEDS`` (seeds per profile, default :data:`harness.suites.seeds.DEFAULT_SEEDS`: the
 count runs use without ``--seeds`` and the leaderboard ranks), ``findings(records)``,
 ``figures(records, out_dir) -> [(title, png path)]``, ``DATASET_OPTION`` (``case_specs`` then also takes
 ``datasets=[...]`` from ``--dataset``) and ``spec_for_record(record)`` for
@@ -29,6 +29,7 @@ from types import ModuleType
 from typing import Any
 
 from harness.errors import UsageError
+from harness.suites.seeds import DEFAULT_SEEDS
 
 ENTRY_POINT_GROUP = "harness.suites"
 _HERE = Path(__file__).resolve().parent
@@ -96,8 +97,6 @@ def case_specs(suite: ModuleType, profile: str, datasets: list[str] | None = Non
 def seed_count(suite: ModuleType, profile: str, case: str | None = None) -> int:
     """The standard number of seeds: the suite's ``SEEDS`` for the profile (else the harness default), raised to
     the case's own ``CaseSpec.default_seeds`` when ``case`` names one that asks for more."""
-    from harness.running.config import DEFAULT_SEEDS
-
     n = int(getattr(suite, "SEEDS", {}).get(profile, DEFAULT_SEEDS[profile]))
     if case is not None and not getattr(suite, "DATASET_OPTION", False):
         n = max(n, _case_seeds(suite.NAME, profile).get(case) or 0)
@@ -113,8 +112,6 @@ def case_seeds(spec: Any, requested: int | None = None) -> list[int]:
     if is_suite(spec.suite):
         n = max(n, seed_count(get_suite(spec.suite), spec.profile))
     else:
-        from harness.running.config import DEFAULT_SEEDS
-
         n = max(n, DEFAULT_SEEDS[spec.profile])
     return list(range(n))
 

@@ -61,7 +61,7 @@ from harness.metrics.classification import accuracy, domain_accuracy, worst_grou
 from harness.protocols.supervised import recompute_with
 from harness.reporting.compare import oriented_diffs
 from harness.reporting.paired import OverCases, compare, family, one_case
-from harness.running.tuning import read_tuning
+from harness.suites.seeds import read_tuning
 
 NAME = "shift"
 PROTOCOL = "supervised"

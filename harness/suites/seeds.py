@@ -1,0 +1,36 @@
+"""The seed policy, in one place: how many seeds a profile runs, which seeds a committed record carries, and
+which seeds are kept for tuning (never reported); and where settings chosen on tuning seeds are read from.
+
+A suite may raise the per-profile count with ``SEEDS``, and a case with ``CaseSpec.default_seeds``;
+:func:`harness.suites.case_seeds` applies both.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from harness.core.digest import REPO
+
+DEFAULT_SEEDS = {"smoke": 1, "standard": 3, "full": 5}  # per profile, unless the suite's SEEDS says otherwise
+COMMITTED_SMOKE_SEEDS = 2  # committed smoke records carry 2 seeds: the gate compares them seed-paired
+TUNING_SEED_START = 1000  # seeds >= this tune settings; records that report them are refused
+
+
+def is_tuning_seed(seed: int) -> bool:
+    return seed >= TUNING_SEED_START
+
+
+TUNING_DIR = REPO / "docs" / "tuning"  # one JSON file per tuned setting, written by ``harness tune``
+
+
+def tuning_path(suite: str, case: str, profile: str, method: str | None = None, folder: Path = TUNING_DIR) -> Path:
+    return folder / (f"{suite}__{case}__{profile}" + (f"__{method}" if method else "") + ".json")
+
+
+def read_tuning(suite: str, case: str, profile: str, folder: Path = TUNING_DIR,
+                method: str | None = None) -> dict[str, Any] | None:
+    """The setting ``harness tune`` chose for a case (on tuning seeds), or None."""
+    path = tuning_path(suite, case, profile, method, folder)
+    return json.loads(path.read_text()) if path.is_file() else None
