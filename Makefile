@@ -13,12 +13,16 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
 	touch $@
 
-.PHONY: run test lint leaderboard bench
+.PHONY: run test test-fast lint leaderboard bench
 run: $(VENV)/.installed
 	$(PY) -m pytest suites/ --method=$(METHOD) --profile=$(PROFILE) --results-dir=$(RESULTS) -rs $(PYTEST_ARGS)
 
 test: $(VENV)/.installed
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# the fast lane: everything but the suite runs in child processes (marked slow); CI runs `make test`
+test-fast: $(VENV)/.installed
+	$(PY) -m pytest -m "not slow" -n 2 $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .

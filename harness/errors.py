@@ -49,5 +49,9 @@ class MethodError(HarnessError):
     """A method's code failed on the harness's conventions (output shape, target dtype); says which and how."""
 
 
+class SealedData(MethodError, AttributeError):
+    """A method reached for task data it must not see (the test split, or any split outside its batches)."""
+
+
 class Unsupported(HarnessError):
     """A method cannot take part in a case; pytest reports a skip with this reason."""

@@ -39,3 +39,11 @@ def cache_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 pytest_plugins = ["pytester"]
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Suite runs in a child pytest (``pytester``) are the slow lane: ``make test-fast`` leaves them out, ``make test``
+    and CI run everything. Tests that start a process another way carry ``@pytest.mark.slow`` themselves."""
+    for item in items:
+        if "pytester" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)

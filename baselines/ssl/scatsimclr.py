@@ -62,6 +62,6 @@ class ScatSimCLR(SimCLR):
 
     def encoder_spec(self, spec: dict[str, Any], task: Any) -> dict[str, Any]:
         h = self.hparams
-        kwargs = dict(in_chans=int(task.data.x.shape[1]), image_size=list(task.image_size), J=h["J"], L=h["L"],
+        kwargs = dict(in_chans=task.in_chans, image_size=list(task.image_size), J=h["J"], L=h["L"],
                       widths=list(h["widths"]), strides=list(h["strides"]))
         return {"builder": "baselines.ssl.scatsimclr:scattering_encoder", "kwargs": kwargs}

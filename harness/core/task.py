@@ -18,6 +18,7 @@ from typing import Any
 from torch import nn
 
 from harness.data.dataset import ArrayDataset, Split
+from harness.errors import SealedData
 
 PROFILES = ("smoke", "standard", "full")
 
@@ -168,3 +169,40 @@ class Task:
     def image_size(self) -> tuple[int, int] | None:
         shape = tuple(self.data.x.shape)
         return (int(shape[-2]), int(shape[-1])) if len(shape) == 4 else None
+
+    def sealed(self) -> TaskView:
+        """The view of this task a method gets: no data and no split, so no evaluation example can reach it."""
+        return TaskView(self.spec, self.num_classes, self.num_domains, self.num_groups, self.unlabeled_split,
+                        self.image_size, int(self.data.x.shape[1]) if self.data.x.ndim > 1 else 1, dict(self.info))
+
+
+@dataclass(frozen=True)
+class TaskView:
+    """What a method's hooks (``check_task``, ``setup``, ``init_model``, ``encoder_spec``) see of a task: its name,
+    sizes and facts. Its examples reach the method only as training batches and model-selection outputs from the
+    protocol; ``data``, ``splits`` and the evaluation functions are sealed, and asking for them is one line."""
+
+    spec: CaseSpec
+    num_classes: int
+    num_domains: int
+    num_groups: int
+    unlabeled_split: str | None
+    image_size: tuple[int, int] | None
+    in_chans: int
+    info: dict[str, Any]
+
+    @property
+    def suite(self) -> str:
+        return self.spec.suite
+
+    @property
+    def case(self) -> str:
+        return self.spec.case
+
+    @property
+    def protocol(self) -> str:
+        return self.spec.protocol
+
+    def __getattr__(self, name: str) -> Any:
+        raise SealedData(f"{self.spec.suite}/{self.spec.case}: a method sees the training and model-selection data "
+                         f"only through the batches and outputs the protocol hands it; Task.{name} is sealed")

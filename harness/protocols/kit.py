@@ -389,14 +389,14 @@ def fit(ctx: RunContext, model: nn.Module, *, split: str = "train", method: Meth
     first = next(iter(epoch_batches(torch.Generator().manual_seed(0))))
     check_model_output(model, ctx.source.prepare(ctx.source.gather_x(first[:2])), task.num_classes,
                        f"{task.suite}/{task.case}")  # on the eager model, before any compilation
-    method.init_model(model, task)
+    method.init_model(model, task.sealed())
     prepare_model(model, ctx.speed.compile)
     optimizer = make_optimizer(model, budget)
     steps_per_epoch = sum(1 for _ in epoch_batches(torch.Generator().manual_seed(0)))
     state = ctx.make_state(steps_per_epoch, epochs)
     scheduler = make_scheduler(optimizer, budget, state.total_steps, steps_per_epoch)
     engine = ctx.engine(optimizer, state, scheduler, max_steps=state.total_steps)
-    method.setup(task, state)
+    method.setup(task.sealed(), state)
     unlabeled = None
     if method.uses_unlabeled and task.unlabeled_split:
         unlabeled = task.splits[task.unlabeled_split].indices

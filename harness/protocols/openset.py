@@ -255,7 +255,7 @@ def train_benchmark(ctx: RunContext, trainer: Method, model: nn.Module) -> Calla
             m = copy.deepcopy(model)
             state = tctx.make_state(1)
             engine = tctx.engine(make_optimizer(m, tctx.budget), state)
-            trainer.setup(ctx.task, state)
+            trainer.setup(ctx.task.sealed(), state)
             idx = next(train_batches(tctx)(torch.Generator().manual_seed(ctx.seed)))
             built.append(lambda: train_epoch(tctx, trainer, m, engine, state, [idx], timer=StepTimer(ctx.device)))
         built[0]()
@@ -268,7 +268,7 @@ def run_openset(task: Any, method: Method, ctx: RunContext) -> SeedResult:
     trainer = trainer_of(method)
     if trainer is not method:
         try:
-            trainer.check_task(task)
+            trainer.check_task(task.sealed())
         except Unsupported as err:
             raise Unsupported(f"{method.name} with trainer={trainer.name}: {err}") from None
     model, info, key = closed_set_model(ctx, trainer)

@@ -359,7 +359,7 @@ def run_pretrain(task, method: Method, ctx: RunContext) -> SeedResult:
         raise UsageError("--compile is not supported by the pretrain protocol (methods build teacher copies of the "
                          "eager encoder, which a compiled forward would not reach); run pretrain cases without "
                          "--compile")
-    spec = method.encoder_spec(task.info["encoder"], task)
+    spec = method.encoder_spec(task.info["encoder"], task.sealed())
     factory = seeded_factory(spec, ctx.seed)
     trained: list[Pretrainer] = []
 

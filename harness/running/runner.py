@@ -188,7 +188,7 @@ def _run_case(spec: CaseSpec, method: Method, seeds: list[int], device: torch.de
             return CaseResult(old, path, resumed=True)
     reset_peak_memory(device)
     task = task or spec.build(spec)
-    method.check_task(task)
+    method.check_task(task.sealed())
     protocol = get_protocol(task.protocol)
     reference = reference_workload_seconds(device)
     results: list[SeedResult] = []
