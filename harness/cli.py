@@ -23,6 +23,7 @@ def existing_results_dir(value: str) -> Path:
 
 def cmd_list(args: argparse.Namespace) -> int:
     from harness.core.registry import load_method_module, method_entries
+    from harness.reporting.suites import description
     from harness.suites import all_suites
 
     for path in args.method_module or []:
@@ -34,7 +35,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     srows = []
     for s in all_suites():
         counts = "/".join(str(len(s.case_specs(p))) for p in ("smoke", "standard", "full"))
-        srows.append([s.NAME, s.PROTOCOL, counts, s.BASELINE, s.DESCRIPTION])
+        srows.append([s.NAME, s.PROTOCOL, counts, s.BASELINE, description(s)])
     print(tabulate(srows, headers=["suite", "protocol", "cases smoke/standard/full", "baseline", "description"]))
     print("\nDatasets")
     from harness.data import data_root, dataset_info
@@ -55,7 +56,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
     from harness.records import iter_records
-    from harness.reporting import leaderboard
+    from harness.reporting import leaderboard, site
 
     results, out = existing_results_dir(args.results_dir), Path(args.output)
     if not args.check and not iter_records(results):  # an empty board would silently replace a full one
@@ -69,7 +70,7 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
         if stale:
             print(f"{len(stale)} stale record(s) are not ranked; re-run them with `python -m harness regenerate "
                   "--stale`", file=sys.stderr)
-        problems = leaderboard.problems(results, out, figures)
+        problems = site.markdown_problems(results, out, figures)
         if not problems:
             print(f"{out} is up to date with {results}/")
             return 0
@@ -78,12 +79,10 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
         print(f"{out} is stale: run `python -m harness leaderboard` and commit the result", file=sys.stderr)
         return 1
     if args.html:
-        from harness.reporting import site
-
         index = site.write_html(site.build(results), results, Path(args.html))
         print(f"wrote {index}")
         return 0
-    leaderboard.write(results, out, figures)
+    site.write_markdown(results, out, figures)
     print(f"wrote {out} and its per-suite pages")
     return 0
 
@@ -334,7 +333,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_tune)
     p = sub.add_parser("verify", help="CI: re-execute seed 0 of every record a change adds or modifies, bit for bit",
                        description="Checks each record's identity, seeds, labels and metrics, then re-runs seed 0 on "
-                                   "CPU with its thread count and requires bit-identical metrics (harness/checks/verify.py)")
+                                   "CPU with its thread count and requires bit-identical metrics "
+                                   "(harness/checks/verify.py)")
     p.add_argument("paths", nargs="*", help="record files to verify (instead of --changed)")
     p.add_argument("--changed", action="store_true", help="the records under --results-dir that differ from --base")
     p.add_argument("--base", default="auto", help="git ref to diff against (auto: merge-base with origin/main, "

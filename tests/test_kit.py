@@ -286,7 +286,7 @@ def test_entry_point_suite_is_registered_and_ranked(tmp_path, monkeypatch):
 
     import harness.suites as suites
     from harness.records import write_record
-    from harness.reporting import leaderboard
+    from harness.reporting import site
 
     mod = types.ModuleType("thirdparty_suite")
     exec("from harness.suites import losses\nNAME='thirdparty'\nPROTOCOL='supervised'\nBASELINE='bce'\n"
@@ -307,8 +307,9 @@ def test_entry_point_suite_is_registered_and_ranked(tmp_path, monkeypatch):
         rec["fingerprint"] = spec.fingerprint
         rec["profile"] = "standard"
         write_record(rec, tmp_path / "thirdparty" / spec.case / "bce__standard.json")
-        text = leaderboard.build_markdown(tmp_path)
+        text = site.report_markdown(site.build(tmp_path), tmp_path, None)
         assert "## thirdparty (standard profile)" in text and "unknown suite" not in text
+        assert "a third-party suite" in text  # its DESCRIPTION, read from the suite module itself
     finally:
         suites._registry.cache_clear()
 

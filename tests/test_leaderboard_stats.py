@@ -8,11 +8,13 @@ import itertools
 import numpy as np
 import pytest
 from scipy.stats import friedmanchisquare
-from test_records_leaderboard import make_record, metric, table, write
+from test_records_leaderboard import make_record, metric, rendered, table, write
 
 from harness.metrics.stats import holm
 from harness.records import paired_verdict
-from harness.reporting import claims, compare, leaderboard
+from harness.reporting import claims, compare, leaderboard, site
+from harness.reporting.suites import losses as losses_report
+from harness.reporting.suites import reference_methods
 from harness.suites import losses
 
 CASE = "mnist3v5-noise0.2"
@@ -46,14 +48,14 @@ def test_table_is_sign_flip_holm_against_a_hand_computation(tmp_path):
     for i, name in enumerate(order):  # Holm by hand: running max of (m - i) * p_(i), capped at 1
         running = max(running, (4 - i) * raw[name])
         expected[name] = min(1.0, running)
-    cells = table(leaderboard.build_markdown(tmp_path), f"### losses / `{CASE}`")
+    cells = table(rendered(tmp_path), f"### losses / `{CASE}`")
     got = {r[0]: dict(zip(cells[0], r)) for r in cells[1:]}
     for name in rows:
         assert got[name]["p"] == compare.fmt_p(raw[name]) and got[name]["p (Holm)"] == compare.fmt_p(expected[name])
     assert raw["ensloss"] == pytest.approx(2 / 2**5)  # every difference positive: the smallest p at 5 seeds
     # 5 seeds cannot reach 0.05 whatever the data: the verdict says so instead of "equal"
     assert {got[m]["verdict"] for m in rows} == {"cannot reject at 5 seeds"}
-    assert "does not hold" not in leaderboard.build_markdown(tmp_path)
+    assert "does not hold" not in rendered(tmp_path)
 
 
 def test_per_case_rule_rejects_with_enough_seeds():
@@ -70,7 +72,7 @@ def test_zero_variance_differences_never_get_p_zero(tmp_path):
     write(tmp_path, make_record(CASE, "bce", BASE))
     write(tmp_path, make_record(CASE, "ensloss", [v + 0.01 for v in BASE]))  # constant difference
     write(tmp_path, make_record(CASE, "hinge", list(BASE)))  # identical
-    cells = table(leaderboard.build_markdown(tmp_path), f"### losses / `{CASE}`")
+    cells = table(rendered(tmp_path), f"### losses / `{CASE}`")
     got = {r[0]: dict(zip(cells[0], r)) for r in cells[1:]}
     assert got["ensloss"]["p"] == "0.062" and got["ensloss"]["verdict"] == "cannot reject at 5 seeds"
     assert got["hinge"]["p"] == "1.000" and got["hinge"]["Δ vs bce"] == "+0.0000"
@@ -89,7 +91,7 @@ def test_direction_comes_from_each_metric(tmp_path, monkeypatch):
     assert compare.oriented_diffs(better, base, "gap") == pytest.approx([0.1, 0.1, 0.11, 0.1, 0.11])
     write(tmp_path, base)
     write(tmp_path, better)
-    md = leaderboard.build_markdown(tmp_path)
+    md = rendered(tmp_path)
     assert "Primary metric `gap` (lower is better)" in md
     cells = table(md, f"### losses / `{CASE}`")
     assert [r[0] for r in cells[1:]] == ["ensloss", "bce"]
@@ -101,16 +103,16 @@ def test_direction_comes_from_each_metric(tmp_path, monkeypatch):
 
 
 def test_reference_rows_get_no_verdict_and_no_rank(tmp_path, monkeypatch):
-    monkeypatch.setattr(losses, "REFERENCE_METHODS", {"hinge": "the oracle"}, raising=False)
+    monkeypatch.setattr(losses_report, "REFERENCE_METHODS", {"hinge": "the oracle"}, raising=False)
     for case in ("mnist3v5-noise0", "mnist4v9-noise0"):
         write(tmp_path, make_record(case, "bce", BASE))
         write(tmp_path, make_record(case, "hinge", [0.99] * 5))
         write(tmp_path, make_record(case, "ensloss", [0.83, 0.83, 0.85, 0.82, 0.84]))
-    md = leaderboard.build_markdown(tmp_path)
+    md = rendered(tmp_path)
     cells = table(md, "### losses / `mnist3v5-noise0`")
     got = {r[0]: dict(zip(cells[0], r)) for r in cells[1:]}
     assert got["hinge"]["verdict"] == "reference: the oracle" and got["hinge"]["p (Holm)"] == ""
-    agg = compare.aggregate(leaderboard.collect(tmp_path).current, "bce", refs=compare.references(losses))
+    agg = compare.aggregate(leaderboard.collect(tmp_path).current, "bce", refs=reference_methods(losses))
     assert "hinge" not in agg.methods and agg.summary("hinge").on is None and agg.n_compared == 1
     assert "hinge vs bce: mean Δ" not in md
 
@@ -119,13 +121,13 @@ def test_rows_with_another_seed_count_are_shown_apart(tmp_path):
     write(tmp_path, make_record(CASE, "bce", BASE))
     write(tmp_path, make_record(CASE, "ensloss", [0.83, 0.83, 0.85, 0.82, 0.84]))
     write(tmp_path, make_record(CASE, "hinge", [0.99, 0.99, 0.98]))  # 3 seeds; the suite's standard is 5
-    md = leaderboard.build_markdown(tmp_path)
+    md = rendered(tmp_path)
     main = table(md, f"### losses / `{CASE}`")
     assert [r[0] for r in main[1:]] == ["ensloss", "bce"]
     apart = table(md, "Rows with a seed count other than 5")
     assert apart[1][0] == "hinge" and dict(zip(apart[0], apart[1]))["n"] == "3 (≠ 5)"
     assert "verdict" not in apart[0]
-    assert "hinge" not in md.split("### losses (standard): across cases")[1].split("### Findings")[0]
+    assert "hinge" not in md.split("### losses (standard): across cases")[1].split("\n### ")[0]
 
 
 def test_aggregate_has_both_kinds_of_claim_from_claims(tmp_path):
@@ -138,7 +140,7 @@ def test_aggregate_has_both_kinds_of_claim_from_claims(tmp_path):
             seeds = list(np.round(mean + rng.normal(0, 0.005, 5), 4))
             per_seed[m, case] = seeds
             write(tmp_path, make_record(case, m, seeds))
-    md = leaderboard.build_markdown(tmp_path)
+    md = rendered(tmp_path)
     matrix = np.array([[np.mean(per_seed[m, c]) for m in values] for c in cases])
     ref = friedmanchisquare(*matrix.T)
     assert f"Friedman χ² = {ref.statistic:.2f}, df 2, p = {ref.pvalue:.3f}" in md
@@ -184,15 +186,15 @@ def test_pareto_and_suite_figures_are_drawn_linked_and_checked(tmp_path, monkeyp
         path.write_bytes(b"\x89PNG fake")
         return [("Suite figure", path)]
 
-    monkeypatch.setattr(losses, "figures", suite_figures, raising=False)
-    leaderboard.write(results, out, figures)
+    monkeypatch.setattr(losses_report, "figures", suite_figures, raising=False)
+    site.write_markdown(results, out, figures)
     text = out.read_text()
     pareto = figures / "losses" / "standard" / "pareto-step-time.png"
     assert pareto.read_bytes()[:4] == b"\x89PNG" and seen == [4]
     assert "[Pareto: primary metric against step time](docs/figures/losses/standard/pareto-step-time.png)" in text
     assert "[Suite figure](docs/figures/losses/standard/extra.png)" in text
-    assert leaderboard.check(results, out, figures)
+    assert site.check_markdown(results, out, figures)
     stamp = pareto.stat().st_mtime_ns
-    assert leaderboard.problems(results, out, figures) == [] and pareto.stat().st_mtime_ns == stamp  # not redrawn
+    assert site.markdown_problems(results, out, figures) == [] and pareto.stat().st_mtime_ns == stamp  # not redrawn
     (figures / "losses" / "standard" / "extra.png").unlink()
-    assert leaderboard.problems(results, out, figures) == ["figure docs/figures/losses/standard/extra.png is missing"]
+    assert site.markdown_problems(results, out, figures) == ["figure docs/figures/losses/standard/extra.png is missing"]

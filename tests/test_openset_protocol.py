@@ -15,6 +15,7 @@ from harness.errors import Unsupported, UsageError
 from harness.protocols.kit import RunContext
 from harness.protocols.openset import checkpoint_epochs, run_openset
 from harness.protocols.store import ModelStore
+from harness.reporting.suites import openset as report
 from harness.running.runner import run_case
 from harness.suites import openset as suite
 
@@ -156,7 +157,7 @@ def test_findings_and_figure_from_records(tmp_path):
         record("msp", [0], [0.6], {"trainer": ["erm"], "score": ["msp"], "checkpoints": [[[0, 0.5, 0.7]]]},
                case="cub-ssb", extra={"auroc_easy": {"per_seed": [0.7]}, "auroc_hard": {"per_seed": [0.65]}}),
     ]
-    lines = suite.findings(records)
+    lines = report.findings(records)
     mnist = next(line for line in lines if line.startswith("`mnist`"))
     # 6 checkpoints: accuracy and AUROC rank the same way (rho = 1); final models (0.7,0.8) (0.9,0.95) (0.3,0.5)
     # (0.2,0.4) too
@@ -168,5 +169,5 @@ def test_findings_and_figure_from_records(tmp_path):
     assert "mean over cases Δ +0.0875" in mls_msp and "on these cases (stratified sign-flip over 2 case(s)" in mls_msp
     cub = next(line for line in lines if line.startswith("CUB"))
     assert "2 (row, seed) pairs of 2 rows" in cub and "Easy 0.7500 vs Hard 0.6250" in cub
-    (title, path), = suite.figures(records, tmp_path)
+    (title, path), = report.figures(records, tmp_path)
     assert "accuracy against AUROC" in title and path.read_bytes()[:4] == b"\x89PNG"

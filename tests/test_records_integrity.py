@@ -26,7 +26,7 @@ from harness.core.task import Budget
 from harness.errors import HarnessError, RecordError, RecordLocked
 from harness.protocols import RunContext
 from harness.protocols.supervised import run_supervised, splits_from
-from harness.reporting import leaderboard
+from harness.reporting import leaderboard, site
 from harness.running.runner import run_case
 from harness.suites import losses, seed_count, shift
 
@@ -60,7 +60,7 @@ def test_hand_edited_record_is_rejected_naming_file_and_field(tmp_path):
                                           r"2 values for 5 completed seed\(s\)"):
         records.load_record(path)
     with pytest.raises(RecordError, match="ensloss__standard.json"):
-        leaderboard.build_markdown(tmp_path)  # never ranked
+        site.build(tmp_path)  # never ranked
     rec["metrics"]["test_acc"]["per_seed"] = [0.90, 0.91, 0.92, 0.90, 0.91]  # only the mean edited
     path.write_text(json.dumps(rec))
     with pytest.raises(RecordError, match=r"metrics/test_acc/mean: 0.9999 but the per-seed values .* give 0.908"):
@@ -288,7 +288,7 @@ def test_editing_a_method_file_makes_its_records_stale(tmp_path):
     [(path, why)] = leaderboard.collect(results).stale
     assert path.name == "fp-method__standard.json" and why == "made by other code (method changed)"
     out = tmp_path / "leaderboard.md"
-    leaderboard.write(results, out)
+    site.write_markdown(results, out)
     assert "fp-method__standard.json`: made by other code (method changed)" in out.read_text()
 
 
@@ -298,7 +298,7 @@ def test_leaderboard_check_lists_stale_records(tmp_path, capsys):
     rec["code"] = dict(rec["code"], protocol="0" * 16)
     write(results, rec)
     out = tmp_path / "leaderboard.md"
-    leaderboard.write(results, out)
+    site.write_markdown(results, out)
     assert cli.main(["leaderboard", "--check", "--results-dir", str(results), "--output", str(out)]) == 0
     err = capsys.readouterr().err
     assert "bce__standard.json: made by other code (protocol changed)" in err and "regenerate --stale" in err

@@ -13,7 +13,7 @@ from harness.core.registry import get_method_class
 from harness.errors import RecordError
 from harness.metrics.stats import summarize
 from harness.records.provenance import code_versions
-from harness.reporting import leaderboard
+from harness.reporting import leaderboard, site
 from harness.suites import case_specs, get_suite
 
 REPO = Path(__file__).resolve().parent.parent
@@ -44,6 +44,12 @@ def make_record(case: str, method: str, per_seed: list[float], profile: str = "s
     }
     rec.update(extra)
     return rec
+
+
+def rendered(results_dir: Path) -> str:
+    """Everything the site renders of the current records as one Markdown text: the summary, every suite section in
+    full (per-case tables, aggregate, claims, findings), then the stale records."""
+    return site.report_markdown(site.build(results_dir), results_dir, None)
 
 
 def write(results: Path, rec: dict) -> Path:
@@ -126,7 +132,7 @@ def test_leaderboard_from_fixture_records(tmp_path):
     stale = make_record(case, "ldr-kl", [0.99, 0.99, 0.99, 0.99, 0.99])
     stale["fingerprint"] = "0" * 32
     write(tmp_path, stale)
-    md = leaderboard.build_markdown(tmp_path)
+    md = rendered(tmp_path)
     assert md.startswith(leaderboard.HEADER)
     assert "## losses (standard profile)" in md and "Holm's step-down correction over the comparisons" in md
     rows = table(md, f"### losses / `{case}`")
@@ -149,13 +155,13 @@ def test_check_detects_stale_file(tmp_path):
     results = tmp_path / "results"
     write(results, make_record("mnist3v5-noise0", "bce", [0.8, 0.82, 0.81, 0.8, 0.8]))
     out = tmp_path / "leaderboard.md"
-    leaderboard.write(results, out)
-    assert leaderboard.check(results, out)
+    site.write_markdown(results, out)
+    assert site.check_markdown(results, out)
     write(results, make_record("mnist3v5-noise0", "ensloss", [0.8, 0.82, 0.81, 0.8, 0.8]))
-    assert not leaderboard.check(results, out)
+    assert not site.check_markdown(results, out)
 
 
 def test_committed_leaderboard_is_current_and_records_valid():
     """CI's regression gate: every committed record validates and leaderboard.md is regenerated from them."""
-    assert leaderboard.check(REPO / "results", REPO / "leaderboard.md"), \
+    assert site.check_markdown(REPO / "results", REPO / "leaderboard.md"), \
         "leaderboard.md is stale: run `python -m harness leaderboard`"

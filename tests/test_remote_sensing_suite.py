@@ -14,6 +14,7 @@ from torch import nn
 
 from harness.core.registry import create_method
 from harness.errors import DataError, UsageError
+from harness.reporting.suites import remote_sensing as rs_report
 from harness.running.runner import run_case
 from harness.suites import remote_sensing as rs
 from harness.suites.imagefolder import folder_slug
@@ -178,7 +179,7 @@ def test_synthetic_probe_record(synthetic_records) -> None:
 
 
 def test_findings_report_swing_and_crossover(synthetic_records) -> None:
-    lines = rs.findings(synthetic_records)
+    lines = rs_report.findings(synthetic_records)
     assert len(lines) == 1 and "accuracy swing" in lines[0] and "Few-shot:" in lines[0]
     rec = synthetic_records[0]
     assert f"linear {rec['metrics']['swing:linear']['mean'] * 100:.1f}" in lines[0]
@@ -191,9 +192,9 @@ def test_crossover_rule() -> None:
         metrics.update({f"fewshot_nb@{s}": {"mean": v} for s, v in zip(shots, nb)})
         return {"task": {"params": {"shots": shots}}, "metrics": metrics}
 
-    assert "overtakes naive Bayes at 5 shots" in rs.crossover(rec([0.2, 0.5, 0.8, 0.9], [0.3, 0.5, 0.6, 0.7]))
-    assert "ahead of naive Bayes from 1 shot" in rs.crossover(rec([0.4, 0.5, 0.8, 0.9], [0.3, 0.4, 0.6, 0.7]))
-    assert "does not overtake" in rs.crossover(rec([0.4, 0.5, 0.8, 0.6], [0.3, 0.4, 0.6, 0.7]))
+    assert "overtakes naive Bayes at 5 shots" in rs_report.crossover(rec([0.2, 0.5, 0.8, 0.9], [0.3, 0.5, 0.6, 0.7]))
+    assert "ahead of naive Bayes from 1 shot" in rs_report.crossover(rec([0.4, 0.5, 0.8, 0.9], [0.3, 0.4, 0.6, 0.7]))
+    assert "does not overtake" in rs_report.crossover(rec([0.4, 0.5, 0.8, 0.6], [0.3, 0.4, 0.6, 0.7]))
 
 
 def test_resize_finding_against_the_seed_paper() -> None:
@@ -201,17 +202,17 @@ def test_resize_finding_against_the_seed_paper() -> None:
     resized = {"per_seed": [0.90, 0.91, 0.93], "mean": 0.913}
     rec = {"case": "probe-eurosat-lite0", "task_info": {"reference": "resize224/imagenet"},
            "metrics": {"knn5@native/imagenet": native, "knn5@resize224/imagenet": resized}}
-    line = rs._resize_finding(rec)
+    line = rs_report._resize_finding(rec)
     assert "Δ +10.3 points" in line and "holds here" in line and "does not" not in line
     resized["per_seed"] = [0.81, 0.80, 0.83]
-    assert "is not established here" in rs._resize_finding(rec)
+    assert "is not established here" in rs_report._resize_finding(rec)
 
 
 def test_figures_write_pngs(synthetic_records, tmp_path) -> None:
-    made = rs.figures(synthetic_records, tmp_path / "figs")
+    made = rs_report.figures(synthetic_records, tmp_path / "figs")
     kinds = sorted(title.split(": ")[1].split(" (")[0] for title, _ in made)
     assert kinds == ["few-shot curves", "preprocessing grid"]
     for _, path in made:
         data = path.read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
-    assert rs.figures([], tmp_path / "empty") == []
+    assert rs_report.figures([], tmp_path / "empty") == []

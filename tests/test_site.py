@@ -13,7 +13,7 @@ import pytest
 from test_records_leaderboard import make_record, write
 
 from harness import cli, records
-from harness.reporting import leaderboard, site
+from harness.reporting import site
 
 REPO = Path(__file__).resolve().parent.parent
 CASES = ("mnist3v5-noise0", "mnist3v5-noise0.2")
@@ -40,7 +40,7 @@ def site_check_module():
 def test_markdown_summary_and_suite_pages(tmp_path):
     results = fixture_results(tmp_path)
     out = tmp_path / "leaderboard.md"
-    leaderboard.write(results, out)
+    site.write_markdown(results, out)
     page = tmp_path / "docs" / "leaderboard" / "losses.md"
     assert page.is_file()
     summary = out.read_text()
@@ -54,20 +54,20 @@ def test_markdown_summary_and_suite_pages(tmp_path):
     assert "### losses / `mnist3v5-noise0`" in text and "p (Holm)" in text and "(../../leaderboard.md)" in text
     assert "(../figures/losses/standard/pareto-step-time.png)" in text
     assert (tmp_path / "docs" / "figures" / "losses" / "standard" / "pareto-step-time.png").is_file()
-    assert leaderboard.check(results, out)
+    assert site.check_markdown(results, out)
     # --check covers the suite pages and their figures too
     page.write_text(text.replace("ensloss", "ENSLOSS"))
-    assert any("docs/leaderboard/losses.md differs" in p for p in leaderboard.problems(results, out))
+    assert any("docs/leaderboard/losses.md differs" in p for p in site.markdown_problems(results, out))
     page.unlink()
-    assert any("losses.md does not exist" in p for p in leaderboard.problems(results, out))
-    leaderboard.write(results, out)
+    assert any("losses.md does not exist" in p for p in site.markdown_problems(results, out))
+    site.write_markdown(results, out)
     (tmp_path / "docs" / "figures" / "losses" / "standard" / "pareto-step-time.png").unlink()
-    assert any("figure" in p and "missing" in p for p in leaderboard.problems(results, out))
-    leaderboard.write(results, out)
+    assert any("figure" in p and "missing" in p for p in site.markdown_problems(results, out))
+    site.write_markdown(results, out)
     (page.parent / "gone.md").write_text("old")
-    assert any("gone.md is not generated" in p for p in leaderboard.problems(results, out))
-    leaderboard.write(results, out)  # removes the orphan page
-    assert not (page.parent / "gone.md").exists() and leaderboard.check(results, out)
+    assert any("gone.md is not generated" in p for p in site.markdown_problems(results, out))
+    site.write_markdown(results, out)  # removes the orphan page
+    assert not (page.parent / "gone.md").exists() and site.check_markdown(results, out)
 
 
 def test_html_site(tmp_path):
@@ -209,7 +209,7 @@ def test_findings_file_and_readme_block_are_generated_and_checked(tmp_path, caps
     readme.write_text(f"# A copy\n\nBefore.\n\n{site.README_START}\nhand-written: hinge beats bce\n"
                       f"{site.README_END}\n\nAfter.\n", encoding="utf-8")
     argv = ["leaderboard", "--results-dir", str(results), "--output", str(out)]
-    leaderboard.write(results, out)
+    site.write_markdown(results, out)
     readme.write_text(readme.read_text(encoding="utf-8").replace(
         readme.read_text(encoding="utf-8").split(site.README_START)[1].split(site.README_END)[0],
         "\nhand-written: hinge beats bce\n"), encoding="utf-8")
@@ -231,11 +231,11 @@ def test_findings_file_and_readme_block_are_generated_and_checked(tmp_path, caps
     assert cli.main(argv + ["--check"]) == 1
     cli.main(argv)
     (tmp_path / "docs" / "findings.md").write_text(findings + "- a claim by hand\n", encoding="utf-8")
-    assert leaderboard.problems(results, out) == [f"docs/findings.md differs from what the records in {results} "
+    assert site.markdown_problems(results, out) == [f"docs/findings.md differs from what the records in {results} "
                                                   "generate"]
     write(results, make_record(CASES[0], "focal", [0.9, 0.9, 0.9, 0.9, 0.9]))  # new records: stale again
     cli.main(argv)
-    assert leaderboard.check(results, out)
+    assert site.check_markdown(results, out)
     write(results, make_record(CASES[1], "focal", [0.9, 0.9, 0.9, 0.9, 0.9]))
     assert "README.md: its findings block differs from what the records in" in " ".join(
-        leaderboard.problems(results, out))
+        site.markdown_problems(results, out))

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import torch
 
+from harness.reporting.suites import ssl as ssl_report
 from harness.suites import ssl
 
 REPO = Path(__file__).resolve().parent.parent
@@ -81,7 +82,7 @@ def test_findings_report_the_gain_with_a_paired_test_and_the_knn_ranking():
         _record("pacs", "simclr", {"knn_acc": [0.6, 0.6, 0.61]}),
         _record("pacs", "random-init", {"knn_acc": [0.4, 0.41, 0.42]}),
     ]
-    lines = ssl.findings(records)
+    lines = ssl_report.findings(records)
     gain = next(line for line in lines if "student minus teacher" in line)
     # the leaderboard's per-case rule: 3 seeds cannot reach p < 0.05, and the text says so instead of "no gain"
     assert "kNN +0.1000" in gain and "cannot reject at 3 seeds (exact sign-flip over 3 seeds, p = 0.250)" in gain

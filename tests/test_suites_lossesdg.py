@@ -8,6 +8,8 @@ import math
 
 import pytest
 
+from harness.reporting.suites import losses as losses_report
+from harness.reporting.suites import shift as shift_report
 from harness.suites import losses, shift
 
 # -- case definitions (no data) -------------------------------------------------
@@ -102,15 +104,15 @@ def regime_records(ensloss_gain: float) -> list[dict]:
 
 
 def test_losses_findings_state_whether_the_claim_holds():
-    better = losses.findings(regime_records(0.02))
+    better = losses_report.findings(regime_records(0.02))
     assert any("holds on these cases" in line for line in better), better
     assert any("Friedman" in line and "ensloss 1.00" in line for line in better)
     assert any("mean train accuracy of 1.000" in line for line in better)
-    worse = losses.findings(regime_records(-0.02))
+    worse = losses_report.findings(regime_records(-0.02))
     assert any("is contradicted on these cases: EnsLoss is worse than bce, hinge, exponential" in line
                for line in worse)
     # no difference at all: not established, never "does not hold"
-    same = losses.findings(regime_records(0.0))
+    same = losses_report.findings(regime_records(0.0))
     assert any("is not established on these cases" in line for line in same)
     assert not any("does not hold" in line for lines in (better, worse, same) for line in lines)
     ensloss_vs_bce = next(line for line in better if "ensloss − bce on test_acc" in line)
@@ -127,7 +129,7 @@ def test_shift_findings_quote_domainbed_and_judge_behaviour():
         for env, acc in zip(shift.CMNIST_ENVS, accs):
             recs.append(record("shift", f"cmnist-{env}", method, {"ood_acc": [acc] * 3, "oracle_ood_acc": [acc] * 3},
                                primary="ood_acc"))
-    lines = shift.findings(recs)
+    lines = shift_report.findings(recs)
     assert any("ERM +90% 71.7 ± 0.1" in line and "IRM +90% 72.5 ± 0.1" in line and "results.tex" in line
                for line in lines)
     irm = next(line for line in lines if "training-domain validation, ood_acc), irm" in line)
@@ -142,7 +144,7 @@ def test_shift_findings_pretrained_and_unlabeled_methods():
         for method, base in (("erm", 0.6), ("sam", 0.61), ("udim", 0.63), ("dann", 0.55)):
             recs.append(record("shift", f"pacs_pretrained-{held}", method,
                                {"ood_acc": [base + 0.01 * s for s in range(5)]}, primary="ood_acc"))
-    lines = shift.findings(recs)
+    lines = shift_report.findings(recs)
     udim = next(line for line in lines if "UDIM against SAM" in line)
     assert "udim − sam on ood_acc: mean Δ +0.0200 over 4 case(s)" in udim
     assert "on these cases, udim against sam: better; across cases: too few cases to claim (needs ≥ 6)" in udim

@@ -21,6 +21,7 @@ from harness.errors import UsageError
 from harness.protocols import unlearn as proto
 from harness.protocols.kit import RunContext
 from harness.protocols.store import ModelStore
+from harness.reporting.suites import unlearning as report
 from harness.running.runner import run_case
 from harness.suites import unlearning as suite
 
@@ -338,16 +339,16 @@ def test_findings_name_head_only_forgetting_and_the_pareto_front(tmp_path) -> No
         _record("scrub", gap=0.08, RTE=0.5, UA=1.0, cka_original=0.80, knn_forget=0.98, **ref),  # features moved
         _record("dmm", gap=0.01, RTE=0.4, UA=1.0, cka_original=0.7, knn_forget=0.92, **ref),
     ]
-    assert [suite.head_only(r) for r in records] == [False, True, False, False, False]
+    assert [report.head_only(r) for r in records] == [False, True, False, False, False]
     nothing_to_forget = dict(records[1], metrics={**records[1]["metrics"], "retrain_UA": {"mean": 0.05}})
-    assert not suite.head_only(nothing_to_forget)  # a random forget set the retrained model still fits
-    assert suite.pareto([("a", 0.1, 1.0), ("b", 0.2, 0.5), ("c", 0.2, 1.0), ("d", 0.1, 1.0)]) == ["a", "b", "d"]
-    lines = suite.findings(records)
+    assert not report.head_only(nothing_to_forget)  # a random forget set the retrained model still fits
+    assert report.pareto([("a", 0.1, 1.0), ("b", 0.2, 0.5), ("c", 0.2, 1.0), ("d", 0.1, 1.0)]) == ["a", "b", "d"]
+    lines = report.findings(records)
     assert "grad-ascent" in lines[0] and "scrub" not in lines[0] and "finetune" not in lines[0]
     front = lines[1]
     assert "dmm (oracle-matching)" in front and "grad-ascent" in front and "retrain" in front
     assert "scrub" not in front and "finetune" not in front
-    figures = suite.figures(records, tmp_path)
+    figures = report.figures(records, tmp_path)
     assert len(figures) == 1 and figures[0][1].read_bytes()[:4] == b"\x89PNG"
 
 

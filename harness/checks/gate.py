@@ -63,7 +63,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from harness.core.digest import REPO
+from harness.core.digest import REPO, import_closure
 from harness.errors import DataMissing, HarnessError, Unsupported, UsageError
 from harness.records import higher_is_better, iter_records, paired_values
 
@@ -127,7 +127,7 @@ def targets(changed: list[str], committed: dict[tuple[str, str], list], all_meth
             repo: Path = REPO) -> list[Target]:
     """The (suite, method) pairs a change affects (see the module docstring)."""
     from harness.core.registry import get_method_class, method_entries
-    from harness.records.provenance import import_closure, method_files, protocol_files
+    from harness.records.provenance import method_files, protocol_files
     from harness.suites import all_suites
 
     paths = {(repo / c).resolve(): c for c in changed}

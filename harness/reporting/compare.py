@@ -13,17 +13,18 @@ Across the suite, two kinds of claim, each Holm-corrected over the methods compa
 * **on these cases** (:func:`harness.reporting.claims.on_these_cases`): a stratified sign-flip test over every
   (case, seed) pair of the mean of case means, with a stratified bootstrap CI (seeds resampled within cases);
   it speaks of these cases only;
-* **across cases** (:func:`harness.reporting.claims.across_cases`): the exact sign-flip test on the case means, with cases
-  as the unit; below :func:`harness.reporting.claims.cases_needed` cases it cannot reach the Holm level, and the verdict
-  says so ("too few cases to claim").
+* **across cases** (:func:`harness.reporting.claims.across_cases`): the exact sign-flip test on the case means, with
+  cases as the unit; below :func:`harness.reporting.claims.cases_needed` cases it cannot reach the Holm level, and
+  the verdict says so ("too few cases to claim").
 
 The Friedman test and the Nemenyi critical difference on the case means' ranks are reported beside them
 (pairs listed only when Friedman rejects), over the methods run on every case, or the cases every method ran
 on, whichever keeps more cells.
 
-Reference rows (a suite's ``REFERENCE_METHODS``: method -> why) are shown in the tables but get no verdict and
-take no part in the tests, the ranking or the claims: e.g. unlearning's ``retrain`` is the oracle the gap is
-measured to, so its gap is 0 by construction, and openset's ``erm`` is the same measurement as ``mls``.
+Reference rows (a suite report's ``REFERENCE_METHODS``, :func:`harness.reporting.suites.reference_methods`:
+method -> why) are shown in the tables but get no verdict and take no part in the tests, the ranking or the claims:
+e.g. unlearning's ``retrain`` is the oracle the gap is measured to, so its gap is 0 by construction, and openset's
+``erm`` is the same measurement as ``mls``.
 """
 
 from __future__ import annotations
@@ -41,11 +42,6 @@ from harness.reporting.claims import Test
 ALPHA = claims.ALPHA
 ON_LABEL = "On these cases (stratified sign-flip over case×seed pairs, Holm over {k} methods)"
 ACROSS_LABEL = "Across cases (exact sign-flip on case means, Holm over {k} methods)"
-
-
-def references(suite) -> dict[str, str]:
-    """A suite's reference rows (method -> why it gets no verdict); empty when it declares none."""
-    return dict(getattr(suite, "REFERENCE_METHODS", {}) or {})
 
 
 def oriented_diffs(rec: dict, base: dict, metric: str) -> list[float]:
@@ -77,7 +73,8 @@ class Row:
 
 def table_rows(records: list[dict], base: dict | None, metric: str, alpha: float = ALPHA,
                refs: dict[str, str] | None = None) -> list[Row]:
-    """Every record compared with ``base`` on ``metric`` (:func:`harness.reporting.claims.per_case`), Holm over the table."""
+    """Every record compared with ``base`` on ``metric`` (:func:`harness.reporting.claims.per_case`), Holm over the
+    table."""
     refs = refs or {}
     rows, tests = [], {}
     for i, rec in enumerate(records):

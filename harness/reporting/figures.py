@@ -9,10 +9,12 @@ error from seed variation only, not the spread between cases.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 
 def pyplot():
     """matplotlib.pyplot on the non-interactive Agg backend."""
+    # imported on first use: matplotlib takes about a second to import, paid only by code that draws
     import matplotlib
 
     matplotlib.use("Agg")
@@ -52,7 +54,7 @@ def time_axis(ax, values: list[float], axis: str = "x") -> None:
     """Log scale with ticks written as plain numbers when the values span more than 4x, else linear (a log axis
     over less than a decade gets one or two ticks, and matplotlib's minor labels collide). The tick set thins
     with the span so labels never touch: 1-2-3-5 per decade up to 1.5 decades, 1-2-5 up to 3, then 1 only."""
-    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # lazily, as in pyplot()
 
     values = [v for v in values if v and v > 0]
     if not values or max(values) / min(values) <= 4:
@@ -110,8 +112,6 @@ def legend_outside(ax, **kwargs) -> None:
 
 def save(fig, path) -> None:
     """Write a PNG without a software tag (stable bytes for one matplotlib), cropped to its contents."""
-    from pathlib import Path
-
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110, bbox_inches="tight", metadata={"Software": None})

@@ -1,7 +1,7 @@
 """Seed-paired comparisons of one method with another over a set of cases, for suites' generated findings.
 
-The statistics are the leaderboard's (:mod:`harness.reporting.claims`, stated once in the leaderboard header), so a finding
-never contradicts a leaderboard verdict: per case the exact sign-flip test on the seed-paired differences, Holm
+The statistics are the leaderboard's (:mod:`harness.reporting.claims`, stated once in the leaderboard header), so a
+finding never contradicts a leaderboard verdict: per case the exact sign-flip test on the seed-paired differences, Holm
 over the cases; over the cases the two kinds of claim, *on these cases* (stratified sign-flip over case x seed
 pairs, with a stratified bootstrap CI) and *across cases* (exact sign-flip on the case means; too few cases -> no
 verdict), Holm-corrected over the comparisons a finding makes together (:func:`family`).

@@ -9,9 +9,12 @@ with the mean over cases of each case's seed mean **± its standard error from s
 sem over seeds (std / sqrt(n), ddof=1) combined as sqrt(sum sem_c^2) / n_cases. Case-to-case spread is
 not in that interval (the across-cases claim treats cases as the unit).
 
-``python -m harness leaderboard`` also writes ``docs/findings.md`` (each suite's claims and ``findings(records)``)
+``python -m harness leaderboard`` (:func:`write_markdown`) writes ``leaderboard.md``, the suite pages, and
+``docs/findings.md`` (each suite's claims and its report's ``findings(records)``, :mod:`harness.reporting.suites`)
 and the block between ``<!-- findings:start -->`` and ``<!-- findings:end -->`` in ``README.md`` beside the
-leaderboard; ``--check`` compares them too, so no result claim in them can drift from the records.
+leaderboard; ``--check`` (:func:`markdown_problems`) compares them too, so no result claim in them can drift from
+the records. It compares the Markdown only (PNG bytes vary with matplotlib versions): it draws the figures into a
+temporary folder to learn their names and checks that the committed PNG files exist.
 
 Cases with a single row each (remote sensing's probe cases: one frozen-encoder row per case) are shown as
 one table, a row per case, instead of one table per case; suites where several methods share cases also get
@@ -26,6 +29,7 @@ from __future__ import annotations
 import html
 import math
 import os
+import re
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -37,11 +41,13 @@ from tabulate import tabulate
 from harness.errors import UsageError
 from harness.records import higher_is_better, load_record
 from harness.reporting import leaderboard as lb
-from harness.reporting.compare import Aggregate, aggregate, references
+from harness.reporting.compare import Aggregate, aggregate
 from harness.reporting.figures import mean_over_cases
+from harness.reporting.suites import description, findings, reference_methods
 from harness.suites import case_specs, get_suite, is_suite, seed_count, suite_names
 
 PAGES_DIR = Path("docs") / "leaderboard"  # per-suite Markdown pages, beside leaderboard.md
+DEFAULT_FIGURES = Path("docs") / "figures"  # figures beside leaderboard.md
 FINDINGS = Path("docs") / "findings.md"  # every suite's claims and findings, generated (beside leaderboard.md)
 README_START, README_END = "<!-- findings:start -->", "<!-- findings:end -->"  # generated block in README.md
 MAX_SUMMARY_FIGURES = 4  # figure links per suite in the summary; the suite page lists them all
@@ -180,8 +186,8 @@ def section_view(suite, profile: str, recs: list[dict]) -> SectionView:
     n_case = {c: seed_count(suite, profile, c) for c in {r["case"] for r in recs}}
     main = [r for r in recs if len(r["seeds"]) == n_case[r["case"]]]
     apart = [r for r in recs if len(r["seeds"]) != n_case[r["case"]]]
-    agg = aggregate(main, suite.BASELINE, refs=references(suite))
-    intro = (f"{suite.DESCRIPTION}. Standard seed count: {n_std}"
+    agg = aggregate(main, suite.BASELINE, refs=reference_methods(suite))
+    intro = (f"{description(suite)}. Standard seed count: {n_std}"
              + (" (more where a case asks for it)" if any(n != n_std for n in n_case.values()) else "")
              + f"; baseline: `{suite.BASELINE}`.")
     cases = []
@@ -195,12 +201,9 @@ def section_view(suite, profile: str, recs: list[dict]) -> SectionView:
             _flag_stale(lb.case_frame(rows, suite), rows) if rows else None,
             _flag_stale(lb.case_frame(others, suite, n_case[case], tested=False), others) if others else None,
             n_case[case], [_label(r) for r in rows + others if "_stale" in r]))
-    claims = lb.claim_lines(agg)
-    findings = getattr(suite, "findings", None)
-    notes = findings(main) if findings is not None and main else []
     return SectionView(suite, profile, recs, agg, summary_frame(suite, profile, recs, agg, _declared(suite, profile)),
                        lb.coverage_line(suite, profile, recs), intro, cases,
-                       lb.aggregate_table(agg) if agg.summaries else None, claims, notes)
+                       lb.aggregate_table(agg) if agg.summaries else None, lb.claim_lines(agg), findings(suite, main))
 
 
 def merged_single_rows(cases: list[CaseView]) -> tuple[list[tuple[list[str], bool, pd.DataFrame]], list[CaseView]]:
@@ -272,7 +275,7 @@ def draw_figures(report: Report, folder: Path) -> None:
     """Draw every section's figures under ``folder/<suite>/<profile>/`` (the leaderboard's figure code)."""
     for sec in report.sections:
         main = [r for r in sec.records if len(r["seeds"]) == seed_count(sec.suite, sec.profile, r["case"])]
-        drawn = lb._figures(sec.suite, sec.profile, main, sec.agg, Path(folder), ".")
+        drawn = lb.draw_section_figures(sec.suite, sec.profile, main, sec.agg, Path(folder), ".")
         sec.figures = [(title, Path(folder) / href) for title, href in drawn]
 
 
@@ -456,9 +459,15 @@ def with_readme_block(text: str, block: str) -> str | None:
     return text[:start] + block + text[end + len(README_END):]
 
 
-def write_markdown(results_dir: Path, out: Path, figures_dir: Path) -> list[Path]:
-    """Write the summary and the per-suite pages (pages of suites without records any more are removed)."""
-    files = markdown_files(results_dir, out, figures_dir)
+def _figures_dir(out: Path, figures_dir: Path | None) -> Path:
+    return Path(figures_dir) if figures_dir is not None else Path(out).parent / DEFAULT_FIGURES
+
+
+def write_markdown(results_dir: Path, out: Path, figures_dir: Path | None = None) -> list[Path]:
+    """Write the summary ``out``, the per-suite pages, docs/findings.md and the README block (pages of suites without
+    records any more are removed), and draw the figures into ``figures_dir`` (default ``docs/figures`` beside
+    ``out``)."""
+    files = markdown_files(results_dir, out, _figures_dir(out, figures_dir))
     pages_dir = Path(out).parent / PAGES_DIR
     for old in pages_dir.glob("*.md") if pages_dir.is_dir() else []:
         if old not in files:
@@ -469,12 +478,13 @@ def write_markdown(results_dir: Path, out: Path, figures_dir: Path) -> list[Path
     return list(files)
 
 
-def markdown_problems(results_dir: Path, out: Path, figures_dir: Path) -> list[str]:
-    """Why the summary or a suite page is not what the records generate now, or a linked figure is missing."""
-    import re
-
+def markdown_problems(results_dir: Path, out: Path, figures_dir: Path | None = None) -> list[str]:
+    """Why the summary or a suite page is not what the records generate now, or a linked figure is missing (empty
+    when all is up to date)."""
+    if not Path(out).is_file():
+        return [f"{out} does not exist; run `python -m harness leaderboard`"]
     with tempfile.TemporaryDirectory() as tmp:
-        files = markdown_files(results_dir, out, figures_dir, render_dir=Path(tmp))
+        files = markdown_files(results_dir, out, _figures_dir(out, figures_dir), render_dir=Path(tmp))
     found = []
     for path, text in files.items():
         shown = path if path == Path(out) else path.relative_to(Path(out).parent)
@@ -494,6 +504,13 @@ def markdown_problems(results_dir: Path, out: Path, figures_dir: Path) -> list[s
             if not target.is_file() and shown not in missing:
                 missing.append(shown)
     return found + [f"figure {m} is missing" for m in missing]
+
+
+def check_markdown(results_dir: Path, out: Path, figures_dir: Path | None = None) -> bool:
+    """True when ``out`` and its pages equal what the records generate now and their linked figures exist."""
+    if not Path(out).is_file():
+        raise UsageError(f"{out} does not exist; run `python -m harness leaderboard`")
+    return not markdown_problems(results_dir, out, figures_dir)
 
 
 # ------------------------------------------------------------------------------------------------- HTML
@@ -542,8 +559,6 @@ def _html_table(frame: pd.DataFrame, table_id: str | None = None) -> str:
 
 def _p(text: str) -> str:
     """A line of the Markdown prose as HTML: escaped, `code` spans kept."""
-    import re
-
     return re.sub(r"`([^`]+)`", r"<code>\1</code>", html.escape(text))
 
 

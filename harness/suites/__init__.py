@@ -1,6 +1,9 @@
 """Suite definitions as plain modules (the pytest files in ``suites/`` are thin
-wrappers). Each module exposes ``NAME``, ``DESCRIPTION``, ``BASELINE`` (the
-method every other is compared with), ``PROTOCOL`` and
+wrappers). A suite module defines cases and computes metrics, and nothing else:
+its whole import closure is in every record's ``code`` digest
+(:mod:`harness.core.digest`), so it never imports :mod:`harness.reporting` or
+:mod:`harness.records`. Each module exposes ``NAME``, ``BASELINE`` (the method
+every other is compared with), ``PROTOCOL`` and
 ``case_specs(profile) -> list[CaseSpec]``; listing cases loads no data.
 
 Suites are discovered, not listed by hand: every module in this package with a
@@ -8,13 +11,18 @@ module-level ``NAME = "..."`` is a built-in suite (read with ``ast``, so
 discovery imports nothing), and third-party packages add suites through the
 entry-point group ``harness.suites`` (``name = "package.module"``).
 
-Optional module attributes: ``LEADERBOARD_COLUMNS``, ``LOWER_IS_BETTER``,
-``SEEDS`` (seeds per profile, default :data:`harness.suites.seeds.DEFAULT_SEEDS`: the
-count runs use without ``--seeds`` and the leaderboard ranks), ``findings(records)``,
-``figures(records, out_dir) -> [(title, png path)]``, ``DATASET_OPTION`` (``case_specs`` then also takes
-``datasets=[...]`` from ``--dataset``) and ``spec_for_record(record)`` for
-suites whose cases depend on user input, so the leaderboard can still verify
-their records.
+Optional module attributes: ``LOWER_IS_BETTER``, ``SEEDS`` (seeds per profile,
+default :data:`harness.suites.seeds.DEFAULT_SEEDS`: the count runs use without
+``--seeds`` and the leaderboard ranks), ``DATASET_OPTION`` (``case_specs`` then
+also takes ``datasets=[...]`` from ``--dataset``) and
+``spec_for_record(record)`` for suites whose cases depend on user input, so the
+leaderboard can still verify their records.
+
+What the reports say of a suite (``DESCRIPTION``, ``LEADERBOARD_COLUMNS``,
+``REFERENCE_METHODS``, ``findings(records)``, ``figures(records, out_dir)``)
+lives in its report module, ``harness/reporting/suites/<module>.py``, read
+through :func:`harness.reporting.suites.suite_report`. A third-party suite,
+which has no report module there, may define them on the suite module itself.
 """
 
 from __future__ import annotations

@@ -41,8 +41,6 @@ from harness.protocols.supervised import recompute_with
 NAME = "imagefolder"
 PROTOCOL = "supervised"
 BASELINE = "erm"
-DESCRIPTION = "your own ImageFolder tree (--dataset=imagefolder:PATH): stratified 70/15/15 split, fixed seed"
-LEADERBOARD_COLUMNS = ["test_acc", "test_macro_f1", "val_acc"]
 DATASETS: list[str] = []
 DATASET_OPTION = True
 VERSION = "1"

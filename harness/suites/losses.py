@@ -32,7 +32,8 @@ Metrics: test accuracy (primary), test AUROC, train accuracy and the
 train-test gap. Each method is compared with ``bce`` in the leaderboard by the
 rule of :mod:`harness.reporting.compare` (two-sided paired tests per case, Holm within the
 table; claims from the across-case aggregate). Five seeds per case at
-``standard`` and ``full``, as ensLoss reports 5 trials. ``findings`` compares EnsLoss with each fixed loss on the
+``standard`` and ``full``, as ensLoss reports 5 trials. The findings
+(:mod:`harness.reporting.suites.losses`) compare EnsLoss with each fixed loss on the
 regime cases with two-sided paired tests, Holm's correction, a case bootstrap
 and Friedman's test.
 """
@@ -42,7 +43,6 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
-import numpy as np
 import torch
 from sklearn.metrics import roc_auc_score
 from torch import nn
@@ -51,18 +51,12 @@ from harness import data as hdata
 from harness.core.models import Classifier, mlp, small_cnn
 from harness.core.task import Budget, CaseSpec, Task
 from harness.data.dataset import ArrayDataset, to_float
-from harness.metrics.stats import friedman
 from harness.protocols.supervised import recompute_with
-from harness.records import paired_values
-from harness.reporting.paired import compare, family, ok_records_by_case
 
 NAME = "losses"
 PROTOCOL = "supervised"
 BASELINE = "bce"
 PRIMARY = "test_acc"
-LEADERBOARD_COLUMNS = ["test_auroc", "train_acc", "gap"]
-DESCRIPTION = ("binary digit pairs (MNIST-5k), breast cancer and CIFAR-10 class pairs (the EnsLoss regime), "
-               "label noise 0 / 0.2")
 DATASETS = ["mnist5k", "breast_cancer", "cifar10"]
 VERSION = "1"
 SEEDS = {"smoke": 1, "standard": 5, "full": 5}
@@ -82,7 +76,6 @@ BUDGETS = {
 # The EnsLoss regime (CIFAR2): cat-dog (3, 5), the paper's showcase, and automobile-truck (1, 9), per profile
 CIFAR_PAIRS = {"smoke": [(3, 5)], "standard": [(3, 5), (1, 9)], "full": list(itertools.combinations(range(10), 2))}
 CIFAR_WIDTH = {"smoke": 8, "standard": 16, "full": 64}
-FIXED_LOSSES = ("bce", "hinge", "exponential")  # the paper's fixed-loss baselines
 REFERENCE_SGD = dict(batch_size=128, weight_decay=5e-4, optimizer="sgd", momentum=0.9, schedule="cosine",
                      selection="last")
 CIFAR_BUDGETS = {
@@ -222,63 +215,3 @@ def binary_metrics(outputs: dict) -> dict[str, float]:
         "gap": train_acc - test_acc,
         **({"val_acc": float(outputs["val"].correct.mean())} if "val" in outputs else {}),
     }
-
-
-def findings(records: list[dict]) -> list[str]:
-    """EnsLoss against each fixed loss in its regime (the CIFAR2 cases), then the quick cases' tally against
-    ``bce`` (generated from the records, never asserted in tests)."""
-    lines = _regime_findings(ok_records_by_case(records, {r["case"] for r in records if is_regime_case(r["case"])}))
-    from harness.reporting.compare import table_rows
-
-    tally: dict[str, dict[str, int]] = {}
-    quick = {c for c in {r["case"] for r in records} if not is_regime_case(c)}
-    for case in sorted(quick):
-        rows = [r for r in records if r["case"] == case and not r["hparam_overrides"]]
-        base = next((r for r in rows if r["method"] == BASELINE), None)
-        for row in table_rows(rows, base, PRIMARY):  # the leaderboard's per-case rule and Holm family
-            if row.test is not None:
-                counts = tally.setdefault(row.record["method"], {})
-                counts[row.verdict] = counts.get(row.verdict, 0) + 1
-    lines += [f"Quick cases (MNIST-5k pairs, breast cancer; early stopping, not the EnsLoss regime): {m} vs "
-              f"{BASELINE} on {PRIMARY}, per-case verdicts (the leaderboard's rule): "
-              + ", ".join(f"{v} in {n}" for v, n in sorted(c.items())) + f" of {sum(c.values())} cases"
-              for m, c in sorted(tally.items())]
-    return lines
-
-
-def _regime_findings(by_case: dict[str, dict[str, dict]]) -> list[str]:
-    if not by_case:
-        return []
-    lines = []
-    train = [r["metrics"]["train_acc"]["mean"] for recs in by_case.values() for m, r in recs.items()
-             if m in FIXED_LOSSES and r["metrics"].get("train_acc", {}).get("mean") is not None]
-    if train:
-        lines.append(f"EnsLoss regime ({len(by_case)} CIFAR2 case(s), last epoch, no early stopping): the fixed "
-                     f"losses reach a mean train accuracy of {np.mean(train):.3f} on the labels they were trained "
-                     "on (noisy ones included), so the models overfit as in the paper's setting.")
-    verdicts = {}
-    for comparison in family([compare(by_case, "ensloss", fixed, PRIMARY) for fixed in FIXED_LOSSES]):
-        verdicts[comparison.baseline] = comparison.verdict()
-        gaps = [np.mean(np.subtract(*paired_values(by_case[c]["ensloss"], by_case[c][comparison.baseline], "gap")))
-                for c in comparison.cases if "gap" in by_case[c]["ensloss"]["metrics"]]
-        gap_text = f"; train-test gap Δ {np.mean(gaps):+.4f} (ensloss − {comparison.baseline})" if gaps else ""
-        lines.append(f"EnsLoss regime: {comparison.describe()}{gap_text}.")
-    methods = sorted({m for recs in by_case.values() for m in recs})
-    complete = [c for c, recs in sorted(by_case.items()) if all(m in recs for m in methods)]
-    if len(methods) >= 2 and len(complete) >= 2:
-        matrix = [[by_case[c][m]["metrics"][PRIMARY]["mean"] for m in methods] for c in complete]
-        result = friedman(matrix)
-        ranks = ", ".join(f"{m} {r:.2f}" for m, r in sorted(zip(methods, result.mean_ranks), key=lambda t: t[1]))
-        lines.append(f"EnsLoss regime, Friedman test over {len(complete)} cases x {len(methods)} methods on "
-                     f"{PRIMARY}: p = {result.p:.3g}; mean ranks (1 = best): {ranks}.")
-    if verdicts:
-        if all(v == "better" for v in verdicts.values()) and len(verdicts) == len(FIXED_LOSSES):
-            claim = "holds on these cases: EnsLoss is better than every fixed loss"
-        elif any(v == "worse" for v in verdicts.values()):
-            worse = ", ".join(f for f, v in verdicts.items() if v == "worse")
-            claim = f"is contradicted on these cases: EnsLoss is worse than {worse}"
-        else:
-            claim = "is not established on these cases: against " + ", ".join(f"{f} {v}" for f, v in verdicts.items())
-        lines.append(f"The paper's claim that EnsLoss beats the fixed losses it ensembles (BCE, hinge, exponential) "
-                     f"{claim} (on-these-cases verdicts above, Holm over {len(verdicts)}).")
-    return lines

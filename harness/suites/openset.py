@@ -26,7 +26,8 @@ trained by the method their ``trainer`` hparam names (default ``erm``; e.g. ``--
 record ``msp`` is MSP on ERM, and ``msp {'trainer': 'erm-strong'}`` (file ``msp-h<hash>``) MSP on erm-strong. Every
 training method (erm, erm-strong, the losses, SAM, ...) runs too: its row is its own closed-set model scored with MLS,
 with MSP alongside (metrics suffixed ``_msp``). The ``erm`` row is therefore the ``mls`` row again (MLS = max
-logit of the ERM model): the leaderboard shows it as a reference row (``REFERENCE_METHODS``) and leaves it out of
+logit of the ERM model): the leaderboard shows it as a reference row (``REFERENCE_METHODS`` of
+:mod:`harness.reporting.suites.openset`) and leaves it out of
 rankings and claims, so MLS on ERM is compared once, as ``mls``. Each closed-set model is trained once per
 (case, trainer, seed) and cached (see :mod:`harness.protocols.openset`). Primary metric: AUROC, unknown = positive
 class (the SSB's headline metric); also closed-set accuracy, OSCR, FPR@95 (lower is better), AUPR-in and AUPR-out.
@@ -43,7 +44,6 @@ from functools import lru_cache, partial
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -55,24 +55,14 @@ from harness.data.layouts import _subdirs
 from harness.data.ssb import apply_ssb_split, find_ssb_split, split_digest
 from harness.errors import DataError, UsageError
 from harness.protocols.openset import lower_is_better, openset_metrics_from_arrays
-from harness.reporting import claims
 from harness.suites import imagefolder
 
 NAME = "openset"
 PROTOCOL = "openset"
 BASELINE = "msp"
-# A training method's row is its own model scored with MLS, so the `erm` row and the `mls` row (MLS on the ERM
-# model) are one measurement of the same models: ranking both would count it twice and test it against itself.
-# `erm` stays in the tables as a reference row (no verdict, no rank); `mls` is the one that is compared.
-REFERENCE_METHODS = {"erm": "the same measurement as mls (MLS on the ERM model); compared as mls"}
-DESCRIPTION = ("open-set recognition on the SSB protocol: MNIST and CIFAR-10 6-known splits, CUB with the SSB "
-               "Easy/Medium/Hard splits, PACS under covariate shift; short CPU budgets, so absolute numbers sit far "
-               "below the paper's and only the trends are reported")
 DATASETS = ["mnist5k", "cifar10", "cub", "pacs"]
 VERSION = "1"
 DATASET_OPTION = True
-LEADERBOARD_COLUMNS = ["acc", "oscr", "fpr95", "aupr_in", "aupr_out", "auroc_easy", "auroc_medium", "auroc_hard",
-                       "auroc_photo", "auroc_msp"]
 GROUPS = ("", "_easy", "_medium", "_hard", "_photo", "_art_painting", "_sketch")
 LOWER_IS_BETTER = [f"fpr95{g}{tag}" for g in GROUPS for tag in ("", "_msp")]
 
@@ -412,131 +402,3 @@ def _folder(spec: CaseSpec) -> Task:
     return open_task(spec, ds, known, unknown, train, torch.sort(test).values, torch.zeros(len(ds)), SINGLE,
                      dict(name=p["model"], pretrained=p["pretrained"]), {"path": p["path"]}, notes,
                      p["checkpoints"])
-
-
-# -- findings ----------------------------------------------------------------------------------------
-
-
-def _family(case: str) -> str:
-    return case.split("-split")[0] if "-split" in case else case
-
-
-def _row(rec: dict) -> str:
-    trainer = rec["hparam_overrides"].get("trainer")
-    return rec["method"] + (f"[{trainer}]" if trainer else "")
-
-
-def _per_seed(rec: dict, key: str) -> list:
-    """A per-seed fact of the record's ``run`` (the runner keeps one entry per seed)."""
-    return rec.get("run", {}).get(key) or [None] * len(rec["seeds"])
-
-
-def _models(records: list[dict]) -> dict[tuple, dict[str, Any]]:
-    """One entry per closed-set model (case, trainer, seed): its checkpoints, and its MLS and MSP AUROC where a
-    record scored it with them (an ``mls``/``msp`` row, or a training method's row: its own score and ``_msp``)."""
-    models: dict[tuple, dict[str, Any]] = {}
-    for rec in records:
-        trainers, checkpoints, scores = (_per_seed(rec, k) for k in ("trainer", "checkpoints", "score"))
-        for i, seed in enumerate(rec["seeds"]):
-            if trainers[i] is None:
-                continue
-            entry = models.setdefault((rec["case"], trainers[i], seed), {})
-            if checkpoints[i]:
-                entry["checkpoints"] = checkpoints[i]
-            for metric, tag in (("auroc", scores[i]), ("auroc_msp", "msp")):
-                value = rec["metrics"].get(metric, {}).get("per_seed", [])
-                if tag in ("mls", "msp") and i < len(value) and value[i] is not None:
-                    entry[tag] = value[i]
-    return models
-
-
-def _spearman(points: list[tuple[float, float]]) -> str:
-    from scipy.stats import spearmanr
-
-    if len(points) < 3 or len({a for a, _ in points}) < 2 or len({b for _, b in points}) < 2:
-        return "n/a (too few distinct points)"
-    rho, p = spearmanr([a for a, _ in points], [b for _, b in points])
-    return f"ρ = {rho:+.2f} (p = {p:.2g}, n = {len(points)})"
-
-
-def findings(records: list[dict]) -> list[str]:
-    """The paper's findings, measured on the records: accuracy against AUROC, MLS against MSP, Easy against Hard."""
-    ok = [r for r in records if r["status"] == "ok" and r["suite"] == NAME]
-    models = _models(ok)
-    lines = []
-    for family in sorted({_family(case) for case, _, _ in models}):
-        mine = {k: v for k, v in models.items() if _family(k[0]) == family and v.get("checkpoints")}
-        every = [(c[1], c[2]) for v in mine.values() for c in v["checkpoints"] if None not in c[1:]]
-        final = [(v["checkpoints"][-1][1], v["checkpoints"][-1][2]) for v in mine.values()]
-        if not mine:
-            continue
-        trainers = sorted({k[1] for k in mine})
-        lines.append(f"`{family}`: Spearman between closed-set accuracy and MLS AUROC over every checkpoint of "
-                     f"{len(mine)} models ({len(trainers)} trainers: {', '.join(trainers)}; seeds and splits) "
-                     f"{_spearman(every)}; final models only {_spearman(final)}.")
-    pairs = [(v["mls"], v["msp"], k) for k, v in models.items() if v.get("mls") is not None
-             and v.get("msp") is not None]
-    if len(pairs) >= 2:
-        # the leaderboard's on-these-cases rule (harness.reporting.claims): models are paired within their case
-        groups = [[a - b for a, b, k in pairs if k[0] == case] for case in sorted({k[0] for *_, k in pairs})]
-        t = claims.holm_family({"x": claims.on_these_cases(groups)}, "on")["x"]
-        wins = sum(a > b for a, b, _ in pairs)
-        per_family = ", ".join(
-            f"{f} {sum(a > b for a, b, k in pairs if _family(k[0]) == f)}/{sum(_family(k[0]) == f for *_, k in pairs)}"
-            for f in sorted({_family(k[0]) for _, _, k in pairs}))
-        verdict = {"better": "MLS better", "worse": "MSP better"}.get(t.verdict, t.verdict)
-        lines.append(f"MLS vs MSP (AUROC, paired over {t.n} closed-set models = case x trainer x seed): MLS higher "
-                     f"in {wins} ({per_family}), mean over cases Δ {t.estimate:+.4f}; on these cases (stratified "
-                     f"sign-flip over {len(groups)} case(s), p = {t.p:.3g}): {verdict}.")
-    easy, hard, rows = [], [], set()
-    for rec in ok:
-        if rec["case"] != "cub-ssb" or "auroc_easy" not in rec["metrics"] or "auroc_hard" not in rec["metrics"]:
-            continue
-        for e, h in zip(rec["metrics"]["auroc_easy"]["per_seed"], rec["metrics"]["auroc_hard"]["per_seed"]):
-            if e is not None and h is not None:
-                easy.append(e)
-                hard.append(h)
-                rows.add(_row(rec))
-    if len(easy) >= 2:
-        t = claims.holm_family({"x": claims.on_these_cases([np.subtract(easy, hard)])}, "on")["x"]
-        lines.append(f"CUB (SSB): Easy vs Hard unknowns, AUROC over {t.n} (row, seed) pairs of {len(rows)} rows: "
-                     f"Easy {np.mean(easy):.4f} vs Hard {np.mean(hard):.4f}, Easy higher in "
-                     f"{sum(e > h for e, h in zip(easy, hard))}; sign-flip over the pairs, p = {t.p:.3g}: Easy "
-                     f"{t.verdict}.")
-    if lines:
-        lines.append("These are short CPU budgets (small CNNs from scratch, Lite0 fine-tuned at 64 px for a few "
-                     "epochs): absolute numbers sit far below the paper's; the trends above are what they show.")
-    return lines
-
-
-def figures(records: list[dict], out_dir: Path) -> list[tuple[str, Path]]:
-    """Closed-set accuracy against MLS AUROC at every checkpoint, one panel per dataset (the paper's Figure 2)."""
-    models = _models([r for r in records if r["status"] == "ok" and r["suite"] == NAME])
-    families = sorted({_family(k[0]) for k, v in models.items() if v.get("checkpoints")})
-    if not families:
-        return []
-    from harness.reporting.figures import pyplot, save
-
-    plt = pyplot()
-    fig, axes = plt.subplots(1, len(families), figsize=(3.6 * len(families) + 1.6, 3.6), squeeze=False)
-    trainers = sorted({k[1] for k, v in models.items() if v.get("checkpoints")})
-    for ax, family in zip(axes[0], families):
-        mine = {k: v for k, v in models.items() if _family(k[0]) == family and v.get("checkpoints")}
-        for colour, trainer in enumerate(trainers):
-            pts = [c for k, v in mine.items() if k[1] == trainer for c in v["checkpoints"]]
-            ax.scatter([c[1] for c in pts], [c[2] for c in pts], s=10, alpha=0.7, color=f"C{colour}", label=trainer)
-        ax.set_title(family, fontsize=9)
-        ax.set_xlabel("closed-set accuracy", fontsize=8)
-        ax.tick_params(labelsize=7)
-        ax.xaxis.set_major_locator(plt.MaxNLocator(4))  # 4 ticks at most: a narrow panel's labels must not touch
-        ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel("AUROC, MLS score (higher is better)", fontsize=8)
-    handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False, fontsize=8,
-               title="trainer", title_fontsize=8)
-    fig.suptitle("open set: AUROC (MLS) against closed-set accuracy; a point per checkpoint of each seed's model "
-                 "(no averaging, so no error bars)", fontsize=9)
-    fig.tight_layout()
-    path = Path(out_dir) / "openset_accuracy_vs_auroc.png"
-    save(fig, path)
-    return [("Open set: closed-set accuracy against AUROC (every checkpoint)", path)]
