@@ -11,9 +11,19 @@
   deterministic. Across machines floating-point differences change training
   trajectories, so each metric's mean must agree within
   ``max(CROSS_MACHINE_ATOL, 3 * sqrt(sem_old^2 + sem_new^2))``.
-* :func:`regenerate`: re-runs the records ``leaderboard --check`` calls stale
-  (other task fingerprint or other code) with their recorded seeds, profile
-  and hparams, in place.
+* :func:`regenerate` (``python -m harness regenerate --stale``): brings the
+  records ``leaderboard --check`` calls stale (:mod:`harness.records.currency`)
+  up to date, in place. A record stale by its code digests alone (same task
+  fingerprint; a CPU record with seed 0) is first judged by behaviour
+  (:func:`restamp`): seed 0 is re-executed with the record's thread count and,
+  when it passes check 5 below (every per-seed metric bit-identical, the same
+  data fingerprint) and its evidence arrays equal the record's, the record is
+  re-stamped: its ``code`` becomes the current digests and ``restamp`` says
+  which seed was re-executed, at which commit, when, on which device and by
+  which code (metrics and evidence untouched). Otherwise, and for every other
+  stale record (another case definition), every seed is re-run with the
+  recorded seeds, profile and hparams. One line per record says which, and the
+  seconds it took.
 * :func:`verify_changed` (``python -m harness verify --changed --base auto``,
   run by CI): every record a change adds or modifies is re-executed. Checks,
   in order, each a failure naming the record:

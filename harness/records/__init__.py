@@ -15,6 +15,10 @@ path (:func:`record_lock`): an interrupted run leaves the old record or the new
 one, and a second writer of the same record fails at once with a clear error
 instead of silently overwriting the first.
 
+A record re-stamped by ``regenerate --stale`` (its seed 0 re-executed bit-identically by newer code, see
+:func:`harness.checks.verify.restamp`) carries ``restamp``: the seed, commit, date, device and the code digests it
+vouches for, which must equal the record's ``code``; its metrics and evidence are those of the original run.
+
 Layout: ``<results>/<suite>/<case>/<method>[-h<hparam hash>]__<profile>.json``
 (+ ``.npz``; the lock file is the hidden ``.<name>.lock``).
 """
