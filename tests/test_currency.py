@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_records_leaderboard import make_record
 
-from harness.checks import verify
+from harness.checks import gate, verify
 from harness.core.digest import REPO, files_digest, import_closure
 from harness.core.preprocess import Preprocess
 from harness.core.registry import create_method, get_method_class
@@ -248,3 +249,11 @@ def test_an_ssl_encoder_probe_case_does_not_depend_on_the_weights_bytes(tmp_path
     assert currency.spec_for(record).fingerprint == spec.fingerprint
     gone = {**record, "task": {"params": {**spec.params, "ssl_key": "another-key"}}}
     assert currency.spec_for(gone).fingerprint != spec.fingerprint  # another encoder: another case
+
+
+def test_the_gate_compares_no_committed_record_of_another_case_definition(monkeypatch) -> None:
+    old = {**make_record("mnist3v5-noise0", "bce", [0.8, 0.81], profile="smoke"), "fingerprint": "f" * 16}
+    monkeypatch.setattr(verify, "rerun", lambda *a: pytest.fail("a record of another case definition was re-run"))
+    said: list[str] = []
+    assert gate.check_target(gate.Target("losses", "bce", "test"), [(Path("x"), old)], CPU, say=said.append) == []
+    assert said[0].startswith("  not compared mnist3v5-noise0: the committed smoke record is stale (task fingerprint")

@@ -20,10 +20,11 @@
    job.
 3. **Compare** each re-run (same seeds, ``smoke`` profile, into a temporary
    folder; ``results/`` is never touched) with its committed smoke record. A
-   committed record whose case is gone or whose task fingerprint differs from
-   the current case definition (:mod:`harness.records.currency`) is no
-   reference: it is reported as not compared (regenerate it); one stale by
-   code digests only is compared, which is the point of the gate:
+   committed record whose task fingerprint differs from the current case
+   definition (:mod:`harness.records.currency`) is no reference: it is
+   reported as not compared (regenerate it); a record of a case that is gone
+   fails (delete it); one stale by code digests only is compared, which is
+   the point of the gate:
    - the primary metric, on seed-paired differences d_i = new_i - old_i
      oriented by the metric's direction: a regression when mean(d) is below
      ``-tolerance`` (default 0.05). The message names the metric, the old and
@@ -67,8 +68,8 @@ import numpy as np
 import torch
 from scipy.stats import permutation_test
 
+from harness.checks import verify
 from harness.checks.git import changed_files, resolve_base
-from harness.checks.verify import rerun
 from harness.core.digest import REPO, import_closure
 from harness.core.registry import get_method_class, method_entries
 from harness.errors import DataMissing, HarnessError, Unsupported
@@ -219,13 +220,13 @@ def check_target(target: Target, records: list[tuple[Path, dict]], device: torch
     pairs: list[tuple[dict, dict]] = []
     for _, old in records:
         verdict = currency.judge(old)
-        if verdict.spec is None or verdict.spec.fingerprint != old["fingerprint"]:
+        if verdict.spec is not None and verdict.spec.fingerprint != old["fingerprint"]:
             # a record of another case definition is no reference: it needs regenerating, not comparing
             say(f"  not compared {old['case']}: the committed smoke record is stale ({verdict.reason}); regenerate "
                 "it with `python -m harness regenerate --stale --profile smoke`")
             continue
         try:
-            new = rerun(old, device)
+            new = verify.rerun(old, device)
         except (DataMissing, Unsupported) as err:
             say(f"  skipped {old['case']}: {err}")
             continue

@@ -40,6 +40,7 @@ from typing import Any
 
 import jsonschema
 import numpy as np
+from filelock import FileLock, Timeout
 
 from harness.errors import RecordError, RecordLocked
 from harness.metrics.stats import PairedComparison, paired_test, summarize
@@ -367,8 +368,6 @@ def lock_path(path: Path) -> Path:
 @contextmanager
 def record_lock(path: Path) -> Iterator[None]:
     """Hold the lock of one record path for a whole run; a second holder fails at once (RecordLocked)."""
-    from filelock import FileLock, Timeout
-
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     lock = FileLock(str(lock_path(path)), timeout=0)
