@@ -55,8 +55,8 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
-    from harness.records import iter_records
-    from harness.reporting import leaderboard, site
+    from harness.records import currency, iter_records
+    from harness.reporting import site
 
     results, out = existing_results_dir(args.results_dir), Path(args.output)
     if not args.check and not iter_records(results):  # an empty board would silently replace a full one
@@ -64,7 +64,7 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
                          "--results-dir to the folder that holds the records")
     figures = Path(args.figures_dir) if args.figures_dir else None
     if args.check:
-        stale = leaderboard.collect(results).stale
+        stale = currency.collect(results).stale
         for path, why in stale:
             print(f"stale: {path}: {why}", file=sys.stderr)
         if stale:
@@ -300,13 +300,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sample-seed", type=int, default=0, help="seed of the --rerun draw")
     p.add_argument("--device", default="cpu")
     p.set_defaults(func=cmd_validate)
-    p = sub.add_parser("regenerate", help="re-run stale records with their seeds, profile and hparams, in place")
-    p.add_argument("--stale", action="store_true", help="re-run the records `leaderboard --check` lists as stale")
+    p = sub.add_parser("regenerate", help="bring stale records up to date in place: re-stamp those whose seed 0 "
+                       "re-executes bit-identically, re-run the others with their seeds, profile and hparams")
+    p.add_argument("--stale", action="store_true", help="regenerate the records `leaderboard --check` lists as stale")
     p.add_argument("--results-dir", default=str(REPO / "results"))
     p.add_argument("--suite", action="append", help="only this suite (repeatable)")
     p.add_argument("--profile", action="append", help="only this profile (repeatable)")
     p.add_argument("--method", action="append", help="only this method (repeatable)")
-    p.add_argument("--dry-run", action="store_true", help="list what would be re-run")
+    p.add_argument("--dry-run", action="store_true", help="list what would be re-stamped or re-run")
     p.add_argument("--device", default="cpu")
     p.set_defaults(func=cmd_regenerate)
     p = sub.add_parser("gate", help="CI regression gate: re-run changed methods at smoke, compare with results/")

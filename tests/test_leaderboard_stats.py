@@ -11,8 +11,8 @@ from scipy.stats import friedmanchisquare
 from test_records_leaderboard import make_record, metric, rendered, table, write
 
 from harness.metrics.stats import holm
-from harness.records import paired_verdict
-from harness.reporting import claims, compare, leaderboard, site
+from harness.records import currency, paired_verdict
+from harness.reporting import claims, compare, site
 from harness.reporting.suites import losses as losses_report
 from harness.reporting.suites import reference_methods
 from harness.suites import losses
@@ -98,7 +98,7 @@ def test_direction_comes_from_each_metric(tmp_path, monkeypatch):
     assert dict(zip(cells[0], cells[1]))["Δ vs bce"] == "-0.1040"
     # a record whose direction disagrees with the suite's declaration is not ranked
     monkeypatch.setattr(losses, "LOWER_IS_BETTER", ["gap", "test_auroc"], raising=False)
-    stale = [why for _, why in leaderboard.collect(tmp_path).stale]
+    stale = [why for _, why in currency.collect(tmp_path).stale]
     assert stale == ["metric direction differs from the suite's LOWER_IS_BETTER for test_auroc"] * 2
 
 
@@ -112,7 +112,7 @@ def test_reference_rows_get_no_verdict_and_no_rank(tmp_path, monkeypatch):
     cells = table(md, "### losses / `mnist3v5-noise0`")
     got = {r[0]: dict(zip(cells[0], r)) for r in cells[1:]}
     assert got["hinge"]["verdict"] == "reference: the oracle" and got["hinge"]["p (Holm)"] == ""
-    agg = compare.aggregate(leaderboard.collect(tmp_path).current, "bce", refs=reference_methods(losses))
+    agg = compare.aggregate(currency.collect(tmp_path).current, "bce", refs=reference_methods(losses))
     assert "hinge" not in agg.methods and agg.summary("hinge").on is None and agg.n_compared == 1
     assert "hinge vs bce: mean Δ" not in md
 
@@ -144,7 +144,7 @@ def test_aggregate_has_both_kinds_of_claim_from_claims(tmp_path):
     matrix = np.array([[np.mean(per_seed[m, c]) for m in values] for c in cases])
     ref = friedmanchisquare(*matrix.T)
     assert f"Friedman χ² = {ref.statistic:.2f}, df 2, p = {ref.pvalue:.3f}" in md
-    agg = compare.aggregate([r for r in leaderboard.collect(tmp_path).current], "bce")
+    agg = compare.aggregate([r for r in currency.collect(tmp_path).current], "bce")
     diffs = {m: [np.subtract(per_seed[m, c], per_seed["bce", c]) for c in cases] for m in ("ensloss", "hinge")}
     on = claims.holm_family({m: claims.on_these_cases(d) for m, d in diffs.items()}, "on")
     across = claims.holm_family({m: claims.across_cases([x.mean() for x in d]) for m, d in diffs.items()}, "across")

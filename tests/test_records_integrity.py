@@ -26,7 +26,8 @@ from harness.core.task import Budget
 from harness.errors import HarnessError, RecordError, RecordLocked
 from harness.protocols import RunContext
 from harness.protocols.supervised import run_supervised, splits_from
-from harness.reporting import leaderboard, site
+from harness.records import currency
+from harness.reporting import site
 from harness.running.runner import run_case
 from harness.suites import losses, seed_count, shift
 
@@ -281,11 +282,11 @@ def test_editing_a_method_file_makes_its_records_stale(tmp_path):
     load_method_module(source)
     results = tmp_path / "results"
     write(results, make_record("mnist3v5-noise0", "fp-method", [0.8, 0.82, 0.81, 0.8, 0.8]))
-    assert leaderboard.collect(results).stale == []
+    assert currency.collect(results).stale == []
     source.write_text(source.read_text() + "# a comment: the syntax tree, and so the fingerprint, is the same\n")
-    assert leaderboard.collect(results).stale == []
+    assert currency.collect(results).stale == []
     source.write_text(source.read_text() + "LATER_EDIT = 1\n")
-    [(path, why)] = leaderboard.collect(results).stale
+    [(path, why)] = currency.collect(results).stale
     assert path.name == "fp-method__standard.json" and why == "made by other code (method changed)"
     out = tmp_path / "leaderboard.md"
     site.write_markdown(results, out)
@@ -332,12 +333,12 @@ def test_regenerate_reruns_stale_records_in_place(tmp_path):
     rec = json.loads(first.path.read_text())
     rec["code"]["suite"] = "0" * 16
     first.path.write_text(json.dumps(rec))
-    [(path, why)] = leaderboard.collect(tmp_path).stale
+    [(path, why)] = currency.collect(tmp_path).stale
     assert why == "made by other code (suite changed)"
     assert [o.message for o in verify.regenerate(tmp_path, CPU, dry_run=True, say=lambda s: None)] == \
         [f"stale: {why}"]
     [done] = verify.regenerate(tmp_path, CPU, say=lambda s: None)
-    assert done.ok and leaderboard.collect(tmp_path).stale == []
+    assert done.ok and currency.collect(tmp_path).stale == []
     new = records.load_record(path)
     assert new["seeds"] == [3, 4] and new["metrics"] == first.record["metrics"]  # deterministic on one machine
     assert cli.main(["regenerate", "--results-dir", str(tmp_path)]) == 2  # --stale is required

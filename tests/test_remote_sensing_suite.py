@@ -98,9 +98,9 @@ def test_ssl_encoders_are_discovered_from_the_ssl_suite_store(monkeypatch, tmp_p
     with pytest.warns(UserWarning):
         spec = _spec("probe-eurosat-ssl-simclr-eurosat-smoke-seed0")
         record = run_case(spec, create_method("frozen"), [0], torch.device("cpu")).record
-    assert len(spec.params["ssl_digest"]) == 16
+    assert spec.params["ssl_key"] == "simclr_eurosat_smoke_seed0"  # the store key: the weights file's stem
     enc = record["task_info"]["encoder"]
-    assert record["status"] == "ok" and enc["method"] == "simclr" and enc["digest"] == spec.params["ssl_digest"]
+    assert record["status"] == "ok" and enc["method"] == "simclr" and enc["key"] == spec.params["ssl_key"]
 
 
 def test_without_an_ssl_suite_only_builtin_encoders(monkeypatch) -> None:

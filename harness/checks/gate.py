@@ -19,7 +19,12 @@
    Changes elsewhere (the data layer, the runner, the CLI) are the unit tests'
    job.
 3. **Compare** each re-run (same seeds, ``smoke`` profile, into a temporary
-   folder; ``results/`` is never touched) with its committed smoke record:
+   folder; ``results/`` is never touched) with its committed smoke record. A
+   committed record whose task fingerprint differs from the current case
+   definition (:mod:`harness.records.currency`) is no reference: it is
+   reported as not compared (regenerate it); a record of a case that is gone
+   fails (delete it); one stale by code digests only is compared, which is
+   the point of the gate:
    - the primary metric, on seed-paired differences d_i = new_i - old_i
      oriented by the metric's direction: a regression when mean(d) is below
      ``-tolerance`` (default 0.05). The message names the metric, the old and
@@ -55,56 +60,29 @@ an unchanged method reproduces its committed record exactly.
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+from scipy.stats import permutation_test
 
+from harness.checks import verify
+from harness.checks.git import changed_files, resolve_base
 from harness.core.digest import REPO, import_closure
-from harness.errors import DataMissing, HarnessError, Unsupported, UsageError
-from harness.records import higher_is_better, iter_records, paired_values
+from harness.core.registry import get_method_class, method_entries
+from harness.errors import DataMissing, HarnessError, Unsupported
+from harness.metrics.stats import paired_test
+from harness.records import currency, higher_is_better, iter_records, paired_values
+from harness.records.provenance import method_files, protocol_files
+from harness.suites import all_suites
 
 PROFILE = "smoke"
 TOLERANCE = 0.05
 TIME_TOLERANCE = 2.0
 AGGREGATE_ALPHA = 0.05
 AGGREGATE_MIN_EFFECT = 0.002
-
-
-def _git(repo: Path, *args: str) -> str | None:
-    try:
-        out = subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, timeout=60)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() if out.returncode == 0 else None
-
-
-def resolve_base(ref: str, repo: Path = REPO) -> str | None:
-    """The commit to diff against; None when there is none (not a git checkout, or a single commit)."""
-    if _git(repo, "rev-parse", "--git-dir") is None:
-        return None
-    if ref != "auto":
-        found = _git(repo, "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}")
-        if found is None:
-            raise UsageError(f"--base {ref!r} is not a commit in {repo}")
-        return found
-    head = _git(repo, "rev-parse", "--verify", "--quiet", "HEAD^{commit}")
-    if _git(repo, "rev-parse", "--verify", "--quiet", "origin/main") is not None:
-        base = _git(repo, "merge-base", "HEAD", "origin/main")
-        if base is not None and base != head:  # a branch: everything it adds to main
-            return base
-    # a clone of main itself (CI's case: HEAD is origin/main): the last commit, not an empty diff
-    return _git(repo, "rev-parse", "--verify", "--quiet", "HEAD~1^{commit}")
-
-
-def changed_files(base: str, repo: Path = REPO) -> list[str]:
-    """Paths (relative to the repository) that differ from ``base`` in the working tree, plus untracked files."""
-    diff = _git(repo, "diff", "--name-only", base) or ""
-    untracked = _git(repo, "ls-files", "--others", "--exclude-standard") or ""
-    return sorted({line for line in (diff + "\n" + untracked).splitlines() if line.strip()})
 
 
 @dataclass(frozen=True)
@@ -126,10 +104,6 @@ def smoke_records(results_dir: Path) -> dict[tuple[str, str], list[tuple[Path, d
 def targets(changed: list[str], committed: dict[tuple[str, str], list], all_methods: bool = False,
             repo: Path = REPO) -> list[Target]:
     """The (suite, method) pairs a change affects (see the module docstring)."""
-    from harness.core.registry import get_method_class, method_entries
-    from harness.records.provenance import method_files, protocol_files
-    from harness.suites import all_suites
-
     paths = {(repo / c).resolve(): c for c in changed}
 
     def hit(files) -> str | None:
@@ -171,8 +145,6 @@ def targets(changed: list[str], committed: dict[tuple[str, str], list], all_meth
 
 def compare(old: dict, new: dict, tolerance: float = TOLERANCE, time_tolerance: float = TIME_TOLERANCE) -> list[str]:
     """Regressions of ``new`` against the committed ``old`` record (empty when it passes)."""
-    from harness.metrics.stats import paired_test
-
     where = f"{old['suite']}/{old['case']} {old['method']}"
     if new["status"] != "ok":
         if old["status"] == "ok":
@@ -217,8 +189,6 @@ def case_difference(old: dict, new: dict) -> float | None:
 def aggregate(where: str, pairs: list[tuple[dict, dict]], alpha: float = AGGREGATE_ALPHA,
               min_effect: float = AGGREGATE_MIN_EFFECT, say: Callable[[str], None] = print) -> str | None:
     """The across-cases regression test of one method (see the module docstring); a failure message or None."""
-    from scipy.stats import permutation_test
-
     diffs = [d for d in (case_difference(old, new) for old, new in pairs) if d is not None]
     if len(diffs) < 2:
         return None
@@ -246,13 +216,17 @@ def check_target(target: Target, records: list[tuple[Path, dict]], device: torch
                  say: Callable[[str], None] = print, alpha: float = AGGREGATE_ALPHA,
                  min_effect: float = AGGREGATE_MIN_EFFECT) -> list[str]:
     """Re-run a target's committed smoke records and compare, case by case and across cases; the failures."""
-    from harness.checks.verify import rerun
-
     failures = []
     pairs: list[tuple[dict, dict]] = []
     for _, old in records:
+        verdict = currency.judge(old)
+        if verdict.spec is not None and verdict.spec.fingerprint != old["fingerprint"]:
+            # a record of another case definition is no reference: it needs regenerating, not comparing
+            say(f"  not compared {old['case']}: the committed smoke record is stale ({verdict.reason}); regenerate "
+                "it with `python -m harness regenerate --stale --profile smoke`")
+            continue
         try:
-            new = rerun(old, device)
+            new = verify.rerun(old, device)
         except (DataMissing, Unsupported) as err:
             say(f"  skipped {old['case']}: {err}")
             continue

