@@ -1,4 +1,5 @@
-"""Calibration of the across-cases claim (harness.reporting.claims) on simulated null data with heterogeneous case effects,
+"""Calibration of the across-cases claim (harness.reporting.claims) on simulated null data with heterogeneous case
+effects,
 against the old percentile case-bootstrap rule kept here only as a reference that fails; and a power check.
 
 Monte-Carlo error: with R = 2000 replicates a rate of 0.05 has standard error sqrt(0.05 * 0.95 / R) = 0.0049;

@@ -53,6 +53,9 @@ def tree(tmp_path: Path) -> Path:
     return tmp_path
 
 
+PACKAGES = {"baselines/__init__.py", "baselines/dg/__init__.py", "harness/__init__.py"}  # run on import: followed
+
+
 def udim_digest(root: Path) -> str:
     return files_digest(import_closure([root / "baselines/dg/udim.py"], root), root)
 
@@ -65,7 +68,17 @@ def edit(path: Path, old: str, new: str) -> None:
 
 def test_closure_follows_imports_transitively(tree: Path):
     rel = {p.relative_to(tree).as_posix() for p in import_closure([tree / "baselines/dg/udim.py"], tree)}
-    assert rel == {"baselines/dg/udim.py", "baselines/dg/sam.py", "harness/core/method.py"}
+    assert rel == {"baselines/dg/udim.py", "baselines/dg/sam.py", "harness/core/method.py"} | PACKAGES
+
+
+def test_an_import_inside_a_function_is_followed(tree: Path):
+    (tree / "baselines/dg/helper.py").write_text("def scale(x):\n    return 2 * x\n")
+    edit(tree / "baselines/dg/coral.py", "    return x", "    from baselines.dg.helper import scale\n\n    return scale(x)")
+    coral = [tree / "baselines/dg/coral.py"]
+    assert tree / "baselines/dg/helper.py" in import_closure(coral, tree)
+    before = files_digest(import_closure(coral, tree), tree)
+    edit(tree / "baselines/dg/helper.py", "2 * x", "3 * x")
+    assert files_digest(import_closure(coral, tree), tree) != before
 
 
 def test_comment_and_docstring_edits_change_no_fingerprint(tree: Path):
@@ -94,14 +107,14 @@ def test_an_unrelated_files_edit_changes_nothing(tree: Path):
 def test_the_data_layer_is_not_followed(tree: Path):
     (tree / "harness/core/method.py").write_text("from harness.data.load import X\n\n" + METHOD)
     rel = {p.relative_to(tree).as_posix() for p in import_closure([tree / "harness/core/method.py"], tree)}
-    assert rel == {"harness/core/method.py"}
+    assert rel == {"harness/core/method.py", "harness/__init__.py"}
 
 
 def test_relative_imports_and_type_checking_imports(tree: Path):
     (tree / "baselines/dg/udim.py").write_text("from typing import TYPE_CHECKING\n\nfrom .sam import ascend\n\n"
                                                "if TYPE_CHECKING:\n    from baselines.dg.coral import coral\n")
     rel = {p.relative_to(tree).as_posix() for p in import_closure([tree / "baselines/dg/udim.py"], tree)}
-    assert rel == {"baselines/dg/udim.py", "baselines/dg/sam.py", "harness/core/method.py"}
+    assert rel == {"baselines/dg/udim.py", "baselines/dg/sam.py", "harness/core/method.py"} | PACKAGES
 
 
 def test_real_udim_fingerprint_covers_sam_and_not_coral():

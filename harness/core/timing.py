@@ -101,7 +101,8 @@ _compiling = False  # set when torch starts compiling; cleared at every step sta
 
 
 def note_compilation(*_: object) -> None:
-    """Torch started compiling (a callback of :class:`harness.core.speed.CompileClock`): the running step is not timed."""
+    """Torch started compiling (a callback of :class:`harness.core.speed.CompileClock`): the running step is not
+    timed."""
     global _compiling
     _compiling = True
 

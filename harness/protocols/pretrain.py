@@ -2,7 +2,8 @@
 
 The protocol owns the loop, the views, the EMA schedule helper, the timing, the checkpoint cache and the probes; a
 method owns only its heads (``Method.build``), its loss (``Method.pretrain_loss``) and what follows an update
-(``Method.after_step``: a teacher's EMA, DINO's centre). The optimisation step is :class:`harness.core.engine.StepEngine`'s.
+(``Method.after_step``: a teacher's EMA, DINO's centre). The optimisation step is
+:class:`harness.core.engine.StepEngine`'s.
 
 One seed:
 
@@ -338,7 +339,8 @@ def checkpoint_key(ctx: RunContext, method: Method, spec: dict[str, Any]) -> str
     task = ctx.task
     precision = {} if ctx.speed.precision == "fp32" else {"precision": ctx.speed.precision}  # a bf16 encoder is another
     return store_key(task=task.fingerprint, data=task.data.fingerprint, method=method.name, hparams=method.hparams,
-                     code=code_digest(type(method), sys.modules[__name__]), seed=ctx.seed, encoder=spec, budget=ctx.budget.fingerprint_dict(),
+                     code=code_digest(type(method), sys.modules[__name__]), seed=ctx.seed, encoder=spec,
+                     budget=ctx.budget.fingerprint_dict(),
                      device=ctx.device.type, **precision)
 
 
