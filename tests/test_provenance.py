@@ -73,7 +73,8 @@ def test_closure_follows_imports_transitively(tree: Path):
 
 def test_an_import_inside_a_function_is_followed(tree: Path):
     (tree / "baselines/dg/helper.py").write_text("def scale(x):\n    return 2 * x\n")
-    edit(tree / "baselines/dg/coral.py", "    return x", "    from baselines.dg.helper import scale\n\n    return scale(x)")
+    inside = "    from baselines.dg.helper import scale\n\n    return scale(x)"
+    edit(tree / "baselines/dg/coral.py", "    return x", inside)
     coral = [tree / "baselines/dg/coral.py"]
     assert tree / "baselines/dg/helper.py" in import_closure(coral, tree)
     before = files_digest(import_closure(coral, tree), tree)
