@@ -18,6 +18,7 @@ from harness.metrics.stats import (
     mean_std,
     paired_test,
     paired_ttest,
+    sign_flip_p,
     standard_error,
     summarize,
 )
@@ -355,3 +356,19 @@ def test_bootstrap_mean_diff_ci() -> None:
     assert bootstrap_mean_diff_ci(d, seed=3) == (lo, hi)
     with pytest.raises(MetricError, match="NaN"):
         bootstrap_mean_diff_ci([0.1, math.nan])
+
+
+def test_one_sided_sign_flip_matches_enumeration():
+    d = np.array([0.3, 0.1, 0.2, 0.4, 0.5])
+    assert sign_flip_p(d, alternative="greater") == pytest.approx(1 / 32)
+    assert sign_flip_p(d, alternative="less") == 1.0
+    assert sign_flip_p(d) == pytest.approx(2 / 32)
+    mixed = np.array([0.3, -0.1, 0.2, 0.4, -0.5])
+    assert sign_flip_p(mixed, alternative="less") == pytest.approx(1 - sign_flip_p(mixed, alternative="greater")
+                                                                   + brute_tie_mass(mixed))
+
+
+def brute_tie_mass(d: np.ndarray) -> float:
+    """Share of sign patterns whose sum equals the observed one (counted by both one-sided p-values)."""
+    signs = 1 - 2 * ((np.arange(2 ** d.size)[:, None] >> np.arange(d.size)) & 1)
+    return float(np.mean(np.isclose(signs @ d, d.sum())))

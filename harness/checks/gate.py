@@ -66,14 +66,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from scipy.stats import permutation_test
 
 from harness.checks import verify
 from harness.checks.git import changed_files, resolve_base
 from harness.core.digest import REPO, import_closure
 from harness.core.registry import get_method_class, method_entries
 from harness.errors import DataMissing, HarnessError, Unsupported
-from harness.metrics.stats import paired_test
+from harness.metrics.stats import paired_test, sign_flip_p
 from harness.records import currency, higher_is_better, iter_records, paired_values
 from harness.records.provenance import method_files, protocol_files
 from harness.suites import all_suites
@@ -194,11 +193,7 @@ def aggregate(where: str, pairs: list[tuple[dict, dict]], alpha: float = AGGREGA
         return None
     d = np.asarray(diffs)
     mean = float(d.mean())
-    if np.all(d == 0):
-        p = 1.0
-    else:  # exact below 2^14 sign patterns, else 20000 seeded random flips
-        p = float(permutation_test((d,), np.mean, permutation_type="samples", alternative="less",
-                                   n_resamples=20000, random_state=0).pvalue)
+    p = float(sign_flip_p(d, alternative="less", n_resamples=20000))
     worse = int((d < 0).sum())
     summary = (f"{where}: primary metric across {len(d)} case(s) together: mean per-case Δ {mean:+.4f} "
                f"({worse} of {len(d)} worse), one-sided sign-flip test over cases p = {p:.4f}")

@@ -206,10 +206,11 @@ def holm_adjust(p: np.ndarray, axis: int = -1) -> np.ndarray:
     return np.moveaxis(out, -1, axis)
 
 
-def sign_flip_p(d: np.ndarray, weights: np.ndarray | None = None, n_resamples: int = 9999,
-                 seed: int = 0) -> np.ndarray:
-    """Two-sided sign-flip p of the weighted mean along the last axis (batched over leading axes): exact over all
-    2^n sign patterns up to ``EXACT_MAX_N`` values, Monte Carlo with scipy above. The one sign-flip test."""
+def sign_flip_p(d: np.ndarray, weights: np.ndarray | None = None, n_resamples: int = 9999, seed: int = 0,
+                alternative: Literal["two-sided", "less", "greater"] = "two-sided") -> np.ndarray:
+    """Sign-flip p of the weighted mean along the last axis (batched over leading axes): exact over all 2^n sign
+    patterns up to ``EXACT_MAX_N`` values, Monte Carlo with scipy above. The one sign-flip test of the harness
+    (claims, findings, the gate, :func:`paired_test`)."""
     d = np.asarray(d, dtype=float)
     n = d.shape[-1]
     w = np.full(n, 1.0 / n) if weights is None else np.asarray(weights, dtype=float)
@@ -224,9 +225,14 @@ def sign_flip_p(d: np.ndarray, weights: np.ndarray | None = None, n_resamples: i
         null = (d * w) @ signs.T  # (..., 2^n)
         observed = np.sum(d * w, axis=-1, keepdims=True)
         tol = 1e-12 * np.maximum(1.0, np.abs(observed))  # ties within rounding count as ties
+        if alternative == "less":
+            return np.mean(null <= observed + tol, axis=-1)
+        if alternative == "greater":
+            return np.mean(null >= observed - tol, axis=-1)
         return np.mean(np.abs(null) >= np.abs(observed) - tol, axis=-1)
     res = scipy_stats.permutation_test((d,), statistic, permutation_type="samples", vectorized=True, axis=-1,
-                                 n_resamples=n_resamples, alternative="two-sided", rng=np.random.default_rng(seed))
+                                       n_resamples=n_resamples, alternative=alternative,
+                                       rng=np.random.default_rng(seed))
     return np.minimum(1.0, np.asarray(res.pvalue, dtype=float))
 
 

@@ -42,7 +42,7 @@ ALPHA = 0.05
 BOOT_RESAMPLES = 2000
 
 
-def minsign_flip_p(n: int) -> float:
+def min_sign_flip_p(n: int) -> float:
     """The smallest two-sided p an exact sign-flip test on ``n`` values can give."""
     return min(1.0, 2.0 / 2**n) if n > 0 else 1.0
 
@@ -125,9 +125,9 @@ def holm_family(tests: dict[str, Test], kind: str, alpha: float = ALPHA) -> dict
     for name, p_adj in zip(names, adjusted):
         t = tests[name]
         floor = None
-        if kind == "across" and minsign_flip_p(t.n) > alpha / m:
+        if kind == "across" and min_sign_flip_p(t.n) > alpha / m:
             floor = too_few_cases_text(cases_needed(m, alpha))
-        elif kind == "case" and minsign_flip_p(t.n) > alpha / m:
+        elif kind == "case" and min_sign_flip_p(t.n) > alpha / m:
             floor = cannot_reject_text(t.n)
         out[name] = t.with_holm(p_adj, alpha, floor)
     return out
@@ -139,7 +139,7 @@ def holm_family(tests: dict[str, Test], kind: str, alpha: float = ALPHA) -> dict
 def across_cases_batch(case_means: np.ndarray, alpha: float = ALPHA) -> np.ndarray:
     """Claims (bool) of the across-cases rule for arrays shaped (replicates, methods, cases): Holm over methods."""
     reps, m, n = case_means.shape
-    if minsign_flip_p(n) > alpha / m:
+    if min_sign_flip_p(n) > alpha / m:
         return np.zeros((reps, m), dtype=bool)
     p = sign_flip_p(case_means)
     return holm_adjust(p, axis=-1) < alpha
