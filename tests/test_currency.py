@@ -153,7 +153,7 @@ def test_a_record_stale_by_code_alone_is_restamped_when_seed_0_reproduces(moved,
     t0 = time.perf_counter()
     [outcome] = verify.regenerate(results, CPU, say=said.append)
     seconds = time.perf_counter() - t0
-    assert outcome.ok and outcome.message == "restamped (seed 0 re-executed bit-identically)"
+    assert outcome.ok and outcome.message == "restamped (seed 0 re-executed: metrics bit-identical)"
     assert runs == [[0]]  # seed 1 was never executed
     record = load_record(path)
     spec = next(s for s in losses.case_specs("smoke") if s.case == CASE)

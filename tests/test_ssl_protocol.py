@@ -53,7 +53,7 @@ def task():
 
 def trainer(task, method, seed: int = 0) -> Pretrainer:
     ctx = RunContext.create(task, method, CPU, seed)
-    encoder = build_encoder(method.encoder_spec(task.info["encoder"], task))
+    encoder = build_encoder(method.encoder_spec(task.info["encoder"], task.sealed()))
     return Pretrainer.create(ctx, method, encoder)
 
 
@@ -172,7 +172,7 @@ def test_scattering_front_end_is_fixed_and_sized():
 
 
 def test_scatsimclr_encoder_spec_is_rebuilt_from_json(task):
-    spec = ScatSimCLR().encoder_spec(task.info["encoder"], task)
+    spec = ScatSimCLR().encoder_spec(task.info["encoder"], task.sealed())
     assert spec["kwargs"]["in_chans"] == 1 and spec["kwargs"]["image_size"] == [28, 28]
     assert build_encoder(spec).feature_dim == 128
 
