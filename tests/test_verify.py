@@ -43,6 +43,15 @@ def results(made, tmp_path) -> Path:
     return out
 
 
+@pytest.fixture(autouse=True)
+def steady_clock(made, monkeypatch) -> None:
+    """Re-executions re-measure exactly the honest record's times: the time checks are tested on synthetic
+    timings, never on this machine's clock, so the tests pass while other processes load both cores."""
+    timing = load_record(path_of(made))["timing"]
+    keys = ("step_time_median_s", "reference_time_s", "normalised_step_time")
+    monkeypatch.setattr(verify, "remeasure", lambda run_timing, reference: {k: timing[k] for k in keys})
+
+
 def path_of(results: Path, method: str = "bce") -> Path:
     return record_path(results, "losses", CASE, method, "smoke")
 
