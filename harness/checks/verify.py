@@ -24,65 +24,41 @@
   stale record (another case definition), every seed is re-run with the
   recorded seeds, profile and hparams. One line per record says which, and the
   seconds it took.
-* :func:`verify_changed` (``python -m harness verify --changed --base auto``,
-  run by CI): every record a change adds or modifies is re-executed. Checks,
-  in order, each a failure naming the record:
+* :func:`verify_changed` (``python -m harness verify --changed``, run by CI): every record whose record or
+  evidence file differs from the committed manifest ``results/.verified.json`` (:mod:`harness.records.manifest`),
+  or whose manifest entry is not in the base commit's manifest (``--base auto``; an entry blessed by hand
+  blesses nothing), is verified, however many commits ago it changed. A deleted record needs a stated reason
+  (``--update-manifest --reason TEXT`` records it under ``removed``); a symlink or non-regular file under
+  results/, or a named path outside it, is refused with one line. Workflow: make or edit records, run
+  ``python -m harness verify --changed --update-manifest`` (it rewrites the manifest only when every check
+  passes, stamping each entry with HEAD and the re-measured times), commit the records with the manifest.
+  Checks, in order, each a failure naming the record:
 
-  1. **identity** (:func:`audit`): the file is where its own fields put it
-     (``records.record_path`` of suite, case, method, profile, overrides); the
-     method is registered under that name, its family and its hparams
-     (defaults + the recorded overrides) are the record's; the case exists with
-     the record's fingerprint; the record's code digests are the current code's
-     (a record a change brings must be made by that change's code);
-  2. **seeds**: ``0..k-1`` with k at least the suite's seed count for the
-     profile (:func:`harness.suites.seed_count`; at smoke at least
-     :data:`SMOKE_SEEDS`, the gate's seed-paired pairs), no seed the base commit's
-     version of the record had is gone, the evidence holds exactly the
-     completed seeds (and ``per_seed`` lengths match, checked on load);
-  3. **environment**: made on CPU with this process's torch and Python (the
-     only setting where a re-run can be required bit-identical);
-  4. **labels and metrics** (:func:`recompute`, also run by ``validate
-     --recompute``): every label the evidence stores for a split (``<split>.y``,
-     ``.domain``, ``.group``, ``y_test``) equals the dataset's for that split,
-     then every seed's metrics are recomputed from the evidence;
-  5. **re-execution** (:func:`reexecute`): seed ``0`` run again on CPU with the
-     record's thread count (``torch.set_num_threads``, parsed from its device
-     name); every per-seed metric of seed 0 must be bit-identical and the data
-     fingerprint the same, except :data:`MEASURED_METRICS` (wall-clock and
-     memory figures: timings within the step-time factor, memory unchecked);
-     the re-run's step time must be within :data:`STEP_TIME_FACTOR` (4x) of
-     the record's either way, machine-normalised or raw (failing needs both
-     out, as the gate's rule). Why 4x: the normalised time (step median /
-     reference workload timed in the same process, min of 9 runs) divides out
-     the machine's speed but not its load; on the shared 2-core machine with a
-     second job running, six re-runs of a breast_cancer smoke record gave
-     normalised ratios 0.90-3.08 and raw 0.33-2.88, so 3x would fail honest
-     records under load; a 10x edit (or a 10x slower method) still fails.
-     A suite without ``Task.recompute_fn`` (remote sensing) is re-executed
-     only.
+  1. **identity** (:func:`audit`): the file is where its own fields put it, the method, family, hparams, case
+     fingerprint and code digests are the current ones;
+  2. **seeds**: exactly ``0..k-1`` with k the suite's seed count for the profile (at smoke
+     :data:`SMOKE_SEEDS`): more seeds would enter the means unchecked; a profile the suite does not declare
+     (:func:`harness.suites.declared_profiles`) is refused; no seed of the base version is gone; the evidence
+     holds exactly the completed seeds;
+  3. **environment**: CPU, this process's torch and Python;
+  4. **labels and metrics** (:func:`recompute`): on every changed record of every suite. A suite without
+     ``Task.recompute_fn`` (remote sensing) cannot be recomputed, so its records are always re-executed;
+  5. **re-execution** (:func:`reexecute`): seed 0 and one other seed drawn from the operating system's
+     randomness (``random.SystemRandom``; every seed when the case is cheap, :data:`CHEAP_SECONDS`), with the
+     record's thread count; every per-seed metric bit-identical, the same data fingerprint. Times
+     (:func:`timing_problems`): the reference workload is re-measured in this process and must be within
+     :data:`REFERENCE_FACTOR` of the record's; the record's normalised step time must be within
+     :data:`STEP_TIME_FACTOR` of the re-run's step over that reference, so dividing both recorded times by the
+     same number fails. Load only slows a run, so a re-run whose time alone is out is re-timed up to
+     :data:`TIME_RETRIES` times and the fastest try counts. Limit: with two busy processes on the 2-core
+     machine one try gave a normalised ratio of 12, so an honest record can still fail on a heavily loaded
+     machine; run CI on an otherwise idle one.
 
-  Budget. CI allows 30 min in all and the test run takes about 10, so verify
-  re-executes at most :data:`MAX_RECORDS` (40) records and an estimated
-  :data:`MAX_SECONDS` (4 min; each record's own wall time per seed plus
-  :data:`PER_RECORD_OVERHEAD_S` for building the case). When a change brings
-  more (regenerating every smoke record brings ~400, whose seed 0 alone take
-  ~22 min on one thread), checks 1-3 (no data, no training) still run on every
-  changed record, and checks 4-5 on a deterministic sample
-  (:func:`select_sample`): each suite's records ordered by sha256 of HEAD's
-  commit and the path, taken round robin over the suites until the budget is
-  spent, so every suite is covered and the sample changes with each commit
-  (a forger cannot know in advance which records escape). The output says how
-  many were sampled and marks the others "identity checks only". Raise the caps
-  (``--max-records``, ``--max-seconds``) to re-execute everything off CI.
-  The base is gate's (``--base auto``: merge-base with ``origin/main``, else
-  ``HEAD~1``). A single-commit repository is compared with the empty tree (its
-  one commit adds every record, under the same caps); a shallow clone or a
-  folder outside git is an error, since what changed cannot be known.
-  Limits: only seed 0 is re-run, so a forged later seed whose predictions (not
-  labels) were edited consistently with its metrics and evidence is caught
-  only by a full ``validate --rerun``; labels are checked for the keys above
-  (the supervised and SSL protocols); open-set and probe evidence keeps labels
-  under other keys and relies on the re-run.
+  Budget: at most :data:`MAX_RECORDS` records and :data:`MAX_SECONDS`, estimated from the case's suite and
+  profile (:data:`SEED_SECONDS`), never from the record's own wall time. Over it, the records re-executed are a
+  random sample (operating-system randomness, round robin over the suites; those without recompute_fn first);
+  the others get checks 1-4. A suite none of whose records fits, or a record without recompute_fn that does
+  not fit, fails with how to split the change. Raise the caps off CI to re-execute everything.
 """
 
 from __future__ import annotations
