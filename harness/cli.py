@@ -210,8 +210,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
     if args.changed == bool(args.paths):
         raise UsageError("verify: pass --changed (the records a change adds or modifies) or record paths, not both")
     if args.changed:
-        outcomes = verify.verify_changed(args.base, results, device, Path(args.repo) if args.repo else None,
-                                         args.max_records, args.max_seconds)
+        outcomes = verify.verify_changed(results, device, Path(args.repo) if args.repo else None, args.base,
+                                         args.max_records, args.max_seconds, update_manifest=args.update_manifest,
+                                         reason=args.reason)
     else:
         outcomes = verify.verify_paths([Path(p) for p in args.paths], results, device)
     return _report(outcomes, "re-executed")
@@ -332,20 +333,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=int, default=1, help="how many tuning seeds (from 1000)")
     p.add_argument("--device", default="cpu")
     p.set_defaults(func=cmd_tune)
-    p = sub.add_parser("verify", help="CI: re-execute seed 0 of every record a change adds or modifies, bit for bit",
-                       description="Checks each record's identity, seeds, labels and metrics, then re-runs seed 0 on "
-                                   "CPU with its thread count and requires bit-identical metrics "
-                                   "(harness/checks/verify.py)")
+    p = sub.add_parser("verify", help="CI: verify every record that differs from results/.verified.json: checks, "
+                       "then seed 0 and a random seed re-executed bit for bit",
+                       description="Checks each record's identity, seeds, labels and metrics, then re-runs seed 0 and "
+                                   "a randomly drawn seed on CPU with its thread count and requires bit-identical "
+                                   "metrics and consistent times (harness/checks/verify.py)")
     p.add_argument("paths", nargs="*", help="record files to verify (instead of --changed)")
-    p.add_argument("--changed", action="store_true", help="the records under --results-dir that differ from --base")
-    p.add_argument("--base", default="auto", help="git ref to diff against (auto: merge-base with origin/main, "
-                   "else HEAD~1; a single-commit repository: the empty tree)")
+    p.add_argument("--changed", action="store_true",
+                   help="the records under --results-dir that differ from the manifest (results/.verified.json)")
+    p.add_argument("--base", default="auto", help="the commit whose manifest is trusted (auto: merge-base with "
+                   "origin/main, else HEAD~1): manifest entries added since are verified too")
+    p.add_argument("--update-manifest", action="store_true",
+                   help="after every check passed, rewrite the manifest (commit it with the records)")
+    p.add_argument("--reason", default=None, help="why the deleted records were deleted (with --update-manifest)")
     p.add_argument("--results-dir", default=str(REPO / "results"))
     p.add_argument("--repo", default=None, help="the git checkout to diff (default: this harness's)")
     p.add_argument("--max-records", type=int, default=40,
-                   help="re-execute at most this many records; more changed: a hash-chosen sample (default 40)")
+                   help="re-execute at most this many records; more changed: a random sample (default 40)")
     p.add_argument("--max-seconds", type=float, default=240.0,
-                   help="estimated re-execution budget in seconds; over it: a hash-chosen sample (default 240)")
+                   help="estimated re-execution budget in seconds (estimated per suite and profile; default 240)")
     p.add_argument("--device", default="cpu")
     p.set_defaults(func=cmd_verify)
     p = sub.add_parser("data", help="dataset listing and download (see `data --help`)", add_help=False)

@@ -201,7 +201,8 @@ def section_view(suite, profile: str, recs: list[dict]) -> SectionView:
             _flag_stale(lb.case_frame(rows, suite), rows) if rows else None,
             _flag_stale(lb.case_frame(others, suite, n_case[case], tested=False), others) if others else None,
             n_case[case], [_label(r) for r in rows + others if "_stale" in r]))
-    return SectionView(suite, profile, recs, agg, summary_frame(suite, profile, recs, agg, _declared(suite, profile)),
+    # only rows with the suite's seed count enter the summary's means and ranks (as the aggregate's tests)
+    return SectionView(suite, profile, recs, agg, summary_frame(suite, profile, main, agg, _declared(suite, profile)),
                        lb.coverage_line(suite, profile, recs), intro, cases,
                        lb.aggregate_table(agg) if agg.summaries else None, lb.claim_lines(agg), findings(suite, main))
 

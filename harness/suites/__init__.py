@@ -102,6 +102,12 @@ def case_specs(suite: ModuleType, profile: str, datasets: list[str] | None = Non
     return suite.case_specs(profile)
 
 
+def declared_profiles(suite: ModuleType) -> tuple[str, ...]:
+    """The profiles a suite declares: the keys of its ``PROFILE`` settings, else of its ``SEEDS``, else all."""
+    declared = getattr(suite, "PROFILE", None) or getattr(suite, "SEEDS", None) or DEFAULT_SEEDS
+    return tuple(p for p in DEFAULT_SEEDS if p in declared)
+
+
 def seed_count(suite: ModuleType, profile: str, case: str | None = None) -> int:
     """The standard number of seeds: the suite's ``SEEDS`` for the profile (else the harness default), raised to
     the case's own ``CaseSpec.default_seeds`` when ``case`` names one that asks for more."""
