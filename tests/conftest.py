@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import torch._dynamo  # noqa: F401  (imported once here: pytester's in-process runs would otherwise register it twice)
 
-DEFAULT_SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+from harness.core.digest import REPO
+
+DEFAULT_SHARED = REPO.parent / "shared" / "data"
 
 
 def _strict() -> bool:
@@ -38,12 +43,28 @@ def cache_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return path
 
 
+@pytest.fixture()
+def run_suite(tmp_path: Path) -> Callable[..., subprocess.CompletedProcess]:
+    """Runs suites in a child pytest as a user does (``run_suite(["suites/test_x.py", "--method=m"], env)``), with
+    records under ``tmp_path/results``; read them with :func:`tests.factories.suite_records`."""
+
+    def run(args: list[str], env_extra: dict[str, str] | None = None,
+            timeout: int = 1500) -> subprocess.CompletedProcess:
+        env = dict(os.environ, **(env_extra or {}))
+        cmd = [sys.executable, "-m", "pytest", *args, f"--results-dir={tmp_path / 'results'}", "-q", "-p",
+               "no:cacheprovider", "--benchmark-disable", "-rs"]
+        return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+
+    return run
+
+
 pytest_plugins = ["pytester"]
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Suite runs in a child pytest (``pytester``) are the slow lane: ``make test-fast`` leaves them out, ``make test``
-    and CI run everything. Tests that start a process another way carry ``@pytest.mark.slow`` themselves."""
+    """Suite runs in a child pytest (``pytester``, ``run_suite``) are the slow lane: ``make test-fast`` leaves them
+    out, ``make test`` and CI run everything. Tests that start a process another way carry ``@pytest.mark.slow``
+    themselves."""
     for item in items:
-        if "pytester" in getattr(item, "fixturenames", ()):
+        if {"pytester", "run_suite"} & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)

@@ -3,17 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import torch
 
 from harness.reporting.suites import ssl as ssl_report
 from harness.suites import ssl
-
-REPO = Path(__file__).resolve().parent.parent
 
 
 def spec_of(case: str, profile: str = "standard"):
@@ -90,15 +84,11 @@ def test_findings_report_the_gain_with_a_paired_test_and_the_knn_ranking():
     assert ranking.index("simclr") < ranking.index("random-teacher") < ranking.index("random-init")
 
 
-def run_suite(args: list[str], tmp_path: Path, env_extra: dict[str, str]) -> subprocess.CompletedProcess:
-    env = dict(os.environ, HARNESS_CACHE=str(tmp_path / "cache"), **env_extra)
-    cmd = [sys.executable, "-m", "pytest", "suites/test_ssl.py", *args, f"--results-dir={tmp_path / 'results'}",
-           "-q", "-p", "no:cacheprovider", "--benchmark-disable", "-rs"]
-    return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=1500)
 
 
-def test_ssl_suite_smoke_random_teacher_strict_on_real_data(tmp_path, real_data_root):
-    out = run_suite(["--method=random-teacher", "--strict-data"], tmp_path, {"HARNESS_DATA": str(real_data_root)})
+def test_ssl_suite_smoke_random_teacher_strict_on_real_data(run_suite, tmp_path, real_data_root):
+    out = run_suite(["suites/test_ssl.py", "--method=random-teacher", "--strict-data"],
+                    {"HARNESS_CACHE": str(tmp_path / "cache"), "HARNESS_DATA": str(real_data_root)})
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     recs = {json.loads(p.read_text())["case"]: json.loads(p.read_text())
             for p in (tmp_path / "results").rglob("*.json")}
@@ -114,7 +104,8 @@ def test_ssl_suite_smoke_random_teacher_strict_on_real_data(tmp_path, real_data_
     assert (tmp_path / "cache" / "models" / "ssl").is_dir()
 
 
-def test_ssl_suite_runs_offline_on_mnist5k_and_skips_the_rest(tmp_path):
-    out = run_suite(["--method=random-init"], tmp_path, {"HARNESS_DATA": str(tmp_path / "none"), "CI": ""})
+def test_ssl_suite_runs_offline_on_mnist5k_and_skips_the_rest(run_suite, tmp_path):
+    out = run_suite(["suites/test_ssl.py", "--method=random-init"],
+                    {"HARNESS_CACHE": str(tmp_path / "cache"), "HARNESS_DATA": str(tmp_path / "none"), "CI": ""})
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert "1 passed, 5 skipped" in out.stdout and "not found" in out.stdout

@@ -2,23 +2,16 @@
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import subprocess
-import sys
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+from tests.factories import suite_records
 
 
-def test_unlearning_suite_smoke_strict_on_real_data(tmp_path, real_data_root):
-    env = dict(os.environ, HARNESS_DATA=str(real_data_root), HARNESS_CACHE=str(tmp_path / "cache"))
-    cmd = [sys.executable, "-m", "pytest", "suites/test_unlearning.py", "--method=salun", "--strict-data",
-           f"--results-dir={tmp_path / 'results'}", "-q", "-p", "no:cacheprovider", "--benchmark-disable", "-rs"]
-    out = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+def test_unlearning_suite_smoke_strict_on_real_data(run_suite, tmp_path, real_data_root):
+    out = run_suite(["suites/test_unlearning.py", "--method=salun", "--strict-data"],
+                    {"HARNESS_DATA": str(real_data_root), "HARNESS_CACHE": str(tmp_path / "cache")}, timeout=900)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    recs = {r["case"]: r for r in (json.loads(p.read_text()) for p in (tmp_path / "results").rglob("*.json"))}
+    recs = {r["case"]: r for r in suite_records(tmp_path)}
     assert set(recs) == {"mnist5k-random10", "mnist5k-class3", "cifar10-random10", "cifar10-class1",
                          "pacs-subpop-sketch-dog"}
     for case, rec in recs.items():

@@ -8,7 +8,6 @@ import itertools
 import numpy as np
 import pytest
 from scipy.stats import friedmanchisquare
-from test_records_leaderboard import make_record, metric, rendered, table, write
 
 from harness.metrics.stats import holm
 from harness.records import currency, paired_verdict
@@ -16,6 +15,7 @@ from harness.reporting import claims, compare, site
 from harness.reporting.suites import losses as losses_report
 from harness.reporting.suites import reference_methods
 from harness.suites import losses
+from tests.factories import make_record, metric, rendered, table, write
 
 CASE = "mnist3v5-noise0.2"
 BASE = [0.80, 0.81, 0.82, 0.80, 0.81]

@@ -6,41 +6,23 @@ The shift suite runs strict on the real data (CI has it; elsewhere the
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
-
-REPO = Path(__file__).resolve().parent.parent
+from tests.factories import suite_records
 
 
-def run_suite(args: list[str], tmp_path: Path, env_extra: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    env = dict(os.environ, **(env_extra or {}))
-    cmd = [sys.executable, "-m", "pytest", *args, f"--results-dir={tmp_path / 'results'}", "-q", "-p",
-           "no:cacheprovider", "--benchmark-disable", "-rs"]
-    return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=1500)
-
-
-def records(tmp_path: Path) -> list[dict]:
-    return [json.loads(p.read_text()) for p in sorted((tmp_path / "results").rglob("*.json"))]
-
-
-def test_losses_suite_smoke_ensloss_offline(tmp_path):
-    out = run_suite(["suites/test_losses.py", "--method=ensloss", "-k", "not cifar"], tmp_path,
+def test_losses_suite_smoke_ensloss_offline(run_suite, tmp_path):
+    out = run_suite(["suites/test_losses.py", "--method=ensloss", "-k", "not cifar"],
                     {"HARNESS_DATA": str(tmp_path / "none")})  # the CIFAR2 cases need real data
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert "8 passed" in out.stdout and "harness results" in out.stdout
-    recs = records(tmp_path)
+    recs = suite_records(tmp_path)
     assert len(recs) == 8 and all(r["status"] == "ok" for r in recs)
     assert all(r["metrics"]["test_acc"]["mean"] > 0.75 for r in recs), [r["metrics"]["test_acc"] for r in recs]
 
 
-def test_shift_suite_smoke_erm_strict_on_real_data(tmp_path, real_data_root):
-    out = run_suite(["suites/test_shift.py", "--method=erm", "--strict-data"], tmp_path,
-                    {"HARNESS_DATA": str(real_data_root)})
+def test_shift_suite_smoke_erm_strict_on_real_data(run_suite, tmp_path, real_data_root):
+    out = run_suite(["suites/test_shift.py", "--method=erm", "--strict-data"], {"HARNESS_DATA": str(real_data_root)})
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    recs = {r["case"]: r for r in records(tmp_path)}
+    recs = {r["case"]: r for r in suite_records(tmp_path)}
     assert {"digits-usps", "colored", "pacs-photo", "pacs-sketch", "rsscn7-scale", "rotated-75deg"} <= set(recs)
     for case, rec in recs.items():
         assert rec["status"] == "ok", case

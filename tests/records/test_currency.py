@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_records_leaderboard import make_record
 
 from harness.checks import gate, verify
 from harness.core.digest import REPO, files_digest, import_closure
@@ -30,6 +29,7 @@ from harness.running.runner import run_case
 from harness.suites import losses
 from harness.suites import openset as openset_suite
 from harness.suites import remote_sensing as rs
+from tests.factories import make_record
 
 CPU = torch.device("cpu")
 CASE = "breast_cancer-noise0"

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from test_records_leaderboard import make_record, write
 
 from harness import cli, records
+from harness.core.digest import REPO
 from harness.reporting import site
+from tests.factories import make_record, write
 
-REPO = Path(__file__).resolve().parent.parent
 CASES = ("mnist3v5-noise0", "mnist3v5-noise0.2")
 # per case: ensloss best, bce middle, hinge worst (5 seeds: the losses suite's standard count)
 SCORES = {"ensloss": [0.86, 0.87, 0.88, 0.86, 0.87], "bce": [0.80, 0.81, 0.82, 0.80, 0.81],
@@ -167,6 +167,7 @@ def test_site_renders_in_headless_chromium(tmp_path):
         assert any("shows methods ['bce', 'ensloss']" in p for p in found), found
 
 
+@pytest.mark.slow
 def test_report_loads_method_modules(tmp_path):
     """A --method-module method's records are current once `report --method-module` loads its file."""
     import subprocess

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from harness import Method
+from harness.core.digest import REPO
 from harness.core.engine import BudgetExceeded, StepBudget, StepEngine
 from harness.core.registry import create_method
 from harness.core.speed import SpeedOptions
@@ -24,7 +25,7 @@ from harness.running.runner import run_case
 from harness.suites import losses
 
 CPU = torch.device("cpu")
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = REPO
 
 
 def autocast_on() -> bool:
@@ -54,7 +55,7 @@ def test_supervised_steps_run_under_bf16_autocast_and_the_record_says_so():
 
 
 def test_openset_trainer_steps_run_under_bf16_autocast(cache_dir):
-    from tests.test_openset_protocol import SPEC
+    from tests.protocols.test_openset_protocol import SPEC
 
     class OpensetSees(SeesAutocast):
         name = "test-openset-sees-autocast"
@@ -66,7 +67,7 @@ def test_openset_trainer_steps_run_under_bf16_autocast(cache_dir):
 
 
 def test_probe_features_are_read_under_bf16_autocast_and_compile_is_refused(cache_dir):
-    from tests.test_remote_sensing_probe import _task
+    from tests.protocols.test_remote_sensing_probe import _task
 
     class FrozenSees(type(create_method("frozen"))):
         seen: list[bool] = []
@@ -101,7 +102,7 @@ class UnlearnSees(Method):
 
 
 def test_unlearning_steps_run_under_bf16_autocast_and_the_record_says_so(cache_dir):
-    from tests.test_unlearning import tiny_spec
+    from tests.methods.test_unlearning import tiny_spec
 
     spec = tiny_spec()
     task = spec.build(spec)
@@ -118,7 +119,7 @@ def test_unlearning_steps_run_under_bf16_autocast_and_the_record_says_so(cache_d
 
 def test_pretrain_steps_run_under_bf16_autocast_and_compile_is_refused(cache_dir):
     from baselines.ssl.simclr import SimCLR
-    from tests.test_ssl_protocol import tiny_spec
+    from tests.protocols.test_ssl_protocol import tiny_spec
 
     class SimCLRSees(SimCLR):
         name = "test-simclr-sees-autocast"

@@ -4,9 +4,6 @@ the shared data (strict, as CI runs it)."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,8 +13,7 @@ from harness.checks.verify import recompute
 from harness.errors import UsageError
 from harness.suites import case_specs, get_suite, imagefolder
 from harness.suites import openset as suite
-
-REPO = Path(__file__).resolve().parent.parent
+from tests.factories import suite_records
 
 
 def test_cases_and_fingerprints():
@@ -78,15 +74,12 @@ def test_own_folder_known_unknown_split(tmp_path, cache_dir):
         suite.folder_spec(*suite.parse_dataset(f"openset:{folder},known={listing}"), "smoke")
 
 
-def test_smoke_run_strict_on_shared_data(tmp_path, real_data_root):
+def test_smoke_run_strict_on_shared_data(run_suite, tmp_path, real_data_root):
     """erm trains each closed-set model, mls reuses it (same key, no retraining); every case has its metrics."""
-    env = dict(os.environ, HARNESS_DATA=str(real_data_root), OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
-    cmd = [sys.executable, "-m", "pytest", "suites/test_openset.py", "--method=erm,mls", "--strict-data",
-           f"--results-dir={tmp_path / 'results'}", "-q", "-p", "no:cacheprovider", "--benchmark-disable", "-rs"]
-    out = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=1500)
+    out = run_suite(["suites/test_openset.py", "--method=erm,mls", "--strict-data"],
+                    {"HARNESS_DATA": str(real_data_root), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"})
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    paths = sorted((tmp_path / "results").rglob("*.json"))
-    recs = {(r["case"], r["method"]): r for r in (json.loads(p.read_text()) for p in paths)}
+    recs = {(r["case"], r["method"]): r for r in suite_records(tmp_path)}
     cases = {"mnist-split0", "cifar10-split0", "cub-ssb", "pacs-covariate"}
     assert {c for c, _ in recs} == cases
     for case in cases:
@@ -107,6 +100,6 @@ def test_smoke_run_strict_on_shared_data(tmp_path, real_data_root):
     assert pacs["task_info"]["unknown"] == ["horse", "house", "person"]
     assert recs["mnist-split0", "erm"]["metrics"]["acc"]["mean"] > 0.8  # the digits train in two epochs
     tasks: dict = {}
-    for path in paths:  # each record's evidence recomputes its metrics exactly
+    for path in sorted((tmp_path / "results").rglob("*.json")):  # each record's evidence recomputes its metrics exactly
         outcome = recompute(path, json.loads(path.read_text()), tasks)
         assert outcome.ok and "recomputed 1 seed(s) exactly" in outcome.message, outcome.message

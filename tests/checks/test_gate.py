@@ -11,13 +11,13 @@ import torch
 
 from baselines.losses.bce import BCE
 from harness.checks import gate
+from harness.core.digest import REPO
 from harness.core.registry import create_method
 from harness.records import load_record
 from harness.running.runner import run_case
 from harness.suites import losses
 
 CPU = torch.device("cpu")
-REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")

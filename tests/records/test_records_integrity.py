@@ -12,15 +12,14 @@ import threading
 import time
 import zipfile
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from test_records_leaderboard import make_record, write
 
 from harness import Method, cli, records, register_method
 from harness.checks import verify
+from harness.core.digest import REPO
 from harness.core.registry import create_method, load_method_module
 from harness.core.task import Budget
 from harness.errors import HarnessError, RecordError, RecordLocked
@@ -30,9 +29,9 @@ from harness.records import currency
 from harness.reporting import site
 from harness.running.runner import run_case
 from harness.suites import losses, seed_count, shift
+from tests.factories import make_record, write
 
 CPU = torch.device("cpu")
-REPO = Path(__file__).resolve().parent.parent
 
 
 def spec_named(suite, case: str, profile: str = "smoke"):

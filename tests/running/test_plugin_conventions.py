@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from harness import plugin
+from harness.core.digest import REPO
 from harness.suites import case_specs, get_suite
 
 LOSSES = '''
@@ -174,7 +175,7 @@ def test_declared_class_counts_match_the_built_tasks():
     """The suite files' NUM_CLASSES decide deselection: check them on the cases that build from embedded data."""
     import importlib.util
 
-    suites = Path(__file__).resolve().parents[1] / "suites"
+    suites = REPO / "suites"
     checked = 0
     for name, fname in (("losses", "test_losses.py"), ("shift", "test_shift.py")):
         loc = importlib.util.spec_from_file_location(f"_conv_{name}", suites / fname)
@@ -198,10 +199,11 @@ def test_missing_data_skip_reason_is_in_the_summary(pytester, tmp_path, monkeypa
     result.stdout.fnmatch_lines(["*harness results*", "skipped *erm-pacs-sketch*: pacs not found under*"])
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not hasattr(os, "openpty"), reason="needs a pseudo-terminal (POSIX)")
 def test_progress_bar_shows_on_a_real_terminal(tmp_path):
     """A fresh pytest on a pseudo-terminal: the bar is drawn past pytest's capture, then the cursor goes back."""
-    repo = Path(__file__).resolve().parents[1]
+    repo = REPO
     master, slave = os.openpty()
     cmd = [sys.executable, "-m", "pytest", "suites/test_losses.py", "--method=bce", "-k", "breast_cancer-noise0]",
            f"--results-dir={tmp_path}", "-p", "no:cacheprovider", "-p", "no:benchmark"]

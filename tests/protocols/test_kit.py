@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from harness import Method, register_method
+from harness.core.digest import REPO
 from harness.core.engine import StepEngine
 from harness.core.models import mlp, small_cnn
 from harness.core.registry import create_method
@@ -65,11 +66,10 @@ def test_new_budget_fields_at_default_leave_fingerprints_alone():
 
 
 def test_committed_records_keep_their_fingerprints():
-    from pathlib import Path
 
     from harness.records import iter_records
 
-    root = Path(__file__).resolve().parents[1] / "results"
+    root = REPO / "results"
     checked = 0
     for _, rec in iter_records(root):
         if rec["suite"] in ("losses", "shift"):

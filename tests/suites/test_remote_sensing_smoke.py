@@ -3,32 +3,15 @@ shared data: ``frozen`` runs the probe cases, ``erm`` the supervised ones, and e
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
-
-REPO = Path(__file__).resolve().parent.parent
+from tests.factories import suite_records
 
 
-def run_suite(args: list[str], tmp_path: Path, env_extra: dict[str, str]) -> subprocess.CompletedProcess:
-    env = dict(os.environ, **env_extra)
-    cmd = [sys.executable, "-m", "pytest", *args, f"--results-dir={tmp_path / 'results'}", "-q", "-p",
-           "no:cacheprovider", "--benchmark-disable", "-rs"]
-    return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
-
-
-def records(tmp_path: Path) -> list[dict]:
-    return [json.loads(p.read_text()) for p in sorted((tmp_path / "results").rglob("*.json"))]
-
-
-def test_remote_sensing_suite_smoke_strict_on_real_data(tmp_path, real_data_root):
-    out = run_suite(["suites/test_remote_sensing.py", "--method=frozen,erm", "--strict-data"], tmp_path,
-                    {"HARNESS_DATA": str(real_data_root), "HARNESS_CACHE": str(tmp_path / "cache")})
+def test_remote_sensing_suite_smoke_strict_on_real_data(run_suite, tmp_path, real_data_root):
+    out = run_suite(["suites/test_remote_sensing.py", "--method=frozen,erm", "--strict-data"],
+                    {"HARNESS_DATA": str(real_data_root), "HARNESS_CACHE": str(tmp_path / "cache")}, timeout=900)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert "9 passed, 9 deselected" in out.stdout, out.stdout[-2000:]  # mismatches
-    recs = {(r["case"], r["method"]): r for r in records(tmp_path)}
+    recs = {(r["case"], r["method"]): r for r in suite_records(tmp_path)}
     probe = {c for c, m in recs if m == "frozen"}
     assert probe == {f"probe-{d}-{e}" for d in ("eurosat", "rsscn7", "SYNTHETIC-ms") for e in ("random", "lite0")}
     assert {c for c, m in recs if m == "erm"} == {"rsscn7-scale", "eurosat", "SYNTHETIC-ms-haze"}
