@@ -6,6 +6,7 @@ Shared by the gate (:mod:`harness.checks.gate`) and verify (:mod:`harness.checks
 
 from __future__ import annotations
 
+import hashlib
 import subprocess
 from pathlib import Path
 
@@ -50,3 +51,25 @@ def changed_files(base: str, repo: Path = REPO) -> list[str]:
     diff = git(repo, "diff", "--name-only", base) or ""
     untracked = git(repo, "ls-files", "--others", "--exclude-standard") or ""
     return sorted({line for line in (diff + "\n" + untracked).splitlines() if line.strip()})
+
+
+def blob_id(data: bytes) -> str:
+    """The git object id of a file's bytes (what ``git hash-object`` prints)."""
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+
+
+def tree_blobs(repo: Path, commit: str, folder: Path) -> dict[str, str]:
+    """``{path relative to folder: git object id}`` of every file under ``folder`` at ``commit`` (empty when git
+    cannot say)."""
+    try:
+        rel = Path(folder).resolve().relative_to(Path(repo).resolve()).as_posix()
+    except ValueError:
+        return {}
+    listing = git(repo, "ls-tree", "-r", "--full-tree", commit, "--", rel) or ""
+    blobs = {}
+    for line in listing.splitlines():
+        meta, _, path = line.partition("\t")
+        parts = meta.split()
+        if len(parts) == 3 and parts[1] == "blob":
+            blobs[path[len(rel) + 1:]] = parts[2]
+    return blobs

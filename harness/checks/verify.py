@@ -77,7 +77,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from harness.checks.git import git, head, resolve_base
+from harness.checks.git import blob_id, git, head, resolve_base, tree_blobs
 from harness.core.digest import REPO
 from harness.core.registry import create_method, get_method_class
 from harness.core.timing import reference_workload_seconds
@@ -707,20 +707,26 @@ class Changes:
 
 def changed_records(results_dir: Path, repo: Path, base: str = "auto", reason: str | None = None) -> Changes:
     """Every record under ``results_dir`` whose record or evidence file is new or differs from the manifest, or
-    whose manifest entry is not the base commit's (an entry added by hand blesses nothing); deleted records; and
-    refused entries (symlinks, non-regular files)."""
+    whose manifest entry is not the base commit's and whose bytes are not the base commit's either (an entry added
+    by hand blesses nothing; an entry added for a file the base commit already held unchanged changes nothing);
+    deleted records; and refused entries (symlinks, non-regular files)."""
     manifest = read_manifest(results_dir)
     digests, refused = scan_results(results_dir)
     commit = resolve_base(base, repo) if git(repo, "rev-parse", "--git-dir") is not None else None
     rel_manifest = manifest_path(results_dir).resolve()
-    base_files = {}
+    base_files, base_blobs = {}, {}
     if commit is not None and rel_manifest.is_relative_to(Path(repo).resolve()):
         text = git(repo, "show", f"{commit}:{rel_manifest.relative_to(Path(repo).resolve()).as_posix()}")
         base_files = parse_manifest(text)["files"]
+        base_blobs = tree_blobs(repo, commit, results_dir)
 
     def verified(rel: str) -> bool:
         entry, before = manifest["files"].get(rel, {}), base_files.get(rel, {})
-        return entry.get("sha256") == digests[rel] and (commit is None or before.get("sha256") == digests[rel])
+        if entry.get("sha256") != digests[rel]:
+            return False
+        if commit is None or before.get("sha256") == digests[rel]:
+            return True
+        return rel in base_blobs and base_blobs[rel] == blob_id((Path(results_dir) / rel).read_bytes())
 
     root = Path(results_dir)
     records = sorted({(root / rel).with_suffix(".json") for rel in digests if not verified(rel)})

@@ -14,7 +14,7 @@ from test_verify import CPU, flip_predictions, forge_evidence, git, older_checks
 
 from harness.checks import verify
 from harness.records import load_evidence, load_record, seed_arrays, write_record
-from harness.records.manifest import file_sha256, read_manifest, write_manifest
+from harness.records.manifest import file_sha256, read_manifest, scan_results, write_manifest
 from harness.reporting import site
 from harness.suites import losses
 
@@ -87,8 +87,26 @@ def test_a_manifest_entry_blessed_by_hand_is_verified(repo):
     for rel in manifest["files"]:
         manifest["files"][rel]["sha256"] = file_sha256(repo / "results" / rel)
     write_manifest(repo / "results", manifest)
-    [msg] = failures(repo, base="HEAD")  # the base commit's manifest does not hold these digests
+    git(repo, "commit", "-qam", "blessed by hand")
+    [msg] = failures(repo, base="HEAD~2")  # the verified commit neither holds these digests nor these bytes
     assert "seed 1: test_acc recorded" in msg
+
+
+def test_a_manifest_written_for_files_the_base_already_held_re_verifies_nothing(repo, monkeypatch):
+    """Bootstrapping a manifest over records committed unchanged before it blesses nothing new: nothing to verify."""
+    (repo / "results" / ".verified.json").unlink()
+    git(repo, "commit", "-qam", "records without a manifest")
+    manifest = {"version": 1, "files": {}, "removed": {}}
+    for rel in scan_results(repo / "results")[0]:
+        manifest["files"][rel] = {"sha256": file_sha256(repo / "results" / rel), "verified_at": "carried"}
+    write_manifest(repo / "results", manifest)
+    monkeypatch.setattr(verify, "verify_record", lambda *a, **k: pytest.fail("nothing changed: nothing re-executed"))
+    assert failures(repo, base="HEAD") == []
+    path = path_of(repo / "results")  # the same manifest over a file edited since the base is verified
+    forge_evidence(path, load_record(path), 1, flip_predictions)
+    manifest["files"][path.relative_to(repo / "results").as_posix()]["sha256"] = file_sha256(path)
+    write_manifest(repo / "results", manifest)
+    assert verify.changed_records(repo / "results", repo, "HEAD").records == [path]
 
 
 def test_deleting_a_record_needs_a_stated_reason(repo):
