@@ -1,4 +1,9 @@
-"""``python -m harness``: list, leaderboard, report, validate, regenerate, gate, verify, tune, data, launch."""
+"""``python -m harness``: list, leaderboard, report, validate, regenerate, gate, verify, tune, data, launch.
+
+Each subcommand imports the package it runs when it runs, so ``harness list`` and ``--help`` load no torch model
+code, plotting or re-execution machinery they do not use (lm-evaluation-harness's lazy registries, for the same
+reason). These are the only imports inside functions that name harness modules.
+"""
 
 from __future__ import annotations
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ast
 import difflib
+import math
 from dataclasses import dataclass, fields
 from types import SimpleNamespace
 from typing import Any, ClassVar
@@ -76,9 +77,13 @@ def _coerce(key: str, raw: Any, default: Any, owner: str) -> Any:
             return raw
     elif isinstance(default, float):
         if isinstance(raw, (int, float)) and not isinstance(raw, bool):
+            if not math.isfinite(raw):  # refused here: it would train, then fail writing the JSON record
+                raise HparamError(f"hparam {key}={raw!r} for {owner!r} is not a finite number")
             return float(raw)
     elif isinstance(default, (tuple, list)):
         if isinstance(raw, (tuple, list)):
+            if any(isinstance(v, float) and not math.isfinite(v) for v in raw):
+                raise HparamError(f"hparam {key}={raw!r} for {owner!r} holds a number that is not finite")
             return type(default)(raw)
     elif isinstance(raw, type(default)):
         return raw

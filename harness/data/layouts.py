@@ -25,6 +25,7 @@ import torch
 from harness.data.cache import cached
 from harness.data.dataset import ArrayDataset
 from harness.data.decode import IMAGE_EXTS, Size, decode_images, decode_images_skipping, read_tiffs
+from harness.data.source import FileImages
 from harness.errors import DataError, DataMissing
 
 PathLike = str | os.PathLike[str]
@@ -125,8 +126,6 @@ def image_dataset(
 def _lazy_dataset(name: str, root: Path, files: list[Path], y: list[int], classes: list[str], size: Size, mode: str,
                   domain: list[int] | None, domain_names: list[str] | None, group: list[int] | None,
                   group_names: list[str] | None, meta: dict[str, Any] | None, skip_corrupt: bool) -> ArrayDataset:
-    from harness.data.source import FileImages
-
     if size is None or skip_corrupt:
         raise DataError(f"{name}: lazy loading needs size=N (samples must share a shape) and no skip_corrupt "
                         "(files are decoded later, during training)")

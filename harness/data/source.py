@@ -30,6 +30,7 @@ import torch
 from torch import Tensor
 
 from harness.data.dataset import ArrayDataset, to_float
+from harness.data.decode import decode_images
 from harness.errors import UsageError
 
 DATA_PATHS = ("auto", "memory", "stream")
@@ -48,8 +49,6 @@ class FileImages:
     dtype = torch.uint8
 
     def __init__(self, files: Sequence[str | os.PathLike[str]], size: int | tuple[int, int], mode: str = "RGB"):
-        from harness.data.decode import decode_images
-
         self.files, self.size, self.mode = [Path(f) for f in files], size, mode
         first = decode_images(self.files[:1], size, mode)
         self.shape = (len(self.files), *first.shape[1:])
@@ -68,8 +67,6 @@ class FileImages:
         return int(np.prod(self.shape))
 
     def __getitem__(self, idx: Tensor | Sequence[int]) -> Tensor:
-        from harness.data.decode import decode_images
-
         picks = torch.as_tensor(idx).reshape(-1).tolist()
         return decode_images([self.files[i] for i in picks], self.size, self.mode)
 

@@ -15,6 +15,7 @@ from harness.core.method import Method
 from harness.core.registry import create_method, get_method_class, load_method_module
 from harness.core.speed import SpeedOptions
 from harness.core.task import PROFILES
+from harness.data.source import DATA_PATHS
 from harness.errors import HparamError, UsageError
 from harness.suites.seeds import DEFAULT_SEEDS
 
@@ -89,8 +90,6 @@ def make_config(method: str | None, profile: str = "smoke", seeds: int | None = 
     if n_seeds < 1:
         raise UsageError(f"--seeds must be at least 1, got {n_seeds}")
     methods = parse_methods(method)
-    from harness.data.source import DATA_PATHS
-
     if data_path not in DATA_PATHS:
         raise UsageError(f"--data-path {data_path!r}: choose one of {', '.join(DATA_PATHS)}")
     return RunConfig(

@@ -22,8 +22,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from harness.core.registry import create_method
 from harness.core.task import CaseSpec
 from harness.errors import UsageError
+from harness.running.runner import run_case
 from harness.suites.seeds import TUNING_DIR, TUNING_SEED_START, is_tuning_seed, tuning_path
 
 
@@ -47,9 +49,6 @@ def tune(spec: CaseSpec, method: Any, grid: dict[str, list[Any]], metric: str, s
     others set budget fields or case params (:func:`variant`). The best is the highest mean, or the lowest for a
     metric the record marks lower-is-better (the unlearning gap).
     """
-    from harness.core.registry import create_method
-    from harness.running.runner import run_case
-
     bad = [s for s in seeds if not is_tuning_seed(s)]
     if bad:
         raise UsageError(f"tune: seeds {bad} can be reported; tuning seeds start at {TUNING_SEED_START}")

@@ -30,6 +30,7 @@ from typing import Any
 import torch
 
 from harness.core.models import small_cnn, timm_model
+from harness.core.pretrained import pretrained_weights
 from harness.core.task import Budget, CaseSpec, Task
 from harness.data import load_imagefolder
 from harness.data.dataset import ArrayDataset
@@ -144,8 +145,6 @@ def make_factory(model: str, pretrained: bool, in_chans: int, num_classes: int):
 def input_normalization(model: str, pretrained: bool, x: torch.Tensor, train: torch.Tensor) -> tuple[tuple, tuple]:
     """Pretrained weights get the statistics they were trained with; otherwise the train split's own."""
     if pretrained:
-        from harness.core.pretrained import pretrained_weights
-
         w = pretrained_weights(model)
         return tuple(w.mean), tuple(w.std)
     return normalization_stats(x, train)

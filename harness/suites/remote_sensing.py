@@ -57,6 +57,7 @@ from torch import nn
 from harness import data as hdata
 from harness.core.models import small_cnn, timm_model
 from harness.core.preprocess import NORMS, Geometry, Preprocess, geometry_grid
+from harness.core.pretrained import TIMM_ARCH, load_pretrained, pretrained_weights
 from harness.core.task import Budget, CaseSpec, Task
 from harness.data.dataset import ArrayDataset
 from harness.data.transforms import channel_stats
@@ -103,8 +104,6 @@ MS_BANDS = 13
 def _random_lite0(in_chans: int) -> tuple[nn.Module, dict[str, Any]]:
     import timm
 
-    from harness.core.pretrained import TIMM_ARCH
-
     arch = TIMM_ARCH["efficientnet_lite0"]  # the same architecture the ImageNet weights load into
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
@@ -113,8 +112,6 @@ def _random_lite0(in_chans: int) -> tuple[nn.Module, dict[str, Any]]:
 
 
 def _imagenet_lite0(in_chans: int) -> tuple[nn.Module, dict[str, Any]]:
-    from harness.core.pretrained import load_pretrained
-
     model, weights = load_pretrained("efficientnet_lite0", in_chans)
     return model, {**weights.info(), "in_chans": in_chans,
                    "stem": "timm adapt_input_conv" if in_chans != 3 else "as trained"}
@@ -391,8 +388,6 @@ def build_supervised(spec: CaseSpec) -> Task:
     splits = {key: data.subset(v) for key, v in idx.items()}
     pretrained = p["model"] != "cnn"
     if pretrained:
-        from harness.core.pretrained import pretrained_weights
-
         normalize = pretrained_weights(p["model"]).channel_stats(in_chans)
         notes.append(f"{p['model']} with ImageNet weights, stem adapted to {in_chans} bands, fine-tuned")
 

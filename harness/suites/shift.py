@@ -55,6 +55,7 @@ import torch
 
 from harness import data as hdata
 from harness.core.models import small_cnn, timm_model
+from harness.core.pretrained import pretrained_weights
 from harness.core.task import Budget, CaseSpec, Task
 from harness.data.dataset import ArrayDataset
 from harness.data.transforms import normalization_stats
@@ -196,8 +197,6 @@ def build(spec: CaseSpec) -> Task:
     in_chans, k = ds.x.shape[1], ds.num_classes
     info: dict[str, Any] = {}
     if p.get("pretrained"):
-        from harness.core.pretrained import pretrained_weights
-
         weights = pretrained_weights(p["model"])
         normalize = weights.channel_stats(in_chans)  # what the weights were trained with, not the data's statistics
         info["pretrained"] = weights.info()

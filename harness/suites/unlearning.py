@@ -49,6 +49,7 @@ from torch import nn
 
 from harness import data as hdata
 from harness.core.models import Classifier, mlp, timm_model
+from harness.core.pretrained import pretrained_weights
 from harness.core.task import Budget, CaseSpec, Task
 from harness.data.dataset import ArrayDataset, to_float
 from harness.protocols.unlearn import klom_metrics, seed_metrics
@@ -211,8 +212,6 @@ def build(spec: CaseSpec) -> Task:
         "forgotten_class": forgotten_class, "n_oracles": p["n_oracles"], "unlearn_frac": p["unlearn_frac"],
         "pool_fingerprint": pool_fingerprint(spec)}}
     if p["model"] == "lite0":
-        from harness.core.pretrained import pretrained_weights
-
         weights = pretrained_weights("efficientnet_lite0")
         normalize = weights.channel_stats(in_chans)
         info["pretrained"] = weights.info()

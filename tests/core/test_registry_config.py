@@ -9,7 +9,7 @@ from importlib.metadata import EntryPoint
 import pytest
 
 from harness.core import registry
-from harness.core.method import Method
+from harness.core.method import Method, resolve_hparams
 from harness.core.registry import create_method, get_method_class, method_names, register_method
 from harness.errors import HparamError, UsageError
 from harness.running.config import make_config, parse_hparams
@@ -138,3 +138,14 @@ def test_unavailable_device_is_a_usage_error():
         make_config("erm", device="cuda")
     with pytest.raises(UsageError, match="--device 'tpu9'"):
         make_config("erm", device="tpu9")
+
+
+@pytest.mark.parametrize("value", ["1e999", "-1e999", "float('nan')", "nan", "inf"])
+def test_a_non_finite_hparam_is_refused_before_any_training(value: str):
+    with pytest.raises((HparamError, UsageError), match="not a finite number|wrong type"):
+        make_config("focal", hparams=[f"gamma={value}"])  # parse time: nothing has been built or trained
+
+
+def test_a_non_finite_number_inside_a_list_hparam_is_refused():
+    with pytest.raises(HparamError, match="not finite"):
+        resolve_hparams({"widths": [1.0, 2.0]}, {"widths": "[1.0, 1e999]"}, "m")
