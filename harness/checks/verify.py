@@ -714,24 +714,32 @@ def changed_records(results_dir: Path, repo: Path, base: str = "auto", reason: s
     digests, refused = scan_results(results_dir)
     commit = resolve_base(base, repo) if git(repo, "rev-parse", "--git-dir") is not None else None
     rel_manifest = manifest_path(results_dir).resolve()
-    base_files, base_blobs = {}, {}
+    base_files, base_blobs, bootstrap = {}, {}, False
     if commit is not None and rel_manifest.is_relative_to(Path(repo).resolve()):
         text = git(repo, "show", f"{commit}:{rel_manifest.relative_to(Path(repo).resolve()).as_posix()}")
         base_files = parse_manifest(text)["files"]
         base_blobs = tree_blobs(repo, commit, results_dir)
+        # the base commit predates manifests: the records it held are the last landed state, the manifest starts there
+        bootstrap = text is None
+        if not bootstrap and not manifest_path(results_dir).is_file():
+            refused.append(f"{manifest_path(results_dir)}: deleted, but {commit[:12]} has one: restore it")
+
+    def unchanged_since_base(rel: str) -> bool:
+        return rel in base_blobs and base_blobs[rel] == blob_id((Path(results_dir) / rel).read_bytes())
 
     def verified(rel: str) -> bool:
-        entry, before = manifest["files"].get(rel, {}), base_files.get(rel, {})
+        entry, before = manifest["files"].get(rel), base_files.get(rel, {})
+        if entry is None:
+            return bootstrap and unchanged_since_base(rel)
         if entry.get("sha256") != digests[rel]:
             return False
-        if commit is None or before.get("sha256") == digests[rel]:
-            return True
-        return rel in base_blobs and base_blobs[rel] == blob_id((Path(results_dir) / rel).read_bytes())
+        return commit is None or before.get("sha256") == digests[rel] or unchanged_since_base(rel)
 
     root = Path(results_dir)
     records = sorted({(root / rel).with_suffix(".json") for rel in digests if not verified(rel)})
+    known = set(manifest["files"]) | (set(base_blobs) if bootstrap else set())
     deleted = {rel: (manifest["removed"].get(rel) or {}).get("reason") or reason
-               for rel in manifest["files"] if rel not in digests and rel.endswith(".json")}
+               for rel in known if rel not in digests and rel.endswith(".json")}
     return Changes([p for p in records if p.is_file()], deleted, refused, digests, manifest, commit)
 
 

@@ -6,6 +6,12 @@ reference times re-measured then: the leaderboard marks those times as re-measur
 deleted, the reason (``removed``). ``verify --changed`` compares the working tree with it, not with git history,
 so a change is looked at however many commits follow it (:mod:`harness.checks.verify`).
 
+What counts as changed is decided against the base commit (``verify --base``, the merge-base with origin/main, else
+HEAD~1): a file whose bytes the base commit already held is no change, whatever the manifest says of it; an entry
+for any other file must be the base commit's manifest entry too, or the record is verified again. A base commit
+with no manifest at all is the state before manifests existed: its records are where the manifest starts. Deleting
+the manifest itself is refused.
+
 Only regular files count: a symlink or any other kind of entry under ``results/`` is refused (it could point at a
 file verify never reads), as is a path outside ``results/``.
 """

@@ -200,3 +200,23 @@ def test_a_record_with_both_times_divided_by_100_is_refused(made, tmp_path):
     write_record(record, path, seed_arrays(load_evidence(path, record)))
     [outcome] = verify.verify_paths([path], results, CPU, say=quiet)
     assert not outcome.ok and "reference time recorded" in outcome.message
+
+
+def test_the_first_manifest_starts_from_the_records_the_base_commit_held(repo, monkeypatch):
+    """A base commit without a manifest (before manifests existed): its records are the last landed state; only what
+    differs from it is verified, and a record it held that is gone needs a reason."""
+    (repo / "results" / ".verified.json").unlink()
+    git(repo, "commit", "-qam", "the landed state, before manifests")
+    monkeypatch.setattr(verify, "verify_record", lambda *a, **k: pytest.fail("nothing changed: nothing re-executed"))
+    assert failures(repo, base="HEAD") == []
+    path = path_of(repo / "results")
+    forge_evidence(path, load_record(path), 1, flip_predictions)
+    assert verify.changed_records(repo / "results", repo, "HEAD").records == [path]
+    git(repo, "checkout", "-q", "--", ".")
+    path.unlink()
+    assert [m for m in failures(repo, base="HEAD") if "deleted without a stated reason" in m]
+
+
+def test_deleting_the_manifest_is_refused(repo):
+    (repo / "results" / ".verified.json").unlink()
+    assert any("deleted, but" in m for m in failures(repo, base="HEAD"))
