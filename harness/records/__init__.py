@@ -42,6 +42,7 @@ import jsonschema
 import numpy as np
 from filelock import FileLock, Timeout
 
+from harness.core.registry import NAME_PATTERN
 from harness.errors import RecordError, RecordLocked
 from harness.metrics.stats import PairedComparison, paired_test, summarize
 
@@ -76,7 +77,7 @@ RECORD_SCHEMA: dict[str, Any] = {
         "schema_version": {"const": SCHEMA_VERSION},
         "suite": {"type": "string", "minLength": 1},
         "case": {"type": "string", "minLength": 1},
-        "method": {"type": "string", "minLength": 1},
+        "method": {"type": "string", "pattern": NAME_PATTERN.pattern},  # the registry's rule for names
         "family": {"type": "string"},
         "profile": {"enum": ["smoke", "standard", "full"]},
         "status": {"enum": ["ok", "diverged"]},

@@ -283,8 +283,22 @@ def draw_figures(report: Report, folder: Path) -> None:
 # ----------------------------------------------------------------------------------------------- Markdown
 
 
+def md_text(text: object) -> str:
+    """Text from a record made inert in Markdown: one line, no HTML, no table-cell break, no link."""
+    line = " ".join(str(text).splitlines())
+    return (line.replace("\\", "\\\\").replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;")
+            .replace("](", "]\\("))
+
+
+def md_code(text: object) -> str:
+    """Text from a record as a Markdown code span that no backtick inside it can close early."""
+    line = " ".join(str(text).splitlines())
+    return f"`` {line} ``" if "`" in line else f"`{line}`"
+
+
 def _md_table(frame: pd.DataFrame) -> str:
-    return tabulate(frame, headers="keys", tablefmt="github", showindex=False, disable_numparse=True)
+    safe = frame.rename(columns=md_text).map(md_text)
+    return tabulate(safe, headers="keys", tablefmt="github", showindex=False, disable_numparse=True)
 
 
 def _rel(path: Path, start: Path) -> str:
@@ -307,10 +321,11 @@ def _stale_md(report: Report, results_dir: Path) -> list[str]:
                 "They are in the tables above; rerun them to compare like with like.", ""]
     else:
         out += ["Regenerate them with `python -m harness regenerate --stale` (see CONTRIBUTING.md).", ""]
-    out += [f"- `{Path(p).relative_to(results_dir).as_posix()}`: {why}" for p, why in report.stale]
+    out += [f"- {md_code(Path(p).relative_to(results_dir).as_posix())}: {md_text(why)}" for p, why in report.stale]
     if report.skipped:
         out += ["", "Not shown (no table can place them): "
-                + "; ".join(f"`{Path(p).relative_to(results_dir).as_posix()}` ({why})" for p, why in report.skipped)]
+                + "; ".join(f"{md_code(Path(p).relative_to(results_dir).as_posix())} ({md_text(why)})"
+                            for p, why in report.skipped)]
     return out
 
 
@@ -369,7 +384,7 @@ def section_markdown(sec: SectionView, figure_base: Path | None, level: int = 2)
     for cases, tested, frame in merged:
         parts += ["", f"{h}# {_merged_title(sec, cases, tested)}", "", _md_table(frame)]
     for c in rest:
-        parts += ["", f"{h}# {sec.name} / `{c.case}`", "",
+        parts += ["", f"{h}# {sec.name} / {md_code(c.case)}", "",
                   f"Primary metric `{c.primary}` ({'higher' if c.higher else 'lower'} is better); "
                   f"model selection: {c.selection}." + _stale_note(c)]
         if c.main is not None:

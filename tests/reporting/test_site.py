@@ -14,7 +14,7 @@ import pytest
 from harness import cli, records
 from harness.core.digest import REPO
 from harness.reporting import site
-from tests.factories import make_record, write
+from tests.factories import make_record, rendered, write
 
 CASES = ("mnist3v5-noise0", "mnist3v5-noise0.2")
 # per case: ensloss best, bce middle, hinge worst (5 seeds: the losses suite's standard count)
@@ -240,3 +240,22 @@ def test_findings_file_and_readme_block_are_generated_and_checked(tmp_path, caps
     write(results, make_record(CASES[1], "focal", [0.9, 0.9, 0.9, 0.9, 0.9]))
     assert "README.md: its findings block differs from what the records in" in " ".join(
         site.markdown_problems(results, out))
+
+
+HOSTILE = "x|<script>alert(1)</script>](http://e)\nnext"
+
+
+def test_strings_a_record_carries_are_inert_on_every_page(tmp_path):
+    """An hparam value (any string a user or a record brings) cannot break a Markdown table, inject HTML or a link."""
+    results = tmp_path / "results"
+    for method, acc in (("bce", [0.8, 0.81, 0.82, 0.8, 0.79]), ("focal", [0.82, 0.83, 0.84, 0.82, 0.81])):
+        write(results, make_record("mnist3v5-noise0", method, acc))
+    write(results, make_record("mnist3v5-noise0", "focal", [0.9] * 5, hparam_overrides={"gamma": HOSTILE}))
+    md = rendered(results)
+    assert "<script>" not in md and "](http://e)" not in md and "\nnext" not in md
+    row = next(line for line in md.splitlines() if line.startswith("|") and "alert" in line)
+    header = next(line for line in md.split(row)[0].splitlines()[::-1] if line.startswith("|") and "---" not in line)
+    assert row.count(" | ") == header.count(" | ")  # the pipe in the value did not add a column
+    index = site.write_html(site.build(results), results, tmp_path / "site")
+    pages = "".join(p.read_text() for p in index.parent.glob("*.html"))
+    assert "alert" in pages and "<script>alert" not in pages
