@@ -110,9 +110,10 @@ def case_frame(records: list[dict], suite_module, standard_n: int | None = None,
             else:
                 row.update({f"Δ vs {baseline}": f"{cmp.mean_diff:+.4f}", "p": fmt_p(cmp.test.p),
                             "p (Holm)": fmt_p(cmp.p_holm), "verdict": cmp.verdict})
-        step = rec["timing"]["step_time_median_s"]
+        step, again = rec["timing"]["step_time_median_s"], rec.get("_remeasured", {}).get("step_time_median_s")
         row.update({
             "step ms": f"{step * 1e3:.2f}" if step else "n/a",
+            "step ms, re-measured by verify": f"{again * 1e3:.2f}" if again else "",
             "device": rec["environment"]["device"],
             "_key": metric.get("mean") if ok and metric.get("mean") is not None else -math.inf,
         })

@@ -39,7 +39,8 @@ import pandas as pd
 from tabulate import tabulate
 
 from harness.errors import UsageError
-from harness.records import currency, higher_is_better, load_record
+from harness.records import currency, higher_is_better, load_record, record_path
+from harness.records.manifest import file_sha256, read_manifest
 from harness.reporting import leaderboard as lb
 from harness.reporting.compare import Aggregate, aggregate
 from harness.reporting.figures import mean_over_cases
@@ -241,6 +242,18 @@ def _merged_title(sec: SectionView, cases: list[str], tested: bool) -> str:
 # -------------------------------------------------------------------------------------------- collecting
 
 
+def mark_remeasured(results_dir: Path, recs: list[dict]) -> None:
+    """Attach (in memory, ``_remeasured``) the step time ``verify`` re-measured for a record, when the manifest holds
+    one for the record's current bytes: the tables show it beside the recorded time."""
+    files = read_manifest(results_dir)["files"]
+    for rec in recs:
+        path = record_path(results_dir, rec["suite"], rec["case"], rec["method"], rec["profile"],
+                           rec.get("hparam_overrides"))
+        entry = files.get(path.relative_to(results_dir).as_posix(), {})
+        if "remeasured" in entry and path.is_file() and entry.get("sha256") == file_sha256(path):
+            rec["_remeasured"] = dict(entry["remeasured"], commit=entry.get("verified_at"))
+
+
 def build(results_dir: Path, profiles: tuple[str, ...] | None = lb.RANKED_PROFILES,
           include_stale: bool = False) -> Report:
     """The sections for ``results_dir``: current records only (the leaderboard) or, with ``include_stale``,
@@ -251,6 +264,7 @@ def build(results_dir: Path, profiles: tuple[str, ...] | None = lb.RANKED_PROFIL
         raise UsageError(f"results folder {results_dir} does not exist")
     collected = currency.collect(results_dir)
     recs = list(collected.current)
+    mark_remeasured(results_dir, recs)
     skipped = []
     if include_stale:
         for path, why in collected.stale:

@@ -13,6 +13,7 @@ import pytest
 
 from harness import cli, records
 from harness.core.digest import REPO
+from harness.records.manifest import file_sha256, write_manifest
 from harness.reporting import site
 from tests.factories import make_record, rendered, write
 
@@ -259,3 +260,19 @@ def test_strings_a_record_carries_are_inert_on_every_page(tmp_path):
     index = site.write_html(site.build(results), results, tmp_path / "site")
     pages = "".join(p.read_text() for p in index.parent.glob("*.html"))
     assert "alert" in pages and "<script>alert" not in pages
+
+
+def test_times_re_measured_by_verify_stand_beside_the_recorded_ones(tmp_path):
+    results = tmp_path / "results"
+    paths = {m: write(results, make_record("mnist3v5-noise0", m, [0.8, 0.81, 0.82, 0.8, 0.79]))
+             for m in ("bce", "focal")}
+    assert "re-measured by verify" not in rendered(results)  # nothing re-measured: no such column
+    rel = paths["bce"].relative_to(results).as_posix()
+    write_manifest(results, {"version": 1, "removed": {}, "files": {rel: {
+        "sha256": file_sha256(paths["bce"]), "verified_at": "abc", "remeasured": {"step_time_median_s": 0.0031}}}})
+    md = rendered(results)
+    assert "re-measured by verify" in md
+    bce = next(line for line in md.splitlines() if line.startswith("| bce") and "| 2.00 " in line)
+    assert "| 3.10 " in bce  # recorded 2 ms, re-measured 3.1 ms, side by side
+    paths["bce"].write_text(paths["bce"].read_text().replace('"device": "cpu (test)"', '"device": "cpu (edited)"'))
+    assert "re-measured by verify" not in rendered(results)  # the bytes verify saw are gone: no claim
