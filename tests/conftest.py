@@ -9,9 +9,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import torch
 import torch._dynamo  # noqa: F401  (imported once here: pytester's in-process runs would otherwise register it twice)
 
 from harness.core.digest import REPO
+from harness.core.registry import create_method
+from harness.running.runner import run_case
+from harness.suites import losses
 
 DEFAULT_SHARED = REPO.parent / "shared" / "data"
 
@@ -56,6 +60,16 @@ def run_suite(tmp_path: Path) -> Callable[..., subprocess.CompletedProcess]:
         return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
 
     return run
+
+
+@pytest.fixture(scope="session")
+def made(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real smoke record made once per session (bce on breast_cancer-noise0, seeds 0 and 1), for the tests of
+    verify, currency, re-stamping and forgeries; copy it before changing it."""
+    results = tmp_path_factory.mktemp("made") / "results"
+    spec = next(s for s in losses.case_specs("smoke") if s.case == "breast_cancer-noise0")
+    run_case(spec, create_method("bce"), [0, 1], torch.device("cpu"), results)
+    return results
 
 
 pytest_plugins = ["pytester"]

@@ -18,22 +18,12 @@ import pytest
 import torch
 
 from harness.checks import verify
-from harness.core.registry import create_method
 from harness.metrics.stats import summarize
 from harness.records import load_evidence, load_record, record_path, seed_arrays, write_record
-from harness.running.runner import run_case
 from harness.suites import losses
 
 CPU = torch.device("cpu")
 CASE = "breast_cancer-noise0"
-
-
-@pytest.fixture(scope="module")
-def made(tmp_path_factory) -> Path:
-    results = tmp_path_factory.mktemp("made") / "results"
-    spec = next(s for s in losses.case_specs("smoke") if s.case == CASE)
-    run_case(spec, create_method("bce"), [0, 1], CPU, results)
-    return results
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ import torch
 from harness.checks import gate, verify
 from harness.core.digest import REPO, files_digest, import_closure
 from harness.core.preprocess import Preprocess
-from harness.core.registry import create_method, get_method_class
+from harness.core.registry import get_method_class
 from harness.errors import RecordError
 from harness.protocols import get_protocol
 from harness.protocols import openset as openset_protocol
@@ -111,14 +111,6 @@ def test_a_helper_imported_inside_a_function_is_in_the_methods_digest(copy: Path
 
 
 # -- re-stamping by behaviour ------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def made(tmp_path_factory) -> Path:
-    results = tmp_path_factory.mktemp("made") / "results"
-    spec = next(s for s in losses.case_specs("smoke") if s.case == CASE)
-    run_case(spec, create_method("bce"), [0, 1], CPU, results)
-    return results
 
 
 @pytest.fixture
