@@ -161,7 +161,7 @@ def cmd_regenerate(args: argparse.Namespace) -> int:
     if not args.stale:
         raise UsageError("regenerate re-runs stale records only: pass --stale (see `leaderboard --check`)")
     outcomes = verify.regenerate(existing_results_dir(args.results_dir), resolve_device(args.device), args.suite,
-                                 args.profile, args.method, args.dry_run)
+                                 args.profile, args.method, args.dry_run, restamp_only=args.restamp_only)
     code = _report(outcomes, "regenerate")
     if outcomes and not args.dry_run:
         print("now rebuild the leaderboard: python -m harness leaderboard")
@@ -314,6 +314,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--profile", action="append", help="only this profile (repeatable)")
     p.add_argument("--method", action="append", help="only this method (repeatable)")
     p.add_argument("--dry-run", action="store_true", help="list what would be re-stamped or re-run")
+    p.add_argument("--restamp-only", action="store_true",
+                   help="re-stamp the records whose seed 0 re-executes bit-identically; leave the others stale")
     p.add_argument("--device", default="cpu")
     p.set_defaults(func=cmd_regenerate)
     p = sub.add_parser("gate", help="CI regression gate: re-run changed methods at smoke, compare with results/")

@@ -305,9 +305,10 @@ def rerun_sample(results_dir: Path, n: int, device: torch.device, seed: int = 0,
 
 def regenerate(results_dir: Path, device: torch.device, suites: list[str] | None = None,
                profiles: list[str] | None = None, methods: list[str] | None = None, dry_run: bool = False,
-               say: Callable[[str], None] = print) -> list[Outcome]:
+               say: Callable[[str], None] = print, restamp_only: bool = False) -> list[Outcome]:
     """Bring every stale record matching the filters up to date, in place (see the module docstring): re-stamp
-    it when only its code digests differ and seed 0 re-executes bit-identically, else re-run every seed."""
+    it when only its code digests differ and seed 0 re-executes bit-identically, else re-run every seed; with
+    ``restamp_only``, leave it stale instead of re-running it (re-stamping a large matrix costs one seed a record)."""
     judge = Judge()
     out = []
     for path, why in judge.collect(results_dir).stale:
@@ -317,7 +318,8 @@ def regenerate(results_dir: Path, device: torch.device, suites: list[str] | None
             continue
         not_restampable = restamp_refusal(record, judge.judge(record).code_only, device)
         if dry_run:
-            plan = "re-run" if not_restampable else f"re-execute seed {RERUN_SEED}, then re-stamp or re-run"
+            rest = "leave stale" if restamp_only else "re-run"
+            plan = rest if not_restampable else f"re-execute seed {RERUN_SEED}, then re-stamp or {rest}"
             say(f"would {plan} {path} ({why}; seeds {record['seeds']})")
             out.append(Outcome(path, True, f"stale: {why}"))
             continue
@@ -331,6 +333,10 @@ def regenerate(results_dir: Path, device: torch.device, suites: list[str] | None
                     out.append(Outcome(path, True, f"restamped (seed {RERUN_SEED} re-executed: metrics bit-identical)"))
                     continue
                 not_restampable = f"seed {RERUN_SEED} re-executed differently: {differs[0]}"
+            if restamp_only:
+                say(f"left stale {path} ({why}; {not_restampable}; {time.perf_counter() - t0:.1f} s)")
+                out.append(Outcome(path, True, f"left stale ({not_restampable})"))
+                continue
             new = rerun(record, device, results_dir)
         except HarnessError as err:  # data missing, unsupported, locked, case gone: reported, the others go on
             out.append(Outcome(path, False, f"not regenerated: {err}"))

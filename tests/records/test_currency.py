@@ -185,6 +185,24 @@ def test_a_record_whose_seed_0_differs_is_rerun_whole(moved, monkeypatch) -> Non
     print(f"\nseed 0 re-executed, then every seed re-run: {seconds:.2f} s ({said[0]})")
 
 
+def test_restamp_only_leaves_a_record_whose_seed_0_differs_stale(moved, monkeypatch) -> None:
+    results, path, _ = moved
+    seen: list[list[int]] = []
+
+    def perturbed(spec, method, seeds, *args, **kwargs):
+        seen.append(list(seeds))
+        result = run_case(spec, method, seeds, *args, **kwargs)
+        result.record["metrics"]["test_acc"]["per_seed"][0] += 1e-9
+        return result
+
+    monkeypatch.setattr(verify, "run_case", perturbed)
+    before = path.read_bytes()
+    [outcome] = verify.regenerate(results, CPU, say=lambda _: None, restamp_only=True)
+    assert outcome.ok and outcome.message.startswith("left stale (seed 0 re-executed differently")
+    assert seen == [[0]] and path.read_bytes() == before  # seed 0 alone, and the record untouched
+    assert not currency.judge(load_record(path)).current
+
+
 def test_a_record_whose_case_definition_changed_is_rerun_without_trying_seed_0(moved, runs) -> None:
     results, path, original = moved
     record = json.loads(path.read_text())
