@@ -62,10 +62,11 @@ def run_suite(tmp_path: Path) -> Callable[..., subprocess.CompletedProcess]:
     return run
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def made(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A real smoke record made once per session (bce on breast_cancer-noise0, seeds 0 and 1), for the tests of
-    verify, currency, re-stamping and forgeries; copy it before changing it."""
+    """A real smoke record (bce on breast_cancer-noise0, seeds 0 and 1) for the tests of verify, currency,
+    re-stamping and forgeries; copy it before changing it. Made once per module, next to the re-executions that
+    compare with it: a test elsewhere in the session may leave process-wide torch settings changed."""
     results = tmp_path_factory.mktemp("made") / "results"
     spec = next(s for s in losses.case_specs("smoke") if s.case == "breast_cancer-noise0")
     run_case(spec, create_method("bce"), [0, 1], torch.device("cpu"), results)
