@@ -75,6 +75,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--resume", action="store_true", help="skip cases whose record exists with the same fingerprint")
     group.addoption("--strict-data", action="store_true", default=None,
                     help="missing datasets fail instead of skip (default on when CI=true)")
+    group.addoption("--no-strict-data", dest="strict_data", action="store_false",
+                    help="missing datasets skip with the reason, even when CI=true (a project's own CI without them)")
     group.addoption("--dataset", action="append", default=[], metavar="KIND:PATH",
                     help="your own data as extra cases, e.g. imagefolder:PATH (repeatable)")
     group.addoption("--data-path", default="auto", choices=("auto", "memory", "stream"),

@@ -143,7 +143,9 @@ def check_files(results_dir: Path, paths: list[Path] | None = None) -> list[Outc
                     raise RecordError(f"{path}: evidence has no arrays for seed(s) {missing}")
                 out.append(Outcome(path, True, "ok"))
             else:
-                out.append(Outcome(path, True, "ok (no evidence file: made before evidence was recorded)"))
+                why = ("diverged before any seed completed: no evidence to keep" if record["status"] == "diverged"
+                       else "no evidence file: made before evidence was recorded")
+                out.append(Outcome(path, True, f"ok ({why})"))
         except RecordError as err:
             out.append(Outcome(path, False, str(err)))
     known = {p.with_suffix(".npz") for p in files}

@@ -382,6 +382,10 @@ def record_lock(path: Path) -> Iterator[None]:
     try:
         yield
     finally:
+        # Removed while still held, so no lock file is left beside the record. A run that opened the old file in
+        # the microseconds before the unlink could lock it beside a newcomer's new file; with timeout=0 nothing
+        # waits on a lock, so that window is the whole exposure.
+        lock_path(path).unlink(missing_ok=True)
         lock.release()
 
 

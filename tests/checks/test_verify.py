@@ -17,9 +17,11 @@ import numpy as np
 import pytest
 import torch
 
+from harness import Method
 from harness.checks import verify
 from harness.metrics.stats import summarize
 from harness.records import load_evidence, load_record, record_path, seed_arrays, write_record
+from harness.running.runner import run_case
 from harness.suites import losses
 
 CPU = torch.device("cpu")
@@ -283,3 +285,18 @@ def test_step_time_is_compared_with_the_reference_re_measured_here():
     assert verify.timing_problems(old, {"normalised_step_time": 1.0, "reference_time_s": 0.006}) == []  # loaded box
     [msg] = verify.timing_problems(old, {"normalised_step_time": 1.5, "reference_time_s": 0.004})
     assert "ratio 3.00, allowed 1/2.5 to 2.5" in msg
+
+
+class NanFromTheStart(Method):
+    name = "nan-from-the-start"
+    family, protocols = "loss", frozenset({"supervised"})
+
+    def loss(self, logits, batch, state):
+        return super().loss(logits, batch, state) * float("nan")
+
+
+def test_validate_says_why_a_diverged_record_has_no_evidence(tmp_path):
+    spec = next(s for s in losses.case_specs("smoke") if s.case == CASE)
+    assert run_case(spec, NanFromTheStart(), [0], CPU, tmp_path).diverged
+    [outcome] = verify.check_files(tmp_path)
+    assert outcome.ok and outcome.message == "ok (diverged before any seed completed: no evidence to keep)"

@@ -191,6 +191,7 @@ def test_second_writer_of_the_same_record_fails_clearly_and_nothing_is_lost(tmp_
         holder.wait()
     first = run_case(spec, create_method("bce"), [0], CPU, tmp_path)  # the lock dies with its holder
     assert records.load_record(first.path) == first.record
+    assert not list(tmp_path.rglob("*.lock"))  # and a finished run leaves no lock file behind
 
 
 @register_method("test-held-bce")

@@ -119,3 +119,6 @@ def test_missing_data_skips_or_fails_when_strict(pytester: pytest.Pytester, tmp_
     strict = pytester.runpytest(*args, "--strict-data")
     strict.assert_outcomes(failed=1)
     strict.stdout.fnmatch_lines(["*--strict-data*"])
+    monkeypatch.setenv("CI", "true")  # GitHub Actions sets it: strict by default, --no-strict-data turns it off
+    pytester.runpytest(*args).assert_outcomes(failed=1)
+    pytester.runpytest(*args, "--no-strict-data").assert_outcomes(skipped=1)
