@@ -94,7 +94,7 @@ from harness.records.manifest import (
     write_manifest,
 )
 from harness.running.runner import CaseResult, run_case
-from harness.suites import declared_profiles, get_suite, seed_count
+from harness.suites import case_specs, declared_profiles, get_suite, is_suite, seed_count
 
 RECOMPUTE_ATOL = 1e-9
 CROSS_MACHINE_ATOL = 0.02
@@ -272,8 +272,12 @@ def agreement(old: dict, new: dict) -> tuple[bool, str]:
 
 
 def rerun(record: dict, device: torch.device, results_dir: Path | None = None, data_path: str = "auto") -> dict:
-    """Run a record's case again with its method, hparams, seeds and profile; the new record."""
-    spec = spec_for(record)
+    """Run a record's case again with its method, hparams, seeds and profile, under the case's current definition:
+    the suite's declared case of that name when there is one here (a remote-sensing probe of an SSL encoder is
+    declared once the encoder is cached), else the case rebuilt from the record; the new record."""
+    declared = {s.case: s for s in case_specs(get_suite(record["suite"]), record["profile"])} \
+        if is_suite(record["suite"]) else {}
+    spec = declared.get(record["case"]) or spec_for(record)
     if spec is None:
         raise RecordError(f"case {record['suite']}/{record['case']} is no longer in the suite; delete its records")
     method = create_method(record["method"], record["hparam_overrides"])
