@@ -106,7 +106,7 @@ TIME_RETRIES = 2  # re-timings of a re-run whose time alone is out (the fastest 
 # metrics that are measurements of the run, not functions of its outputs: never bit-identical on a re-run
 MEASURED_METRICS = {"RTE": "time", "epoch_time_s": "time", "peak_memory_mb": "memory"}
 MEASURED_ARRAYS = frozenset({"epoch_seconds", "peak_memory_bytes", "seconds"})  # evidence of the same measurements
-EVIDENCE_ATOL = 1e-5  # float evidence across CPUs of this kind (see evidence_differences)
+EVIDENCE_ATOL = EVIDENCE_RTOL = 1e-4  # float evidence across CPUs of this kind (see evidence_differences)
 MAX_RECORDS = 40
 MAX_SECONDS = 240.0
 # seconds to re-run one seed, by (suite, profile): the 90th percentile of wall time per seed of the committed
@@ -369,7 +369,7 @@ def restamp(path: Path, record: dict, device: torch.device) -> list[str]:
     the current digests and ``restamp`` says which seed was re-executed, when, at which commit, on which device and
     with which code. Metrics and evidence stay untouched. Returns the differences (empty when re-stamped)."""
     with record_lock(path):
-        again = reexecute(record, device)
+        again = reexecute(record, device, check_time=False)
         if again.result is not None and not again.problems:
             again.problems += evidence_differences(path, record, again.result.arrays.get(RERUN_SEED, {}))
         if again.problems:
@@ -386,9 +386,10 @@ def evidence_differences(path: Path, record: dict, arrays: dict[str, np.ndarray]
     """How seed 0's re-executed evidence arrays differ from the record's (none without an evidence file).
 
     Integer arrays (predictions, labels, indices) must be equal. Float arrays (scores, logits) may differ by
-    :data:`EVIDENCE_ATOL`: float32 reductions on another CPU of this kind round differently in the last bits
-    while every metric stays bit-identical (measured: up to 1.2e-6 on the committed smoke records). Arrays of
-    timings and memory (:data:`MEASURED_ARRAYS`) only need the same shape."""
+    :data:`EVIDENCE_ATOL` + :data:`EVIDENCE_RTOL` x |value|: float32 reductions on another CPU of this kind round
+    differently in the last bits while every metric stays bit-identical (measured: up to 1.2e-6 on smoke and
+    1.9e-5 on standard MNIST-pair scores). Arrays of timings and memory (:data:`MEASURED_ARRAYS`) only need the
+    same shape."""
     if not record.get("evidence"):
         return []
     stored = load_evidence(path, record).get(RERUN_SEED, {})
@@ -401,7 +402,7 @@ def evidence_differences(path: Path, record: dict, arrays: dict[str, np.ndarray]
         if name in MEASURED_ARRAYS or a.shape != b.shape or a.dtype != b.dtype:
             same = a.shape == b.shape and (name in MEASURED_ARRAYS or a.dtype == b.dtype)
         elif a.dtype.kind in "fc":
-            same = np.allclose(a, b, rtol=0.0, atol=EVIDENCE_ATOL, equal_nan=True)
+            same = np.allclose(a, b, rtol=EVIDENCE_RTOL, atol=EVIDENCE_ATOL, equal_nan=True)
         else:
             same = np.array_equal(a, b)
         if not same:
@@ -510,10 +511,12 @@ class Reexecution:
 
 
 def reexecute(record: dict, device: torch.device, seeds: tuple[int, ...] = (RERUN_SEED,),
-              factor: float = STEP_TIME_FACTOR) -> Reexecution:
+              factor: float = STEP_TIME_FACTOR, check_time: bool = True) -> Reexecution:
     """Re-run ``seeds`` of a record with its thread count and compare them with the record (check 5). The
     reference workload is re-measured in this process just before; when only the time check fails the seed is
-    re-timed up to :data:`TIME_RETRIES` more times and the fastest try counts (load only ever slows a run)."""
+    re-timed up to :data:`TIME_RETRIES` more times and the fastest try counts (load only ever slows a run).
+    ``check_time=False`` compares behaviour only (re-stamping: the record keeps its own timing, and CI's verify
+    re-times it)."""
     if device.type != "cpu":
         raise UsageError("verify re-executes on CPU only (records are compared bit for bit): pass --device cpu")
     threads = record_threads(record)
@@ -535,7 +538,7 @@ def reexecute(record: dict, device: torch.device, seeds: tuple[int, ...] = (RERU
         if best is None or (timed["normalised_step_time"] or math.inf) < (best["normalised_step_time"] or math.inf):
             best = timed
         differences = seed_differences(record, result.record, seeds)
-        slow = timing_problems(record["timing"], best, factor)
+        slow = timing_problems(record["timing"], best, factor) if check_time else []
         if differences or not slow:  # re-timing cannot mend a metric, and agreeing times need no retry
             break
     problems = differences + slow
