@@ -85,8 +85,8 @@ def test_interrupt_leaves_no_record(bc_task, tmp_path):
     spec, task = bc_task
     with pytest.raises(KeyboardInterrupt):
         run_case(spec, create_method("test-interrupt"), [0], CPU, tmp_path, task=task)
-    # only the record's (hidden, git-ignored) lock file stays: no record, no evidence, no temp file
-    assert [p.name for p in tmp_path.rglob("*") if p.is_file()] == [".test-interrupt__smoke.json.lock"]
+    # nothing stays: no record, no evidence, no temp file, no lock file
+    assert [p.name for p in tmp_path.rglob("*") if p.is_file()] == []
 
 
 def test_resume_skips_matching_record(bc_task, tmp_path):
