@@ -160,24 +160,30 @@ def test_a_record_stale_by_code_alone_is_restamped_when_seed_0_reproduces(moved,
     print(f"\nre-stamp of the 2-seed smoke record: {seconds:.2f} s ({said[0]})")
 
 
-def test_a_record_whose_seed_0_differs_is_rerun_whole(moved, monkeypatch) -> None:
-    results, path, original = moved
+@pytest.fixture
+def seed_0_moves(monkeypatch) -> list[list[int]]:
+    """The seed lists verify runs; in a re-execution (no results folder) one metric of seed 0 moves by 1e-9."""
     seen: list[list[int]] = []
 
     def perturbed(spec, method, seeds, *args, **kwargs):
         seen.append(list(seeds))
         result = run_case(spec, method, seeds, *args, **kwargs)
-        if seeds == [0] and args[1] is None:  # the re-execution (no results folder): one metric moves
+        if seeds == [0] and args[1] is None:
             result.record["metrics"]["test_acc"]["per_seed"][0] += 1e-9
         return result
 
     monkeypatch.setattr(verify, "run_case", perturbed)
+    return seen
+
+
+def test_a_record_whose_seed_0_differs_is_rerun_whole(moved, seed_0_moves) -> None:
+    results, path, original = moved
     said: list[str] = []
     t0 = time.perf_counter()
     [outcome] = verify.regenerate(results, CPU, say=said.append)
     seconds = time.perf_counter() - t0
     assert outcome.ok and outcome.message == "regenerated (ok)"
-    assert seen == [[0], [0, 1]]  # seed 0 alone, then every seed
+    assert seed_0_moves == [[0], [0, 1]]  # seed 0 alone, then every seed
     record = load_record(path)
     assert "restamp" not in record and currency.judge(record).current
     assert record["metrics"]["test_acc"] == original["metrics"]["test_acc"]  # the full re-run is deterministic
@@ -185,21 +191,12 @@ def test_a_record_whose_seed_0_differs_is_rerun_whole(moved, monkeypatch) -> Non
     print(f"\nseed 0 re-executed, then every seed re-run: {seconds:.2f} s ({said[0]})")
 
 
-def test_restamp_only_leaves_a_record_whose_seed_0_differs_stale(moved, monkeypatch) -> None:
+def test_restamp_only_leaves_a_record_whose_seed_0_differs_stale(moved, seed_0_moves) -> None:
     results, path, _ = moved
-    seen: list[list[int]] = []
-
-    def perturbed(spec, method, seeds, *args, **kwargs):
-        seen.append(list(seeds))
-        result = run_case(spec, method, seeds, *args, **kwargs)
-        result.record["metrics"]["test_acc"]["per_seed"][0] += 1e-9
-        return result
-
-    monkeypatch.setattr(verify, "run_case", perturbed)
     before = path.read_bytes()
     [outcome] = verify.regenerate(results, CPU, say=lambda _: None, restamp_only=True)
     assert outcome.ok and outcome.message.startswith("left stale (seed 0 re-executed differently")
-    assert seen == [[0]] and path.read_bytes() == before  # seed 0 alone, and the record untouched
+    assert seed_0_moves == [[0]] and path.read_bytes() == before  # seed 0 alone, and the record untouched
     assert not currency.judge(load_record(path)).current
 
 
