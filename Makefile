@@ -25,7 +25,7 @@ test-fast: $(VENV)/.installed
 	$(PY) -m pytest -m "not slow" -n 2 $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed
-	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff check --no-cache .
 	$(VENV)/bin/lint-imports
 
 leaderboard: $(VENV)/.installed

@@ -18,11 +18,11 @@ import numpy as np
 import torch
 
 sys.path.insert(0, ".")
-from harness.metrics.unlearning import klom, margins
+from harness.metrics.unlearning import klom, margins  # noqa: E402
 from harness.protocols import kit  # noqa: E402
 from harness.protocols import unlearn as proto  # noqa: E402
 from harness.protocols.kit import RunContext, fit, infer  # noqa: E402
-from tests.test_unlearning import tiny_spec  # noqa: E402
+from tests.methods.test_unlearning import tiny_spec  # noqa: E402
 
 torch.set_num_threads(1)
 spec = tiny_spec()
