@@ -6,11 +6,14 @@ A plain module (not a test module), so importing it registers nothing and collec
 from __future__ import annotations
 
 import json
+import types
+from collections.abc import Callable
 from pathlib import Path
 
 from harness import records
 from harness.core.registry import get_method_class
 from harness.metrics.stats import summarize
+from harness.protocols.pretrain import encoder_identity
 from harness.records.provenance import code_versions
 from harness.reporting import site
 from harness.suites import get_suite
@@ -70,3 +73,25 @@ def table(md: str, title: str) -> list[list[str]]:
 def suite_records(tmp_path: Path) -> list[dict]:
     """The records a ``run_suite`` run wrote under ``tmp_path/results``."""
     return [json.loads(p.read_text()) for p in sorted((tmp_path / "results").rglob("*.json"))]
+
+
+class FakeSSLSuite(types.ModuleType):
+    """Stands in for ``harness.suites.ssl``: ``cached_encoders(profile=...)`` lists the given stored encoders."""
+
+    def __init__(self, entries: list) -> None:
+        super().__init__("harness.suites.ssl")
+        self.entries, self.asked = entries, []
+
+    def cached_encoders(self, dataset=None, *, profile=None):
+        self.asked.append(profile)
+        return self.entries
+
+
+def stored_encoder(weights: Path, name: str, load: Callable | None = None, **info) -> types.SimpleNamespace:
+    """An entry as ``harness.suites.ssl.cached_encoders`` lists it: ``name`` is "<method>/<case>/<profile>/seed<k>",
+    ``weights`` stands for its weights file (written with other bytes on each call)."""
+    method, case, profile, seed = name.split("/")
+    info = {"method": method, "case": case, "profile": profile, "seed": int(seed.removeprefix("seed")),
+            "in_chans": 3, **info}
+    weights.write_bytes(name.encode() + weights.name.encode())
+    return types.SimpleNamespace(name=name, path=weights, info=info, identity=encoder_identity(info), load=load)

@@ -317,7 +317,8 @@ def regenerate(results_dir: Path, device: torch.device, suites: list[str] | None
     ``restamp_only``, leave it stale instead of re-running it (re-stamping a large matrix costs one seed a record)."""
     judge = Judge()
     out = []
-    for path, why in judge.collect(results_dir).stale:
+    stale = judge.collect(results_dir).stale
+    for path, why in sorted(stale, key=lambda item: suite_depth(item[0].relative_to(results_dir).parts[0])):
         record = load_record(path)
         if (suites and record["suite"] not in suites) or (profiles and record["profile"] not in profiles) \
                 or (methods and record["method"] not in methods):
@@ -350,6 +351,13 @@ def regenerate(results_dir: Path, device: torch.device, suites: list[str] | None
         say(f"re-ran {path} ({why}; {not_restampable}; seeds {record['seeds']}, {time.perf_counter() - t0:.1f} s)")
         out.append(Outcome(path, True, f"regenerated ({new['status']})"))
     return out
+
+
+def suite_depth(suite: str) -> int:
+    """0 for a suite that needs no other; else one more than the deepest suite named in its ``AFTER`` (remote
+    sensing probes the SSL suite's stored encoders, so SSL records are brought up to date first)."""
+    after = getattr(get_suite(suite), "AFTER", ()) if is_suite(suite) else ()
+    return 1 + max(map(suite_depth, after)) if after else 0
 
 
 def restamp_refusal(record: dict, code_only: bool, device: torch.device) -> str | None:

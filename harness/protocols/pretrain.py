@@ -43,7 +43,9 @@ Metrics: the protocol hands the seed's evidence arrays to ``task.metrics_fn``; t
 
 Checkpoints: the pretrained encoder is stored by ``ModelStore("ssl")`` under a key over the task fingerprint and
 data hash, the method, its hparams and code, the seed, the encoder spec, the budget and the device type. The JSON
-sidecar holds what is needed to rebuild and probe the encoder (see ``harness.suites.ssl.cached_encoders``). A seed
+sidecar holds what is needed to rebuild and probe the encoder (see ``harness.suites.ssl.cached_encoders``): its
+identity (:func:`encoder_identity`: what trained it, all but the code) and the digest of the code that trained it
+(:func:`encoder_code`), so another suite can ask for "this encoder, trained by the current code". A seed
 whose key is stored reuses the encoder; its timing then comes from the sidecar and ``info`` says
 ``encoder_reused``.
 """
@@ -335,11 +337,26 @@ def pretrain_metrics(arrays: dict[str, np.ndarray]) -> dict[str, float]:
 # -- the protocol ----------------------------------------------------------------------------------
 
 
+def encoder_code(method_cls: type) -> str:
+    """The digest of the code that pretrains an encoder: the method's closure and this protocol's."""
+    return code_digest(method_cls, sys.modules[__name__])
+
+
+# what trained a stored encoder, all but the code: stable when code only moves, and the same on every machine
+IDENTITY = ("method", "hparams", "case", "profile", "seed", "task_fingerprint", "data_fingerprint", "device",
+            "precision")
+
+
+def encoder_identity(facts: dict[str, Any]) -> dict[str, Any]:
+    """The :data:`IDENTITY` fields of a stored encoder's sidecar (see :func:`checkpoint_facts`)."""
+    return {k: facts.get(k) for k in IDENTITY}
+
+
 def checkpoint_key(ctx: RunContext, method: Method, spec: dict[str, Any]) -> str:
     task = ctx.task
     precision = {} if ctx.speed.precision == "fp32" else {"precision": ctx.speed.precision}  # a bf16 encoder is another
     return store_key(task=task.fingerprint, data=task.data.fingerprint, method=method.name, hparams=method.hparams,
-                     code=code_digest(type(method), sys.modules[__name__]), seed=ctx.seed, encoder=spec,
+                     code=encoder_code(type(method)), seed=ctx.seed, encoder=spec,
                      budget=ctx.budget.fingerprint_dict(),
                      device=ctx.device.type, **precision)
 
@@ -352,6 +369,7 @@ def checkpoint_facts(ctx: RunContext, method: Method, spec: dict[str, Any], enco
             "dataset": task.info.get("dataset"), "in_chans": int(task.data.x.shape[1]),
             "image_size": list(task.image_size or ()), "normalize": task.normalize,
             "task_fingerprint": task.fingerprint, "data_fingerprint": task.data.fingerprint,
+            "device": ctx.device.type, "precision": ctx.speed.precision, "code": encoder_code(type(method)),
             "budget": ctx.budget.fingerprint_dict(), "augment": ctx.describe().get("augment")}
 
 
@@ -393,7 +411,8 @@ def run_pretrain(task, method: Method, ctx: RunContext) -> SeedResult:
 
 
 __all__ = [
-    "NAMESPACE", "PROBE_C", "Pretrainer", "alignment_terms", "build_encoder", "checkpoint_key", "conv_encoder",
-    "draw_views", "ema_momentum", "ema_update", "embed", "linear_probe", "mlp_head", "pretrain_metrics",
+    "IDENTITY", "NAMESPACE", "PROBE_C", "Pretrainer", "alignment_terms", "build_encoder", "checkpoint_key",
+    "conv_encoder", "draw_views", "ema_momentum", "ema_update", "embed", "encoder_code", "encoder_identity",
+    "linear_probe", "mlp_head", "pretrain_metrics",
     "run_pretrain", "seeded_factory", "timm_encoder", "uniformity_terms", "whole_batches",
 ]

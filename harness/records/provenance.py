@@ -6,8 +6,9 @@ code digest, also behind every store key):
 
 * ``method``: the files of every class in the method's MRO, and their import closure;
 * ``protocol``: the protocol function's module and its import closure (the step engine, the kit, ...);
-* ``suite``: the suite module (cases only: findings and descriptions live in :mod:`harness.reporting`) and
-  the module of the case's builder when that lives elsewhere, with their closures.
+* ``suite``: the suite module (cases only: findings and descriptions live in :mod:`harness.reporting`),
+  the module of the case's builder when that lives elsewhere and what the suite's ``code_roots(spec)`` adds
+  (a probe of an SSL encoder: the SSL method and protocol that trained it), with their closures.
 
 ``baselines/dg/udim.py`` imports ``baselines/dg/sam.py``, so editing ``sam.py`` makes udim's records stale;
 editing a finding's wording stales nothing. Whether a record is current is answered in one place,
@@ -51,15 +52,27 @@ def protocol_files(protocol: str) -> tuple[Path, ...]:
     return closure_of(sys.modules.get(name) or importlib.import_module(name))
 
 
+def _roots(obj: Any) -> list[Path]:
+    """Source files of a module, a module name or a class (with its bases, as a method's)."""
+    if isinstance(obj, str):
+        obj = sys.modules.get(obj) or importlib.import_module(obj)
+    if isinstance(obj, type):
+        return method_roots(obj)
+    path = source_file(obj) if obj is not None else None
+    return [] if path is None else [path]
+
+
 def suite_roots(spec: Any) -> list[Path]:
-    """The suite module of a case spec (when registered) and the module its builder lives in."""
-    modules = [get_suite(spec.suite)] if is_suite(spec.suite) else []
-    modules.append(sys.modules.get(spec.build.__module__))
+    """The suite module of a case spec (when registered), the module its builder lives in, and what the suite's
+    ``code_roots(spec)`` names beyond them (remote sensing: the SSL method and protocol that trained an encoder)."""
+    suite = get_suite(spec.suite) if is_suite(spec.suite) else None
+    objects: list[Any] = [suite, sys.modules.get(spec.build.__module__)]
+    extra = getattr(suite, "code_roots", None)
+    if extra is not None:
+        objects += extra(spec)
     files: list[Path] = []
-    for module in modules:
-        path = source_file(module) if module is not None else None
-        if path is not None and path not in files:
-            files.append(path)
+    for obj in objects:
+        files += [p for p in _roots(obj) if p not in files]
     return files
 
 

@@ -58,10 +58,11 @@ from harness import data as hdata
 from harness.core.models import small_cnn, timm_model
 from harness.core.preprocess import NORMS, Geometry, Preprocess, geometry_grid
 from harness.core.pretrained import TIMM_ARCH, load_pretrained, pretrained_weights
+from harness.core.registry import get_method_class
 from harness.core.task import Budget, CaseSpec, Task
 from harness.data.dataset import ArrayDataset
 from harness.data.transforms import channel_stats
-from harness.errors import DataMissing, UsageError
+from harness.errors import DataMissing, HarnessError, UsageError
 from harness.protocols.probe import PROBES, Encoder, ProbeTask, probe_metrics
 from harness.suites.imagefolder import folder_metrics, folder_slug, listing_hash, stratified_split
 from harness.suites.shift import domain_split, shift_metrics
@@ -71,6 +72,7 @@ PROTOCOL = "probe"  # the supervised cases carry their own protocol (see module 
 BASELINE = "erm"
 DATASETS = ["eurosat", "rsscn7", "synthetic_ms", "eurosat_ms"]
 DATASET_OPTION = True
+AFTER = ("ssl",)  # SSL-encoder cases probe encoders the SSL suite stores: regenerate that suite first
 VERSION = "1"
 USER_PREFIXES = {"eurosat_ms:": "ms", "eurosat:": "rgb"}
 LOWER_IS_BETTER = [f"swing:{p}" for p in PROBES]
@@ -132,7 +134,7 @@ class SSLEncoder:
     """An encoder from the SSL suite's store, as this suite probes it."""
 
     name: str  # slug of the SSL suite's "<method>/<case>/<profile>/seed<k>"; cases are "probe-<data>-ssl-<name>"
-    key: str  # the SSL suite's store key (the weights file's stem): part of the case fingerprint
+    identity: dict[str, Any]  # what trained it, all but the code (the SSL suite's entry.identity): in the fingerprint
     in_chans: int  # cases are made only for data with this many bands
     info: dict[str, Any]  # the SSL suite's sidecar (method, hparams, case, dataset, normalisation, ...)
     load: Any  # () -> nn.Module mapping N x C x H x W floats to N x D features, eval mode
@@ -140,7 +142,7 @@ class SSLEncoder:
 
 def ssl_encoders(profile: str | None = None) -> list[SSLEncoder]:
     """Encoders the SSL suite pretrained on a remote-sensing set (``SSL_PRETRAIN_DATA``) in ``profile``, first seed
-    only, from ``harness.suites.ssl.cached_encoders`` (entries with ``name``, ``path``, ``info`` and ``load``).
+    only, from ``harness.suites.ssl.cached_encoders`` (entries with ``name``, ``identity``, ``info`` and ``load``).
     None when that suite is absent; a broken suite or entry is ignored with a warning."""
     try:
         module = importlib.import_module("harness.suites.ssl")
@@ -161,9 +163,9 @@ def ssl_encoders(profile: str | None = None) -> list[SSLEncoder]:
             if "image_size" in info.get("encoder", {}).get("kwargs", {}):
                 continue  # built for one input size (scatsimclr's scattering): cannot be probed across the size grid
             slug = "".join(c if c.isalnum() or c in "-_" else "-" for c in str(entry.name))
-            # the store key names what trained the encoder (task, data, method, hparams, seed, code), not the bytes
-            # it came out as, so a record of the case means the same on every machine
-            found.append(SSLEncoder(slug, Path(entry.path).stem, int(info["in_chans"]), info, entry.load))
+            # the identity names what trained the encoder, not the bytes it came out as (so a record of the case
+            # means the same on every machine) nor the code (in the record's code digest instead: code_roots)
+            found.append(SSLEncoder(slug, dict(entry.identity), int(info["in_chans"]), info, entry.load))
         except (AttributeError, KeyError, OSError, TypeError, ValueError) as err:
             warnings.warn(f"remote_sensing: ignoring SSL encoder entry {entry!r}: {err!r}", stacklevel=2)
     return found
@@ -172,7 +174,7 @@ def ssl_encoders(profile: str | None = None) -> list[SSLEncoder]:
 def _ssl_encoder(cached: SSLEncoder) -> Encoder:
     def build(in_chans: int) -> tuple[nn.Module, dict[str, Any]]:
         keep = ("method", "hparams", "case", "profile", "seed", "dataset", "normalize", "image_size", "encoder")
-        return cached.load(), {"source": "SSL suite cache", "name": cached.name, "key": cached.key,
+        return cached.load(), {"source": "SSL suite cache", "name": cached.name, "code": cached.info.get("code"),
                                "in_chans": cached.in_chans, **{k: cached.info.get(k) for k in keep}}
 
     return Encoder(f"ssl-{cached.name}", build, f"SSL-pretrained encoder {cached.name} from the SSL suite's cache")
@@ -229,7 +231,7 @@ def case_specs(profile: str, datasets: list[str] | None = None) -> list[CaseSpec
     for cached in ssl_encoders(profile):
         for data, dataset in PROBE_DATA.items():
             if (MS_BANDS if dataset == "synthetic_ms" else 3) == cached.in_chans:
-                specs.append(_probe_spec(profile, data, f"ssl-{cached.name}", {"ssl_key": cached.key}))
+                specs.append(_probe_spec(profile, data, f"ssl-{cached.name}", {"ssl": cached.identity}))
     specs += _supervised_specs(profile)
     for value in datasets or []:
         parsed = parse_user_dataset(value)
@@ -242,18 +244,33 @@ def spec_for_record(record: dict) -> CaseSpec | None:
     """The current spec of a record's case (:mod:`harness.records.currency` asks this of suites with
     ``DATASET_OPTION``): a built-in case, a user folder present here, or an SSL-encoder case; None otherwise.
 
-    An SSL-encoder case is rebuilt from the record (its data and the encoder's store key) under the current suite
+    An SSL-encoder case is rebuilt from the record (its data and the encoder's identity) under the current suite
     definition, whether or not this machine's cache holds that encoder: the answer must not depend on the cache."""
     if record["profile"] not in PROBE:
         return None
     params = record.get("task", {}).get("params", {})
     if str(params.get("encoder", "")).startswith("ssl-") and "data" in params:
-        return _probe_spec(record["profile"], params["data"], params["encoder"], {"ssl_key": params.get("ssl_key")})
+        return _probe_spec(record["profile"], params["data"], params["encoder"], {"ssl": params.get("ssl")})
     specs = _probe_specs(record["profile"]) + _supervised_specs(record["profile"])
     if "path" in params:
         path = Path(params["path"])
         specs = _user_specs(record["profile"], params["bands"], path) if path.is_dir() else []
     return next((s for s in specs if s.case == record["case"]), None)
+
+
+def code_roots(spec: CaseSpec) -> list[Any]:
+    """What a case runs beyond this module, for its record's suite digest (:mod:`harness.records.provenance`):
+    an SSL-encoder case runs the SSL method and the pretrain protocol that trained its encoder, and the SSL
+    suite's listing that finds it, so a change there stales the probe records and a pure move re-stamps them."""
+    identity = spec.params.get("ssl")
+    if not isinstance(identity, dict):
+        return []
+    roots: list[Any] = ["harness.protocols.pretrain", "harness.suites.ssl"]  # by name: no other case runs them
+    try:
+        roots.append(get_method_class(str(identity.get("method"))))
+    except HarnessError:
+        pass  # a method not registered here: the record is judged stale by its missing encoder, not here
+    return roots
 
 
 # -- data -----------------------------------------------------------------------------------------
@@ -318,9 +335,9 @@ def build_probe(spec: CaseSpec) -> ProbeTask:
     if p["encoder"] in BUILTIN_ENCODERS:
         encoder = BUILTIN_ENCODERS[p["encoder"]]
     else:
-        cached = {f"ssl-{c.name}": c for c in ssl_encoders(spec.profile)}.get(p["encoder"])
-        if cached is None or cached.key != p.get("ssl_key"):
-            raise DataMissing(p["encoder"], "the SSL suite's encoder cache",
+        cached = next((c for c in ssl_encoders(spec.profile) if c.identity == p.get("ssl")), None)
+        if cached is None:
+            raise DataMissing(p["encoder"], "the SSL suite's encoder cache (trained by the current code)",
                               "run the SSL suite first (pytest suites/test_ssl.py) to pretrain it")
         encoder = _ssl_encoder(cached)
     model, encoder_info = encoder.build(channels)

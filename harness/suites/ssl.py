@@ -46,10 +46,11 @@ import torch
 from torch import nn
 
 from harness import data as hdata
+from harness.core.registry import get_method_class
 from harness.core.task import PROFILES, Budget, CaseSpec, Task
 from harness.data.dataset import ArrayDataset, to_float
-from harness.errors import DataError
-from harness.protocols.pretrain import NAMESPACE, build_encoder, pretrain_metrics
+from harness.errors import DataError, HarnessError
+from harness.protocols.pretrain import NAMESPACE, build_encoder, encoder_code, encoder_identity, pretrain_metrics
 from harness.protocols.store import ModelStore
 
 NAME = "ssl"
@@ -199,6 +200,11 @@ class CachedEncoder:
         return tuple(self.info["image_size"])
 
     @property
+    def identity(self) -> dict[str, Any]:
+        """What trained it, all but the code: the same on every machine and after a pure move of code."""
+        return encoder_identity(self.info)
+
+    @property
     def feature_dim(self) -> int:
         return int(self.info["feature_dim"])
 
@@ -211,13 +217,22 @@ class CachedEncoder:
         return encoder.to(device).eval()
 
 
+def _current_code(method: Any) -> str | None:
+    """The digest of the code that would pretrain ``method`` now; None for a method not registered here."""
+    try:
+        return encoder_code(get_method_class(str(method)))
+    except HarnessError:
+        return None
+
+
 def cached_encoders(dataset: str | None = None, *, method: str | None = None, case: str | None = None,
                     profile: str | None = None, current: bool = True, root: Path | None = None) -> list[CachedEncoder]:
     """Encoders this suite has pretrained and stored, filtered by dataset, method, case and profile.
 
-    With ``current`` (default) only encoders of cases whose fingerprint matches the suite's current definition
-    are listed; of several stored for the same (method, hparams, case, profile, seed), for instance after a code
-    change, the newest is kept. Sorted by name. Nothing is trained here: run the suite to fill the store, e.g.
+    With ``current`` (default) only encoders of cases whose fingerprint matches the suite's current definition,
+    trained by the current code of their method and protocol (``encoder_code``), are listed; of several stored for
+    the same (method, hparams, case, profile, seed), e.g. on two devices, the newest is kept. Sorted by name.
+    Nothing is trained here: run the suite to fill the store, e.g.
     ``pytest suites/test_ssl.py --method=simclr --profile=standard -k eurosat``.
     """
     folder = ModelStore(NAMESPACE, root).folder
@@ -234,7 +249,8 @@ def cached_encoders(dataset: str | None = None, *, method: str | None = None, ca
         if (dataset not in (None, info.get("dataset")) or method not in (None, info.get("method"))
                 or case not in (None, info.get("case")) or profile not in (None, info.get("profile"))):
             continue
-        if current and fingerprints.get((info.get("case"), info.get("profile"))) != info.get("task_fingerprint"):
+        if current and (fingerprints.get((info.get("case"), info.get("profile"))) != info.get("task_fingerprint")
+                        or info.get("code") != _current_code(info.get("method"))):
             continue
         name = f"{info['method']}/{info['case']}/{info['profile']}/seed{info['seed']}"
         group = (name, json.dumps(info.get("hparams"), sort_keys=True))

@@ -27,6 +27,7 @@ from harness.protocols.pretrain import (
     conv_encoder,
     draw_views,
     ema_momentum,
+    encoder_code,
     linear_probe,
     pretrain_metrics,
     uniformity_terms,
@@ -197,7 +198,7 @@ def test_seed_metrics_recompute_from_evidence_and_the_checkpoint_is_reused(cache
     assert result.arrays["probe_pred"].dtype == np.int16 and len(result.arrays["y_test"]) == TINY_CAPS["test"]
 
 
-def test_cached_encoders_lists_and_loads_what_the_suite_pretrained(cache_dir):
+def test_cached_encoders_lists_and_loads_what_the_suite_pretrained(cache_dir, monkeypatch):
     spec = tiny_spec()
     task = spec.build(spec)
     run_case(spec, SimCLR(), [0], CPU, task=task)
@@ -207,6 +208,11 @@ def test_cached_encoders_lists_and_loads_what_the_suite_pretrained(cache_dir):
     enc = found[0]
     assert enc.info["method"] == "simclr" and enc.image_size == (28, 28) and enc.feature_dim == 32
     assert ssl.cached_encoders(dataset="eurosat", current=False) == []
+    assert enc.info["code"] == encoder_code(SimCLR) and enc.identity["task_fingerprint"] == spec.fingerprint
+    monkeypatch.setattr(ssl, "case_specs", lambda profile: [spec])  # as if the tiny spec were a suite case
+    assert [e.name for e in ssl.cached_encoders(dataset="mnist5k")] == ["simclr/mnist5k/smoke/seed0"]
+    monkeypatch.setattr(ssl, "_current_code", lambda method: "another digest")
+    assert ssl.cached_encoders(dataset="mnist5k") == []  # trained by other code: not this code's encoder
     model = enc.load()
     mean, std = enc.normalize
     x = task.data.x[:4].float() / 255

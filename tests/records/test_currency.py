@@ -7,7 +7,6 @@ import json
 import shutil
 import sys
 import time
-import types
 from pathlib import Path
 
 import pytest
@@ -23,13 +22,13 @@ from harness.protocols import openset as openset_protocol
 from harness.protocols import pretrain as pretrain_protocol
 from harness.protocols import unlearn as unlearn_protocol
 from harness.protocols.probe import extract
-from harness.records import currency, load_evidence, load_record
+from harness.records import currency, load_evidence, load_record, provenance
 from harness.records.provenance import code_versions, method_roots
 from harness.running.runner import run_case
 from harness.suites import losses
 from harness.suites import openset as openset_suite
 from harness.suites import remote_sensing as rs
-from tests.factories import make_record
+from tests.factories import FakeSSLSuite, make_record, stored_encoder
 
 CPU = torch.device("cpu")
 CASE = "breast_cancer-noise0"
@@ -225,37 +224,38 @@ def test_a_restamp_whose_code_changes_again_is_stale_and_inconsistent_if_edited(
 # -- currency independent of the machine's cache -----------------------------------------------------------
 
 
-class _FakeSSL(types.ModuleType):
-    """Stands in for ``harness.suites.ssl``: lists one stored encoder."""
-
-    def __init__(self, weights: Path) -> None:
-        super().__init__("harness.suites.ssl")
-        self.entry = types.SimpleNamespace(name="simclr/eurosat/smoke/seed0", path=weights, load=None, info={
-            "seed": 0, "in_chans": 3, "dataset": "eurosat", "method": "simclr"})
-
-    def cached_encoders(self, dataset=None, *, profile=None):
-        return [self.entry]
-
-
-def test_an_ssl_encoder_probe_case_does_not_depend_on_the_weights_bytes(tmp_path, monkeypatch) -> None:
-    weights = tmp_path / "0123456789abcdef01234567.safetensors"  # the store key is the file's stem
-    weights.write_bytes(b"trained here")
-    monkeypatch.setitem(sys.modules, "harness.suites.ssl", _FakeSSL(weights))
+def test_an_ssl_encoder_probe_case_does_not_depend_on_the_weights_bytes_or_the_cache(tmp_path, monkeypatch) -> None:
+    weights = tmp_path / "0123456789abcdef01234567.safetensors"
+    entry = stored_encoder(weights, "simclr/eurosat/smoke/seed0", dataset="eurosat")
+    monkeypatch.setitem(sys.modules, "harness.suites.ssl", FakeSSLSuite([entry]))
     case = "probe-eurosat-ssl-simclr-eurosat-smoke-seed0"
     spec = next(s for s in rs.case_specs("smoke") if s.case == case)
-    assert spec.params["ssl_key"] == weights.stem
-    weights.write_bytes(b"trained on another machine: other bytes")
+    assert spec.params["ssl"] == entry.identity
+    stored_encoder(weights, "simclr/eurosat/smoke/seed0", dataset="eurosat")  # trained elsewhere: other bytes
     assert next(s for s in rs.case_specs("smoke") if s.case == case).fingerprint == spec.fingerprint
     # the record is judged from itself, whatever the cache holds: the encoder cached, another one, or none
     record = {"suite": "remote_sensing", "profile": "smoke", "case": case, "task": spec.describe()}
     assert currency.spec_for(record).fingerprint == spec.fingerprint
-    (tmp_path / "other.safetensors").write_bytes(b"x")
-    monkeypatch.setitem(sys.modules, "harness.suites.ssl", _FakeSSL(tmp_path / "other.safetensors"))
+    other = stored_encoder(tmp_path / "other.safetensors", "byol/eurosat/smoke/seed0", dataset="eurosat")
+    monkeypatch.setitem(sys.modules, "harness.suites.ssl", FakeSSLSuite([other]))
     assert currency.spec_for(record).fingerprint == spec.fingerprint
     monkeypatch.setitem(sys.modules, "harness.suites.ssl", None)
     assert currency.spec_for(record).fingerprint == spec.fingerprint
-    gone = {**record, "task": {"params": {**spec.params, "ssl_key": "another-key"}}}
+    gone = {**record, "task": {"params": {**spec.params, "ssl": {**entry.identity, "seed": 1}}}}
     assert currency.spec_for(gone).fingerprint != spec.fingerprint  # another encoder: another case
+
+
+def test_an_ssl_encoder_probe_record_runs_the_ssl_code_and_no_other_probe_does(tmp_path, monkeypatch) -> None:
+    entry = stored_encoder(tmp_path / "w.safetensors", "simclr/eurosat/smoke/seed0", dataset="eurosat")
+    with monkeypatch.context() as patched:
+        patched.setitem(sys.modules, "harness.suites.ssl", FakeSSLSuite([entry]))
+        specs = {s.case: s for s in rs.case_specs("smoke")}
+    ssl_probe = {p.relative_to(REPO).as_posix() for p in provenance.suite_files(
+        specs["probe-eurosat-ssl-simclr-eurosat-smoke-seed0"])}
+    builtin = {p.relative_to(REPO).as_posix() for p in provenance.suite_files(specs["probe-eurosat-lite0"])}
+    ssl_code = {"baselines/ssl/simclr.py", "harness/protocols/pretrain.py", "harness/suites/ssl.py"}
+    assert ssl_code <= ssl_probe  # an edit there stales the probes of SSL encoders (a pure move re-stamps them)
+    assert not ssl_code & builtin  # and no other remote-sensing record
 
 
 def test_the_gate_compares_no_committed_record_of_another_case_definition(monkeypatch) -> None:

@@ -18,6 +18,7 @@ from harness.reporting.suites import remote_sensing as rs_report
 from harness.running.runner import run_case
 from harness.suites import remote_sensing as rs
 from harness.suites.imagefolder import folder_slug
+from tests.factories import FakeSSLSuite, stored_encoder
 
 
 def _spec(case: str, profile: str = "smoke", datasets: list[str] | None = None):
@@ -56,36 +57,22 @@ def test_erm_skips_probe_cases_and_frozen_skips_supervised() -> None:
         create_method("frozen").check_protocol(_spec("eurosat").protocol)
 
 
-class _FakeSSL(types.ModuleType):
-    """Stands in for ``harness.suites.ssl``: ``cached_encoders(profile=...)`` lists stored encoders."""
-
-    def __init__(self, entries):
-        super().__init__("harness.suites.ssl")
-        self.entries, self.asked = entries, []
-
-    def cached_encoders(self, dataset=None, *, profile=None):
-        self.asked.append(profile)
-        return self.entries
-
-
 def _conv(in_chans: int) -> nn.Module:
     torch.manual_seed(1)
     return nn.Sequential(nn.Conv2d(in_chans, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten())
 
 
 def _stored(tmp_path: Path, name: str, **info) -> types.SimpleNamespace:
-    path = tmp_path / f"{name.replace('/', '_')}.safetensors"
-    path.write_bytes(name.encode())  # stands for the weights file; its hash identifies the encoder
-    return types.SimpleNamespace(name=name, path=path, info={"seed": 0, "in_chans": 3, **info},
-                                 load=lambda: _conv(info.get("in_chans", 3)))
+    return stored_encoder(tmp_path / f"{name.replace('/', '_')}.safetensors", name,
+                          load=lambda: _conv(info.get("in_chans", 3)), **info)
 
 
 def test_ssl_encoders_are_discovered_from_the_ssl_suite_store(monkeypatch, tmp_path, cache_dir, real_data_root) -> None:
     monkeypatch.setenv("HARNESS_DATA", str(real_data_root))
-    fake = _FakeSSL([
+    fake = FakeSSLSuite([
         _stored(tmp_path, "simclr/eurosat/smoke/seed0", dataset="eurosat", method="simclr"),
         _stored(tmp_path, "byol/rsscn7-fine-to-coarse/smoke/seed0", dataset="rsscn7", method="byol"),
-        _stored(tmp_path, "byol/eurosat/smoke/seed1", dataset="eurosat", seed=1),  # first seed only
+        _stored(tmp_path, "byol/eurosat/smoke/seed1", dataset="eurosat"),  # first seed only
         _stored(tmp_path, "dino/cifar10/smoke/seed0", dataset="cifar10"),  # not remote sensing
         types.SimpleNamespace(name="broken", info={}),
     ])
@@ -98,9 +85,9 @@ def test_ssl_encoders_are_discovered_from_the_ssl_suite_store(monkeypatch, tmp_p
     with pytest.warns(UserWarning):
         spec = _spec("probe-eurosat-ssl-simclr-eurosat-smoke-seed0")
         record = run_case(spec, create_method("frozen"), [0], torch.device("cpu")).record
-    assert spec.params["ssl_key"] == "simclr_eurosat_smoke_seed0"  # the store key: the weights file's stem
+    assert spec.params["ssl"] == fake.entries[0].identity  # what trained it, not the weights' bytes or the code
     enc = record["task_info"]["encoder"]
-    assert record["status"] == "ok" and enc["method"] == "simclr" and enc["key"] == spec.params["ssl_key"]
+    assert record["status"] == "ok" and enc["method"] == "simclr" and enc["case"] == "eurosat"
 
 
 def test_without_an_ssl_suite_only_builtin_encoders(monkeypatch) -> None:
