@@ -131,7 +131,6 @@ def _report(outcomes, verb: str) -> int:
 def cmd_validate(args: argparse.Namespace) -> int:
     from harness.checks import verify
     from harness.core.environment import resolve_device
-    from harness.records import load_record
 
     results = existing_results_dir(args.results_dir)
     paths = [Path(p) for p in args.paths]
@@ -139,14 +138,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
         raise UsageError(f"no records under {results}: nothing to validate (pass the folder that holds them)")
     code = _report(verify.check_files(results, paths), "schema, consistency and evidence")
     if args.recompute:
-        tasks: dict = {}
-        outcomes = []
-        for path in paths or [p for p in sorted(results.rglob("*.json")) if not p.name.startswith(".")]:
-            try:
-                outcomes.append(verify.recompute(path, load_record(path), tasks))
-            except HarnessError as err:
-                outcomes.append(verify.Outcome(path, False, str(err)))
-        code = max(code, _report(outcomes, "recomputed from evidence"))
+        code = max(code, _report(verify.recompute_records(results, paths), "recomputed from evidence"))
     if args.rerun:
         outcomes = verify.rerun_sample(results, args.rerun, resolve_device(args.device), args.sample_seed,
                                        paths=paths)

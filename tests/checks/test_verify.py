@@ -110,6 +110,20 @@ def test_edited_per_seed_value_with_its_summaries_is_refused(results):
     assert f"seed 1: test_acc recorded {values[1]!r}, recomputed" in outcome.message
 
 
+def test_recompute_fails_a_current_record_and_expects_a_stale_one_to_differ(results):
+    path = path_of(results)
+    record = load_record(path)
+    values = list(record["metrics"]["test_acc"]["per_seed"])
+    set_per_seed(record, "test_acc", [values[0], min(1.0, values[1] + 0.01)])
+    write_record(record, path, seed_arrays(load_evidence(path, record)))
+    [outcome] = verify.recompute_records(results, [path])
+    assert not outcome.ok and "seed 1: test_acc recorded" in outcome.message
+    write_record({**record, "code": {part: "0" * 16 for part in record["code"]}}, path,
+                 seed_arrays(load_evidence(path, record)))  # made by other code: listed stale, ranked nowhere
+    [outcome] = verify.recompute_records(results, [path])
+    assert outcome.ok and outcome.message.startswith("stale record (listed, not ranked)")
+
+
 def flip_predictions(arrays: dict[str, np.ndarray]) -> None:
     pred = arrays["val:test.pred"].copy()
     wrong = np.flatnonzero(pred != arrays["test.y"])[:3]
