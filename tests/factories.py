@@ -12,6 +12,7 @@ from pathlib import Path
 
 from harness import records
 from harness.core.registry import get_method_class
+from harness.cpu_numerics import PINS
 from harness.metrics.stats import summarize
 from harness.protocols.pretrain import encoder_identity
 from harness.records.provenance import code_versions
@@ -39,7 +40,7 @@ def make_record(case: str, method: str, per_seed: list[float], profile: str = "s
                    "peak_memory_bytes": 1, "memory_kind": "process_peak_rss"},
         "hparams": {}, "hparam_overrides": {}, "fingerprint": spec.fingerprint, "model_selection": "val",
         "environment": {"device": "cpu (test)", "torch": "x", "harness_version": "0", "git_commit": None,
-                        "date": "2026-01-01T00:00:00+00:00"},
+                        "date": "2026-01-01T00:00:00+00:00", "cpu_numerics": {"capability": "AVX2", **PINS}},
         "code": code_versions(get_method_class(method), spec),
     }
     rec.update(extra)

@@ -79,6 +79,7 @@ import torch
 
 from harness.checks.git import blob_id, git, head, resolve_base, tree_blobs
 from harness.core.digest import REPO
+from harness.core.environment import cpu_numerics
 from harness.core.registry import create_method, get_method_class
 from harness.core.timing import reference_workload_seconds
 from harness.errors import DataMissing, HarnessError, RecordError, Unsupported, UsageError
@@ -243,7 +244,7 @@ def check_labels(task, evidence: dict[int, dict[str, np.ndarray]]) -> tuple[list
 
 
 def same_machine(old: dict, new: dict) -> bool:
-    keys = ("device", "torch", "python")
+    keys = ("device", "cpu_numerics", "torch", "python")
     return all(old["environment"].get(k) == new["environment"].get(k) for k in keys)
 
 
@@ -360,6 +361,15 @@ def suite_depth(suite: str) -> int:
     return 1 + max(map(suite_depth, after)) if after else 0
 
 
+def other_numerics(record: dict) -> str | None:
+    """Why a CPU record cannot be compared bit for bit here: made under other CPU numerics (None when the same)."""
+    made, here = record["environment"].get("cpu_numerics"), cpu_numerics()
+    if made == here:
+        return None
+    return (f"made under CPU numerics {made or 'not pinned (before harness/cpu_numerics.py)'}, re-executed under "
+            f"{here}: bits compare only under the same numerics")
+
+
 def restamp_refusal(record: dict, code_only: bool, device: torch.device) -> str | None:
     """Why a stale record cannot be re-stamped (so every seed is re-run), or None when seed 0 may decide."""
     if not code_only:
@@ -368,7 +378,7 @@ def restamp_refusal(record: dict, code_only: bool, device: torch.device) -> str 
         return "not a CPU record re-executed on CPU: seed 0 cannot be compared bit for bit"
     if RERUN_SEED not in record["seeds"]:
         return f"seed {RERUN_SEED} is not among its seeds"
-    return None
+    return other_numerics(record)
 
 
 def restamp(path: Path, record: dict, device: torch.device) -> list[str]:
@@ -534,6 +544,9 @@ def reexecute(record: dict, device: torch.device, seeds: tuple[int, ...] = (RERU
     missing = [s for s in seeds if s not in record["seeds"]]
     if missing:
         return Reexecution([f"seed(s) {missing} are not among the seeds {record['seeds']}"], 0.0, None, seeds)
+    other = other_numerics(record)
+    if other:
+        return Reexecution([other], 0.0, None, seeds)
     t0 = time.perf_counter()
     result, best = None, None
     for _ in range(1 + TIME_RETRIES):

@@ -11,6 +11,7 @@ import torch
 
 import harness
 from harness.core.digest import REPO
+from harness.cpu_numerics import settings
 from harness.errors import UsageError
 
 
@@ -52,10 +53,16 @@ def cuda_driver_version() -> str | None:
     return out.stdout.strip().splitlines()[0] if out.returncode == 0 and out.stdout.strip() else None
 
 
+def cpu_numerics() -> dict[str, str | None]:
+    """The instruction set torch's CPU kernels run with and the pins behind it (:mod:`harness.cpu_numerics`)."""
+    return {"capability": torch.backends.cpu.get_cpu_capability(), **settings()}
+
+
 def environment(device: torch.device) -> dict:
     cuda = device.type == "cuda"
     return {
         "device": device_name(device),
+        "cpu_numerics": None if cuda else cpu_numerics(),
         "torch": torch.__version__,
         "cuda": torch.version.cuda if cuda else None,
         "cuda_driver": cuda_driver_version() if cuda else None,

@@ -105,10 +105,12 @@ class RunContext:
     augment_gen: torch.Generator | None = None  # its own stream, so augmenting never shifts the batch order
     store: dict[str, Any] = field(default_factory=dict)
     speed: SpeedOptions = field(default_factory=SpeedOptions)  # --compile / --precision for the training steps
+    index: int | None = None  # the record's seed index (``seed`` is its stream, harness.suites.seeds.seed_stream)
 
     @classmethod
     def create(cls, task: Task, method: Method, device: torch.device, seed: int, data_path: str = "auto",
-               source: DataSource | None = None, speed: SpeedOptions | None = None) -> RunContext:
+               source: DataSource | None = None, speed: SpeedOptions | None = None,
+               index: int | None = None) -> RunContext:
         seed_everything(seed)
         budget = task.budget.with_overrides(method.budget_overrides) if method.budget_overrides else task.budget
         source = source or choose_source(task.data, device, data_path, task.normalize)
@@ -118,7 +120,7 @@ class RunContext:
         speed = speed or SpeedOptions()
         return cls(task, method, device, seed, source, budget, StepTimer(device),
                    torch.Generator().manual_seed(seed), augment, torch.Generator().manual_seed(seed + 7919),
-                   speed=speed)
+                   speed=speed, index=index)
 
     @property
     def eval_batch(self) -> int:

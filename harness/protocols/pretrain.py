@@ -365,7 +365,8 @@ def checkpoint_facts(ctx: RunContext, method: Method, spec: dict[str, Any], enco
     """What ``cached_encoders`` needs to rebuild and probe a stored encoder (kept in its JSON sidecar)."""
     task = ctx.task
     return {"suite": task.suite, "case": task.case, "profile": task.spec.profile, "method": method.name,
-            "hparams": method.hparams, "seed": ctx.seed, "encoder": spec, "feature_dim": encoder.feature_dim,
+            "hparams": method.hparams, "seed": ctx.seed if ctx.index is None else ctx.index, "seed_stream": ctx.seed,
+            "encoder": spec, "feature_dim": encoder.feature_dim,
             "dataset": task.info.get("dataset"), "in_chans": int(task.data.x.shape[1]),
             "image_size": list(task.image_size or ()), "normalize": task.normalize,
             "task_fingerprint": task.fingerprint, "data_fingerprint": task.data.fingerprint,

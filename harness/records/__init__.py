@@ -146,6 +146,7 @@ RECORD_SCHEMA: dict[str, Any] = {
                 "torch": {"type": "string"},
                 "cuda": {"type": ["string", "null"]},
                 "cuda_driver": {"type": ["string", "null"]},
+                "cpu_numerics": {"type": ["object", "null"]},
                 "python": {"type": "string"},
                 "harness_version": {"type": "string"},
                 "git_commit": {"type": ["string", "null"]},

@@ -10,7 +10,9 @@ A record is **current** when, in this checkout,
    suite code (:func:`harness.records.provenance.code_versions`, the one code digest); a record re-stamped by
    ``regenerate --stale`` (its seed 0 re-executed bit-identically at a later commit, see
    :func:`harness.checks.verify.restamp`) carries the digests of the code that re-executed it;
-4. every metric's recorded direction agrees with the suite's ``LOWER_IS_BETTER``.
+4. every metric's recorded direction agrees with the suite's ``LOWER_IS_BETTER``;
+5. a CPU record was made under the pinned CPU numerics (:mod:`harness.cpu_numerics`), so any machine can
+   re-execute it bit for bit.
 
 Otherwise it is **stale**, with the first reason in that order. :class:`Verdict` also says which code parts
 differ and whether the code is all that differs (then a re-execution of seed 0 may re-stamp it instead of
@@ -20,9 +22,9 @@ re-running every seed).
 clone gives the same stale list on any machine of one kind, whatever its cache holds. Hence a suite's
 ``spec_for_record`` must rebuild a case whose existence depends on local state from the record itself: the
 remote-sensing probes of SSL-suite encoders exist in ``case_specs`` only where the encoder is cached, so their
-records are judged against the current case definition with the encoder's store key the record names (the key
-covers the encoder's task, data, method, hparams, seed and code; whether that encoder is itself current is the
-SSL suite's records' question).
+records are judged against the current case definition with the encoder identity the record names (what trained
+it: task, data, method, hparams, seed; the code that trained it is in the record's suite digest; whether that
+encoder is itself current is the SSL suite's records' question).
 
 Memoised per :class:`Judge`: one per pass over a results folder (a leaderboard build, a regenerate run), so case
 lists and code digests are computed once per (suite, profile) and (method, case module) in that pass, and an
@@ -37,6 +39,7 @@ from types import ModuleType
 
 from harness.core.registry import get_method_class
 from harness.core.task import CaseSpec
+from harness.cpu_numerics import PINS
 from harness.errors import UsageError
 from harness.records import iter_records
 from harness.records.provenance import code_versions, stale_parts
@@ -60,6 +63,17 @@ class Verdict:
 class Collected:
     current: list[dict] = field(default_factory=list)
     stale: list[tuple[Path, str]] = field(default_factory=list)
+
+
+def unpinned(record: dict) -> bool:
+    """A CPU record made without :data:`harness.cpu_numerics.PINS` (the instruction set it ran under depends on
+    the machine, so no re-execution can vouch for its bits). Decided from the record alone, so the same on any
+    machine."""
+    env = record.get("environment", {})
+    if not str(env.get("device", "")).startswith("cpu"):
+        return False
+    made = env.get("cpu_numerics") or {}
+    return any(made.get(name) != value for name, value in PINS.items())
 
 
 class Judge:
@@ -114,6 +128,9 @@ class Judge:
                            else f"made by other code ({', '.join(parts)} changed)")
         if wrong:
             reasons.append(f"metric direction differs from the suite's LOWER_IS_BETTER for {', '.join(wrong)}")
+        if unpinned(record):
+            reasons.append("made under CPU numerics other than the pinned ones (harness/cpu_numerics.py): no machine "
+                           "can re-execute it bit for bit")
         if not reasons:
             return Verdict(True, CURRENT, spec=spec)
         return Verdict(False, reasons[0], parts, spec, code_only=bool(parts) and len(reasons) == 1)

@@ -27,6 +27,7 @@ from harness.protocols import RunContext, SeedResult, get_protocol
 from harness.records import check_writable, currency, load_record, record_lock, record_path, seed_arrays, write_record
 from harness.records.provenance import code_versions
 from harness.running.profiling import profile_kernels, trace_path
+from harness.suites import case_stream
 from harness.suites.seeds import is_tuning_seed
 
 
@@ -108,7 +109,7 @@ def build_record(task: Task, method: Method, overrides: dict, seeds: list[int], 
         "family": method.family,
         "profile": task.spec.profile,
         "status": "diverged" if diverged else "ok",
-        "diverged": None if diverged is None else {"step": diverged.step, "seed": diverged.seed,
+        "diverged": None if diverged is None else {"step": diverged.step, "seed": seeds[len(results)],
                                                    "value": str(diverged.value)},
         "seeds": seeds[: len(results) + (1 if diverged else 0)],
         "primary_metric": task.primary_metric,
@@ -200,7 +201,8 @@ def _run_case(spec: CaseSpec, method: Method, seeds: list[int], device: torch.de
     t0 = time.perf_counter()
     with CompileClock(active=speed.compile is not None) as compile_clock:
         for seed in seeds:
-            ctx = RunContext.create(task, method, device, seed, data_path, speed=speed)
+            ctx = RunContext.create(task, method, device, case_stream(task.spec, seed), data_path, speed=speed,
+                                    index=seed)
             run = ctx.describe()
             try:
                 results.append(protocol(task, method, ctx))
@@ -214,6 +216,7 @@ def _run_case(spec: CaseSpec, method: Method, seeds: list[int], device: torch.de
         r.train_step = None
     case_metrics = task.case_metrics_fn(results) if task.case_metrics_fn is not None and results and not diverged \
         else None
+    run["seed_streams"] = [case_stream(task.spec, seed) for seed in seeds]
     if method.budget_overrides:
         run["method_budget"] = dict(method.budget_overrides)
     record = build_record(task, method, overrides, seeds, results, device, diverged, wall, reference, run,

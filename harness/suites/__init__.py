@@ -37,7 +37,7 @@ from types import ModuleType
 from typing import Any
 
 from harness.errors import UsageError
-from harness.suites.seeds import DEFAULT_SEEDS
+from harness.suites.seeds import DEFAULT_SEEDS, seed_stream
 
 ENTRY_POINT_GROUP = "harness.suites"
 _HERE = Path(__file__).resolve().parent
@@ -115,6 +115,17 @@ def seed_count(suite: ModuleType, profile: str, case: str | None = None) -> int:
     if case is not None and not getattr(suite, "DATASET_OPTION", False):
         n = max(n, _case_seeds(suite.NAME, profile).get(case) or 0)
     return n
+
+
+def case_stream(spec: Any, index: int) -> int:
+    """The random seed that seed ``index`` of a case runs with (:func:`harness.suites.seeds.seed_stream`): its own
+    stream, or that of the group its suite's ``seed_group(spec)`` names (unlearning: cases of one training pool
+    share the pool's original model, hence its streams)."""
+    group = spec.case
+    hook = getattr(get_suite(spec.suite), "seed_group", None) if is_suite(spec.suite) else None
+    if hook is not None:
+        group = hook(spec)
+    return seed_stream(spec.suite, group, index)
 
 
 def case_seeds(spec: Any, requested: int | None = None) -> list[int]:

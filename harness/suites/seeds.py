@@ -1,5 +1,6 @@
 """The seed policy, in one place: how many seeds a profile runs, which seeds a committed record carries, and
-which seeds are kept for tuning (never reported); and where settings chosen on tuning seeds are read from.
+which seeds are kept for tuning (never reported); the random stream each seed of a case runs with; and where
+settings chosen on tuning seeds are read from.
 
 A suite may raise the per-profile count with ``SEEDS``, and a case with ``CaseSpec.default_seeds``;
 :func:`harness.suites.case_seeds` applies both.
@@ -7,6 +8,7 @@ A suite may raise the per-profile count with ``SEEDS``, and a case with ``CaseSp
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -16,6 +18,14 @@ from harness.core.digest import REPO
 DEFAULT_SEEDS = {"smoke": 1, "standard": 3, "full": 5}  # per profile, unless the suite's SEEDS says otherwise
 COMMITTED_SMOKE_SEEDS = 2  # committed smoke records carry 2 seeds: the gate compares them seed-paired
 TUNING_SEED_START = 1000  # seeds >= this tune settings; records that report them are refused
+
+
+def seed_stream(suite: str, case: str, index: int) -> int:
+    """The random seed that seed ``index`` of a case runs with: its own stream per case. With the bare index,
+    seed 0 of every case would share whatever a seed does to all of them (an initialisation that suits a method
+    everywhere), and a claim over cases, which treats cases as independent evidence, would reject too often."""
+    digest = hashlib.sha256(f"{suite}/{case}/{index}".encode()).hexdigest()
+    return int(digest[:8], 16) & 0x7FFFFFFF
 
 
 def is_tuning_seed(seed: int) -> bool:

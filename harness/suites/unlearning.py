@@ -124,6 +124,11 @@ def case_specs(profile: str) -> list[CaseSpec]:
     return [CaseSpec(NAME, case, profile, params, budget, build, VERSION, PROTOCOL) for case, params, budget in cases]
 
 
+def seed_group(spec: CaseSpec) -> str:
+    """Cases of one pool share its original models, so their seeds share streams (harness.suites.case_stream)."""
+    return f"pool-{pool_fingerprint(spec)}"
+
+
 def pool_fingerprint(spec: CaseSpec) -> str:
     """What shapes the original model: everything but the forget set and the unlearning settings."""
     p = {k: v for k, v in spec.params.items() if k not in ("forget", "n_oracles", "unlearn_frac")}

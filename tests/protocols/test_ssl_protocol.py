@@ -30,11 +30,12 @@ from harness.protocols.pretrain import (
     encoder_code,
     linear_probe,
     pretrain_metrics,
+    run_pretrain,
     uniformity_terms,
 )
 from harness.protocols.store import ModelStore
 from harness.running.runner import run_case
-from harness.suites import ssl
+from harness.suites import case_stream, ssl
 
 CPU = torch.device("cpu")
 TINY_CAPS = dict(pretrain=96, train=96, val=48, test=64)
@@ -186,8 +187,7 @@ def test_seed_metrics_recompute_from_evidence_and_the_checkpoint_is_reused(cache
     assert rec["status"] == "ok" and rec["run"]["encoder_reused"][0] is False
     trainings = sum(ModelStore.trainings.values())
     # evidence: the seed's arrays reproduce its metrics exactly
-    ctx = RunContext.create(task, SimCLR(), CPU, 0)
-    from harness.protocols.pretrain import run_pretrain
+    ctx = RunContext.create(task, SimCLR(), CPU, case_stream(spec, 0), index=0)  # seed 0 as the runner runs it
 
     result = run_pretrain(task, SimCLR(), ctx)
     assert sum(ModelStore.trainings.values()) == trainings  # reused, not retrained
