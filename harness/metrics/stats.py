@@ -236,6 +236,32 @@ def sign_flip_p(d: np.ndarray, weights: np.ndarray | None = None, n_resamples: i
     return np.minimum(1.0, np.asarray(res.pvalue, dtype=float))
 
 
+def sign_flip_interval(d: Any, level: float, weights: Any = None, seed: int = 0,
+                       tol: float = 1e-7) -> tuple[float, float] | None:
+    """The shifts delta that :func:`sign_flip_p` on ``d - delta`` does not reject at ``level`` (two-sided): the
+    interval the test inverts to, so it excludes 0 exactly when the test rejects. Its ends are found by bisection
+    between the weighted mean (p = 1) and a shift past every value (p at its floor, 2 / 2^n). None when that floor
+    is above ``level``: the test rejects no shift, so every value is in the interval."""
+    d = np.asarray(d, dtype=float)
+    w = np.full(d.size, 1.0 / d.size) if weights is None else np.asarray(weights, dtype=float) / np.sum(weights)
+    if d.size == 0 or min(1.0, 2.0 / 2**d.size) > level:
+        return None
+    centre = float(np.sum(d * w))
+    span = float(np.ptp(d)) + abs(centre) + 1e-9
+
+    def end(direction: float) -> float:
+        inside, outside = centre, centre + direction * (span + 1e-9)  # p(outside) is the floor <= level
+        while abs(outside - inside) > tol * (1.0 + abs(centre)):
+            middle = (inside + outside) / 2
+            if sign_flip_p(d - middle, w, seed=seed) > level:
+                inside = middle
+            else:
+                outside = middle
+        return inside
+
+    return end(-1.0), end(1.0)
+
+
 def paired_test(
     method: Any,
     baseline: Any,

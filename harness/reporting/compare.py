@@ -5,14 +5,14 @@ The statistics are :mod:`harness.reporting.claims`'s; this module applies them t
 Per case (one leaderboard table): each method is compared with the suite's baseline on the case's primary
 metric, on seed-matched values, oriented so that + favours the method. The test is the exact sign-flip test
 on the seed-paired differences (:func:`harness.reporting.claims.per_case`), Holm-corrected over the comparisons of that
-table. With n seeds its smallest p is 2 / 2^n, so with 5 or fewer seeds the verdict reads "cannot reject at n
-seeds" (never "no difference").
+table. With n seeds its smallest p is 2 / 2^n; where that cannot reach the level the cell is descriptive (the
+range of the differences over seeds), never "no difference".
 
 Across the suite, two kinds of claim, each Holm-corrected over the methods compared with the baseline:
 
 * **on these cases** (:func:`harness.reporting.claims.on_these_cases`): a stratified sign-flip test over every
-  (case, seed) pair of the mean of case means, with a stratified bootstrap CI (seeds resampled within cases);
-  it speaks of these cases only;
+  (case, seed) pair of the mean of case means, with the interval of the inverted test; it speaks of these cases
+  only;
 * **across cases** (:func:`harness.reporting.claims.across_cases`): the exact sign-flip test on the case means, with
   cases as the unit; below :func:`harness.reporting.claims.cases_needed` cases it cannot reach the Holm level, and
   the verdict says so ("too few cases to claim").
@@ -68,7 +68,7 @@ class Row:
 
     @property
     def verdict(self) -> str:
-        return self.test.verdict if self.test is not None else ""
+        return self.test.label if self.test is not None else ""
 
 
 def table_rows(records: list[dict], base: dict | None, metric: str, alpha: float = ALPHA,
@@ -116,7 +116,7 @@ class MethodSummary:
             return self.role
         if self.on is None:
             return "no paired cases"
-        return f"on these cases: {self.on.verdict}; across cases: {self.across.verdict}"
+        return f"on these cases: {self.on.label}; across cases: {self.across.label}"
 
 
 @dataclass
@@ -183,7 +183,7 @@ def aggregate(records: list[dict], baseline: str, alpha: float = ALPHA, seed: in
         diffs = [d for d in diffs if d]
         summaries.append(MethodSummary(m, len(diffs), ranks.get(m)))
         if diffs:
-            on[m] = claims.on_these_cases(diffs, confidence=1 - alpha, seed=seed)
+            on[m] = claims.on_these_cases(diffs, seed=seed)
             across[m] = claims.across_cases([float(np.mean(d)) for d in diffs], seed=seed)
     on, across = claims.holm_family(on, "on", alpha), claims.holm_family(across, "across", alpha)
     for s in summaries:
@@ -202,9 +202,9 @@ def aggregate(records: list[dict], baseline: str, alpha: float = ALPHA, seed: in
 def _claim_text(t: Test, kind: str) -> str:
     p = f"{p_is(t.p)}, Holm {p_is(t.p_holm)}"
     if kind == "on":
-        ci = f", {1 - ALPHA:.0%} stratified-bootstrap CI [{t.ci[0]:+.4f}, {t.ci[1]:+.4f}]" if t.ci else ""
-        return f"{t.verdict} ({p}{ci})"
-    return f"{t.verdict} ({p})" if t.verdict.startswith(("better", "worse", "not established")) else t.verdict
+        ci = f", interval of the inverted test [{t.ci[0]:+.4f}, {t.ci[1]:+.4f}]" if t.ci else ""
+        return f"{t.label} ({p}{ci})"
+    return f"{t.label} ({p})" if t.verdict in ("better", "worse", "not established") else t.label
 
 
 def headline(agg: Aggregate) -> list[str]:

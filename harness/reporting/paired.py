@@ -3,8 +3,8 @@
 The statistics are the leaderboard's (:mod:`harness.reporting.claims`, stated once in the leaderboard header), so a
 finding never contradicts a leaderboard verdict: per case the exact sign-flip test on the seed-paired differences, Holm
 over the cases; over the cases the two kinds of claim, *on these cases* (stratified sign-flip over case x seed
-pairs, with a stratified bootstrap CI) and *across cases* (exact sign-flip on the case means; too few cases -> no
-verdict), Holm-corrected over the comparisons a finding makes together (:func:`family`).
+pairs, with the interval of the inverted test) and *across cases* (exact sign-flip on the case means; too few
+cases -> no verdict), Holm-corrected over the comparisons a finding makes together (:func:`family`).
 """
 
 from __future__ import annotations
@@ -40,15 +40,18 @@ class OverCases:
         return self.on.verdict
 
     def describe(self) -> str:
-        ci = f", {1 - claims.ALPHA:.0%} CI [{self.on.ci[0]:+.4f}, {self.on.ci[1]:+.4f}]" if self.on.ci else ""
+        ci = f", interval of the inverted test [{self.on.ci[0]:+.4f}, {self.on.ci[1]:+.4f}]" if self.on.ci else ""
         better = sum(t.verdict == "better" for t in self.per_case)
         worse = sum(t.verdict == "worse" for t in self.per_case)
         rest = sorted({t.verdict for t in self.per_case} - {"better", "worse"})
-        return (f"{self.method} − {self.baseline} on {self.metric}: mean Δ {self.on.estimate:+.4f} over "
+        text = (f"{self.method} − {self.baseline} on {self.metric}: mean Δ {self.on.estimate:+.4f} over "
                 f"{len(self.cases)} case(s) (+ favours {self.method}); on these cases (stratified sign-flip over "
-                f"{self.on.n} case×seed pairs, Holm over {self.k}): {self.on.verdict} (Holm p = "
+                f"{self.on.n} case×seed pairs, Holm over {self.k}): {self.on.label} (Holm p = "
                 f"{fmt_p(self.on.p_holm)}{ci}); across cases (exact sign-flip on case means, Holm over {self.k}): "
-                f"{self.across.verdict}; per case (sign-flip, Holm over cases): {better} better, {worse} worse, "
+                f"{self.across.label}")
+        if all(t.verdict.startswith("descriptive") for t in self.per_case):
+            return text  # no per-case test could reach the level: a tally of that would be true by construction
+        return (text + f"; per case (sign-flip, Holm over cases): {better} better, {worse} worse, "
                 f"{len(self.per_case) - better - worse} {' / '.join(rest) or 'other'}")
 
 
@@ -91,7 +94,10 @@ def one_case(diff: list[float]) -> str:
     if not diff:
         return "no paired seeds, no test"
     t = claims.holm_family({"x": claims.per_case(diff)}, "case")["x"]
-    return f"{t.verdict} (exact sign-flip over {t.n} seeds, p = {fmt_p(t.p)})"
+    if t.verdict.startswith("descriptive"):
+        return (f"Δ {t.estimate:+.4f}, range [{t.spread[0]:+.4f}, {t.spread[1]:+.4f}] over {t.n} seeds "
+                f"(descriptive: {t.n} seeds cannot reach the level of a test)")
+    return f"{t.label} (exact sign-flip over {t.n} seeds, p = {fmt_p(t.p)})"
 
 
 def ok_records_by_case(records: list[dict], cases: set[str] | None = None) -> dict[str, dict[str, dict]]:

@@ -54,7 +54,7 @@ def test_table_is_sign_flip_holm_against_a_hand_computation(tmp_path):
         assert got[name]["p"] == compare.fmt_p(raw[name]) and got[name]["p (Holm)"] == compare.fmt_p(expected[name])
     assert raw["ensloss"] == pytest.approx(2 / 2**5)  # every difference positive: the smallest p at 5 seeds
     # 5 seeds cannot reach 0.05 whatever the data: the verdict says so instead of "equal"
-    assert {got[m]["verdict"] for m in rows} == {"cannot reject at 5 seeds"}
+    assert {got[m]["verdict"] for m in rows} == {"descriptive: 5 seeds cannot reach the level"}
     assert "does not hold" not in rendered(tmp_path)
 
 
@@ -64,7 +64,10 @@ def test_per_case_rule_rejects_with_enough_seeds():
     same = make_record(CASE, "hinge", [0.80 + 0.001 * i + (0.01 if i % 2 else -0.01) for i in range(8)])
     rows = {r.record["method"]: r for r in compare.table_rows([base, better, same], base, "test_acc")}
     assert rows["ensloss"].test.p == pytest.approx(2 / 2**8)
-    assert rows["ensloss"].p_holm == pytest.approx(2 * 2 / 2**8) and rows["ensloss"].verdict == "better"
+    assert rows["ensloss"].p_holm == pytest.approx(2 * 2 / 2**8) and rows["ensloss"].test.verdict == "better"
+    assert rows["ensloss"].verdict == "better (p at its floor 2/2^8 for 8 seeds)"
+    lo, hi = rows["ensloss"].test.ci
+    assert 0 < lo < hi  # the inverted test's interval excludes 0 as the verdict does
     assert rows["hinge"].verdict == "not established" and rows["bce"].test is None
 
 
@@ -74,7 +77,7 @@ def test_zero_variance_differences_never_get_p_zero(tmp_path):
     write(tmp_path, make_record(CASE, "hinge", list(BASE)))  # identical
     cells = table(rendered(tmp_path), f"### losses / `{CASE}`")
     got = {r[0]: dict(zip(cells[0], r)) for r in cells[1:]}
-    assert got["ensloss"]["p"] == "0.062" and got["ensloss"]["verdict"] == "cannot reject at 5 seeds"
+    assert got["ensloss"]["p"] == "0.062" and got["ensloss"]["verdict"] == "descriptive: 5 seeds cannot reach the level"
     assert got["hinge"]["p"] == "1.000" and got["hinge"]["Δ vs bce"] == "+0.0000"
 
 

@@ -7,7 +7,6 @@ import numpy as np
 
 from harness.metrics.stats import friedman
 from harness.records import paired_values
-from harness.reporting.compare import table_rows
 from harness.reporting.paired import compare, family, ok_records_by_case
 from harness.suites.losses import BASELINE, PRIMARY, is_regime_case
 
@@ -18,22 +17,14 @@ FIXED_LOSSES = ("bce", "hinge", "exponential")  # the paper's fixed-loss baselin
 
 
 def findings(records: list[dict]) -> list[str]:
-    """EnsLoss against each fixed loss in its regime (the CIFAR2 cases), then the quick cases' tally against
-    ``bce`` (generated from the records, never asserted in tests)."""
+    """EnsLoss against each fixed loss in its regime (the CIFAR2 cases), then every loss against ``bce`` over the
+    quick cases, both kinds of claim, Holm over the losses (generated from the records, never asserted in tests)."""
     lines = _regime_findings(ok_records_by_case(records, {r["case"] for r in records if is_regime_case(r["case"])}))
-    tally: dict[str, dict[str, int]] = {}
-    quick = {c for c in {r["case"] for r in records} if not is_regime_case(c)}
-    for case in sorted(quick):
-        rows = [r for r in records if r["case"] == case and not r["hparam_overrides"]]
-        base = next((r for r in rows if r["method"] == BASELINE), None)
-        for row in table_rows(rows, base, PRIMARY):  # the leaderboard's per-case rule and Holm family
-            if row.test is not None:
-                counts = tally.setdefault(row.record["method"], {})
-                counts[row.verdict] = counts.get(row.verdict, 0) + 1
-    lines += [f"Quick cases (MNIST-5k pairs, breast cancer; early stopping, not the EnsLoss regime): {m} vs "
-              f"{BASELINE} on {PRIMARY}, per-case verdicts (the leaderboard's rule): "
-              + ", ".join(f"{v} in {n}" for v, n in sorted(c.items())) + f" of {sum(c.values())} cases"
-              for m, c in sorted(tally.items())]
+    quick = ok_records_by_case(records, {r["case"] for r in records if not is_regime_case(r["case"])})
+    methods = sorted({m for recs in quick.values() for m in recs} - {BASELINE})
+    lines += [f"Quick cases (MNIST-5k pairs, breast cancer; early stopping, not the EnsLoss regime): "
+              f"{comparison.describe()}."
+              for comparison in family([compare(quick, m, BASELINE, PRIMARY) for m in methods])]
     return lines
 
 

@@ -13,7 +13,7 @@ LEADERBOARD_COLUMNS = ["knn_acc", "alignment", "uniformity", "epoch_time_s", "pe
 
 def _paired(rec: dict, a: str, b: str) -> str:
     """Student against teacher: two metrics of one record, paired over its seeds, by the leaderboard's per-case
-    rule (exact sign-flip; with 5 or fewer seeds it cannot reject at 0.05, and says so)."""
+    rule (exact sign-flip; with 5 or fewer seeds no test can reach 0.05: the difference and its range instead)."""
     pairs = [(x, y) for x, y in zip(rec["metrics"][a]["per_seed"], rec["metrics"][b]["per_seed"])
              if x is not None and y is not None]
     return one_case([x - y for x, y in pairs])
