@@ -2,9 +2,10 @@
 
 Same model initialisation, stored data, batches and optimiser; the only
 difference is the harness's hot loop (:func:`harness.protocols.kit.train_epoch`:
-gather through the data source, Batch assembly, method dispatch, step timer,
-NaN/Inf check). The plain loop does the same data preparation in plain torch
-(``uint8 / 255``, normalisation).
+gather through the data source, Batch assembly, method dispatch through the
+step engine, step timer, NaN/Inf check). Before timing, one epoch of each loop
+from the same weights must give the same weights (equal work, backward included).
+The plain loop does the same data preparation in plain torch (``uint8 / 255``, normalisation).
 
 Resolving a 2% target takes more than single epochs (7-10 steps, 20-90 ms,
 whose ratio spread 0.95-1.05 between runs). Here each round times a *block*
@@ -83,12 +84,24 @@ def test_harness_loop_overhead(benchmark, suite, case):
     opt_h, opt_p = make_optimizer(model_h, ctx.budget), make_optimizer(model_p, ctx.budget)
     train = task.splits["train"].indices
     state = ctx.make_state(-(-len(train) // ctx.budget.batch_size))
-    method.setup(task, state)
+    method.setup(task.sealed(), state)
+    engine_h = ctx.engine(opt_h, state)  # the engine the protocols step through: forward, backward, update
     x, y, binary = ctx.source.x, ctx.source.y, task.num_classes == 2
 
     def epochs(seed: int, n: int) -> list[list[torch.Tensor]]:
         gen = torch.Generator().manual_seed(seed)
         return [list(batch_indices(train, ctx.budget.batch_size, gen)) for _ in range(n)]
+
+    # equal work: one epoch of each loop from the same weights on the same batches gives the same weights
+    # (an earlier version passed the optimizer where train_epoch takes the engine and ran no backward pass)
+    check_h, check_p = copy.deepcopy(model_h), copy.deepcopy(model_p)
+    batches = epochs(99, 1)[0]
+    train_epoch(ctx, method, check_h, ctx.engine(make_optimizer(check_h, ctx.budget), state), state, batches,
+                timer=StepTimer(CPU))
+    plain_epoch(check_p, make_optimizer(check_p, ctx.budget), x, y, batches, binary, ctx.source.normalizer)
+    for a, b in zip(check_h.parameters(), check_p.parameters()):
+        assert torch.allclose(a, b, atol=1e-5), "the two loops do different work"
+    assert any(not torch.equal(a, b) for a, b in zip(check_h.parameters(), model_h.parameters())), "no update"
 
     def run(name: str, block: list[list[torch.Tensor]]) -> tuple[float, float]:
         """(CPU seconds, wall seconds) of one block."""
@@ -98,7 +111,7 @@ def test_harness_loop_overhead(benchmark, suite, case):
             c0, t0 = time.process_time(), time.perf_counter()
             for batches in block:
                 if name == "harness":
-                    train_epoch(ctx, method, model_h, opt_h, state, batches, timer=StepTimer(CPU))
+                    train_epoch(ctx, method, model_h, engine_h, state, batches, timer=StepTimer(CPU))
                 else:
                     plain_epoch(model_p, opt_p, x, y, batches, binary, ctx.source.normalizer)
             return time.process_time() - c0, time.perf_counter() - t0
