@@ -31,10 +31,12 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from harness.errors import UsageError
 from harness.records import higher_is_better
+from harness.reporting import aggregates
 from harness.reporting.claims import Test
 from harness.reporting.compare import Aggregate, fmt_p, headline, table_rows
 from harness.reporting.figures import label_points, legend_outside, mean_over_cases, pyplot, save, time_axis
@@ -191,6 +193,32 @@ def pareto_figure(records: list[dict], agg: Aggregate, path: Path) -> bool:
     return True
 
 
+def profile_figure(records: list[dict], agg: Aggregate, path: Path) -> bool:
+    """rliable's performance profiles (:mod:`harness.reporting.aggregates`) with their stratified-bootstrap bands;
+    False when the aggregate's block has fewer than 2 methods with equal seed counts."""
+    scores = aggregates.score_matrices(records, agg)
+    if len(scores) < 2:
+        return False
+    pooled = np.concatenate([m.ravel() for m in scores.values()])
+    taus = np.linspace(pooled.min(), pooled.max(), 60)
+    curves = aggregates.performance_profiles(scores, taus)
+    metric = records[0]["primary_metric"]
+    flipped = not higher_is_better(records[0], metric)
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
+    for method, (curve, low, high) in sorted(curves.items()):
+        line, = ax.plot(taus, curve, lw=1.2, label=method)
+        ax.fill_between(taus, low, high, color=line.get_color(), alpha=0.15, lw=0)
+    ax.set_xlabel(f"threshold τ on {'−' if flipped else ''}{metric} (oriented so higher is better)")
+    ax.set_ylabel(f"fraction of {len(agg.cases)} cases × seeds above τ")
+    ax.set_title(f"{records[0]['suite']} ({records[0]['profile']}): performance profiles, "
+                 f"{aggregates.CONFIDENCE:.0%} stratified-bootstrap bands", fontsize=10)
+    ax.grid(alpha=0.3)
+    legend_outside(ax)
+    save(fig, path)
+    return True
+
+
 def draw_section_figures(suite, profile: str, records: list[dict], agg: Aggregate, render: Path,
                          link: str) -> list[tuple[str, str]]:
     """Draw a suite's figures at one profile (the Pareto plot, then the suite report's own) under ``render`` and
@@ -200,6 +228,9 @@ def draw_section_figures(suite, profile: str, records: list[dict], agg: Aggregat
     pareto = folder / "pareto-step-time.png"
     if pareto_figure(records, agg, pareto):
         found.append(("Pareto: primary metric against step time", pareto))
+    profiles = folder / "performance-profiles.png"
+    if profile_figure(records, agg, profiles):
+        found.append(("Performance profiles (rliable's definition)", profiles))
     for title, path in report_figures(suite, records, folder):
         path = path.resolve()
         if not path.is_relative_to(folder.resolve()):

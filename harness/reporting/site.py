@@ -42,6 +42,7 @@ from harness.errors import UsageError
 from harness.records import currency, higher_is_better, load_record, record_path
 from harness.records.manifest import file_sha256, read_manifest
 from harness.reporting import leaderboard as lb
+from harness.reporting.aggregates import robust_table
 from harness.reporting.compare import Aggregate, aggregate
 from harness.reporting.figures import mean_over_cases
 from harness.reporting.suites import description, findings, reference_methods
@@ -51,6 +52,10 @@ PAGES_DIR = Path("docs") / "leaderboard"  # per-suite Markdown pages, beside lea
 DEFAULT_FIGURES = Path("docs") / "figures"  # figures beside leaderboard.md
 FINDINGS = Path("docs") / "findings.md"  # every suite's claims and findings, generated (beside leaderboard.md)
 README_START, README_END = "<!-- findings:start -->", "<!-- findings:end -->"  # generated block in README.md
+ROBUST_TITLE = ("Robust aggregates over the same cases (rliable's definitions, `harness/reporting/aggregates.py`; "
+                "descriptive, the claims above are the tests): IQM and mean of all case × seed scores and the "
+                "probability that a seed of the method beats a seed of the baseline, averaged over cases, each with "
+                "a 95% stratified-bootstrap interval")
 MAX_SUMMARY_FIGURES = 4  # figure links per suite in the summary; the suite page lists them all
 
 
@@ -79,6 +84,7 @@ class SectionView:
     intro: str
     cases: list[CaseView]
     aggregate: pd.DataFrame | None
+    robust: pd.DataFrame | None  # IQM, mean and P(improvement) with stratified-bootstrap intervals (descriptive)
     claims: list[str]
     notes: list[str]
     figures: list[tuple[str, Path]] = field(default_factory=list)  # (title, drawn file)
@@ -205,7 +211,8 @@ def section_view(suite, profile: str, recs: list[dict]) -> SectionView:
     # only rows with the suite's seed count enter the summary's means and ranks (as the aggregate's tests)
     return SectionView(suite, profile, recs, agg, summary_frame(suite, profile, main, agg, _declared(suite, profile)),
                        lb.coverage_line(suite, profile, recs), intro, cases,
-                       lb.aggregate_table(agg) if agg.summaries else None, lb.claim_lines(agg), findings(suite, main))
+                       lb.aggregate_table(agg) if agg.summaries else None, robust_table(main, agg),
+                       lb.claim_lines(agg), findings(suite, main))
 
 
 def merged_single_rows(cases: list[CaseView]) -> tuple[list[tuple[list[str], bool, pd.DataFrame]], list[CaseView]]:
@@ -389,6 +396,8 @@ def section_markdown(sec: SectionView, figure_base: Path | None, level: int = 2)
     if sec.aggregate is not None:
         parts += [_md_table(sec.aggregate), ""]
     parts += [f"- {line}" for line in sec.claims]
+    if sec.robust is not None:
+        parts += ["", f"{ROBUST_TITLE}:", "", _md_table(sec.robust)]
     if sec.figures and figure_base is not None:
         parts += ["", f"{h}# Figures", ""] + [f"- [{t}]({_rel(p, figure_base)})" for t, p in sec.figures]
     if any(c.main is not None and len(c.main) > 1 for c in sec.cases):
@@ -652,6 +661,8 @@ def suite_html(suite: str, sections: list[SectionView], site: Path, title: str) 
         if sec.aggregate is not None:
             body.append(_html_table(sec.aggregate, f"aggregate-{a}"))
         body.append("<ul>" + "".join(f"<li>{_p(line)}</li>" for line in sec.claims) + "</ul>")
+        if sec.robust is not None:
+            body += [f'<p class="note">{_p(ROBUST_TITLE)}</p>', _html_table(sec.robust, f"robust-{a}")]
         if any(c.main is not None and len(c.main) > 1 for c in sec.cases):
             body += ["<h3>Overview: primary metric by case and method (mean ± std over seeds)</h3>",
                      _html_table(pivot_frame(sec.records), f"pivot-{a}")]
