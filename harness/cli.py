@@ -1,4 +1,4 @@
-"""``python -m harness``: list, leaderboard, report, validate, regenerate, gate, verify, tune, data, launch.
+"""``python -m harness``: list, leaderboard, report, history, validate, regenerate, gate, verify, tune, data, launch.
 
 Each subcommand imports the package it runs when it runs, so ``harness list`` and ``--help`` load no torch model
 code, plotting or re-execution machinery they do not use (lm-evaluation-harness's lazy registries, for the same
@@ -126,6 +126,30 @@ def _report(outcomes, verb: str) -> int:
         print(f"ok   {count} record(s): {message}")
     print(f"{verb}: {len(outcomes) - len(bad)} ok, {len(bad)} failed")
     return 1 if bad else 0
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    from harness.reporting.history import history_figure, method_history, steps
+    from harness.suites import suite_names
+
+    shown = 0
+    for suite in args.suite or suite_names():
+        frame = method_history(suite, args.method, args.profile)
+        if frame.empty:
+            continue
+        shown += 1
+        print(f"\n{suite} / {args.method} / {args.profile}: one row per commit that changed these records")
+        print(tabulate(frame, headers="keys", showindex=False, floatfmt=".4f"))
+        for line in steps(frame):
+            print(f"  {line}")
+        if args.plot:
+            path = Path(args.plot) / f"{suite}-{args.method}-{args.profile}.png"
+            if history_figure({args.method: frame}, path, f"{suite} / {args.method} ({args.profile}) across commits"):
+                print(f"  plot: {path}")
+    if not shown:
+        raise UsageError(f"no committed {args.profile} records of method {args.method!r} in the git history of "
+                         "results/ (check the name with `python -m harness list`, or pass --profile smoke)")
+    return 0
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -288,6 +312,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--method-module", action="append", default=[], metavar="PATH",
                    help="load methods from this file, so records of them are checked against their code")
     p.set_defaults(func=cmd_report)
+    p = sub.add_parser("history", help="a method's primary metric and step time across the commits that changed "
+                                       "its records, with the commit where it stepped (change-point test)")
+    p.add_argument("method")
+    p.add_argument("--suite", action="append", help="only this suite (repeatable; default: every suite)")
+    p.add_argument("--profile", default="standard")
+    p.add_argument("--plot", metavar="DIR", help="also draw each history into DIR")
+    p.set_defaults(func=cmd_history)
+
     p = sub.add_parser("validate", help="check records: schema, consistency, evidence; optionally recompute or rerun")
     p.add_argument("paths", nargs="*", help="record files (default: every record under --results-dir); "
                    "--rerun draws from them")

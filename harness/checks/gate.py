@@ -68,12 +68,12 @@ import numpy as np
 import torch
 
 from harness.checks import verify
-from harness.checks.git import changed_files, resolve_base
 from harness.core.digest import REPO, import_closure
 from harness.core.registry import get_method_class, method_entries
 from harness.errors import DataMissing, HarnessError, Unsupported
 from harness.metrics.stats import paired_test, sign_flip_p
 from harness.records import currency, higher_is_better, iter_records, paired_values
+from harness.records.git import changed_files, resolve_base
 from harness.records.provenance import method_files, protocol_files
 from harness.suites import all_suites
 

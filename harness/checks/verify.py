@@ -77,7 +77,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from harness.checks.git import blob_id, git, head, resolve_base, tree_blobs
 from harness.core.digest import REPO
 from harness.core.environment import cpu_numerics
 from harness.core.registry import create_method, get_method_class
@@ -86,6 +85,7 @@ from harness.errors import DataMissing, HarnessError, RecordError, Unsupported, 
 from harness.protocols import SeedResult
 from harness.records import iter_records, load_evidence, load_record, record_lock, record_path, rewrite_record
 from harness.records.currency import Judge, collect, spec_for
+from harness.records.git import blob_id, git, head, resolve_base, tree_blobs
 from harness.records.manifest import (
     MANIFEST_NAME,
     manifest_path,

@@ -38,6 +38,7 @@ from pathlib import Path
 import pandas as pd
 from tabulate import tabulate
 
+from harness.core.digest import REPO
 from harness.errors import UsageError
 from harness.records import currency, higher_is_better, load_record, record_path
 from harness.records.manifest import file_sha256, read_manifest
@@ -45,6 +46,7 @@ from harness.reporting import leaderboard as lb
 from harness.reporting.aggregates import robust_table
 from harness.reporting.compare import Aggregate, aggregate
 from harness.reporting.figures import mean_over_cases
+from harness.reporting.history import history_figure, suite_history
 from harness.reporting.suites import description, findings, reference_methods
 from harness.suites import case_specs, get_suite, is_suite, seed_count, suite_names
 
@@ -695,13 +697,20 @@ def suite_html(suite: str, sections: list[SectionView], site: Path, title: str) 
 
 
 def write_html(report: Report, results_dir: Path, site: Path, title: str = "Leaderboard") -> Path:
-    """Write ``site/index.html``, ``site/<suite>.html`` and the figures under ``site/figures/``."""
+    """Write ``site/index.html``, ``site/<suite>.html`` and the figures under ``site/figures/``; for the
+    repository's own ``results/``, also each suite's history across the commits that changed its records."""
     site = Path(site)
     site.mkdir(parents=True, exist_ok=True)
     figures = site / "figures"
     if figures.is_dir():
         shutil.rmtree(figures)  # a figure of an earlier build must not linger
     draw_figures(report, figures)
+    if Path(results_dir).resolve() == (REPO / "results").resolve():
+        for sec in report.sections:
+            path = figures / sec.name / sec.profile / "history.png"
+            title_text = f"{sec.name} ({sec.profile}): mean primary metric across the commits that changed it"
+            if history_figure(suite_history(sec.name, sec.profile), path, title_text):
+                sec.figures.append(("History across commits (`python -m harness history METHOD`)", path))
     (site / "index.html").write_text(index_html(report, Path(results_dir), title), encoding="utf-8")
     for name in dict.fromkeys(s.name for s in report.sections):
         (site / f"{name}.html").write_text(

@@ -1,11 +1,14 @@
-"""Git questions the checks ask: which commit to compare with, what changed since, what HEAD is.
+"""Git questions asked of the records: which commit to compare with, what changed since, what HEAD is, and what
+a file held at each commit that changed it.
 
-Shared by the gate (:mod:`harness.checks.gate`) and verify (:mod:`harness.checks.verify`); every helper answers
-``None`` (or nothing) outside a git checkout instead of raising, and the callers say what that means for them.
+Shared by the gate (:mod:`harness.checks.gate`), verify (:mod:`harness.checks.verify`) and the history report
+(:mod:`harness.reporting.history`); every helper answers ``None`` (or nothing) outside a git checkout instead of
+raising, and the callers say what that means for them.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import subprocess
 from pathlib import Path
@@ -73,3 +76,34 @@ def tree_blobs(repo: Path, commit: str, folder: Path) -> dict[str, str]:
         if len(parts) == 3 and parts[1] == "blob":
             blobs[path[len(rel) + 1:]] = parts[2]
     return blobs
+
+
+def file_versions(folder: str, pattern: str, repo: Path = REPO) -> list[tuple[str, str, dict[str, bytes]]]:
+    """(commit, ISO date, {path: bytes}) for every commit that changed a file under ``folder`` whose path matches
+    ``pattern`` (fnmatch), oldest first, with the content of every matching file at that commit; empty outside a
+    checkout. Each distinct blob is read once, all through one ``git cat-file --batch``."""
+    log = git(repo, "log", "--reverse", "--format=%H %cI", "--", folder)
+    versions, previous = [], None
+    for line in (log or "").splitlines():
+        commit, date = line.split(" ", 1)
+        listing = (git(repo, "ls-tree", "-r", commit, "--", folder) or "").splitlines()
+        blobs = {name: meta.split()[2] for meta, name in (row.split("\t", 1) for row in listing)
+                 if fnmatch.fnmatch(name, pattern)}
+        if blobs and blobs != previous:
+            versions.append((commit, date, blobs))
+            previous = blobs
+    wanted = sorted({blob for _, _, blobs in versions for blob in blobs.values()})
+    if not wanted:
+        return []
+    try:
+        raw = subprocess.run(["git", "cat-file", "--batch"], cwd=repo, input="\n".join(wanted).encode() + b"\n",
+                             capture_output=True, timeout=300, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    content, at = {}, 0
+    for blob in wanted:  # "<sha> blob <size>\n<bytes>\n" per object, in the order asked
+        header_end = raw.index(b"\n", at)
+        size = int(raw[at:header_end].split()[2])
+        content[blob] = raw[header_end + 1:header_end + 1 + size]
+        at = header_end + 1 + size + 1
+    return [(commit, date, {name: content[blob] for name, blob in blobs.items()}) for commit, date, blobs in versions]
