@@ -337,7 +337,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--suite", action="append", help="only this suite (repeatable)")
     p.add_argument("--profile", action="append", help="only this profile (repeatable)")
     p.add_argument("--method", action="append", help="only this method (repeatable)")
-    p.add_argument("--dry-run", action="store_true", help="list what would be re-stamped or re-run")
+    p.add_argument("--dry-run", "--plan", action="store_true",
+                   help="list what would be re-stamped or re-run, with the estimated time")
     p.add_argument("--restamp-only", action="store_true",
                    help="re-stamp the records whose seed 0 re-executes bit-identically; leave the others stale")
     p.add_argument("--device", default="cpu")

@@ -318,6 +318,7 @@ def regenerate(results_dir: Path, device: torch.device, suites: list[str] | None
     ``restamp_only``, leave it stale instead of re-running it (re-stamping a large matrix costs one seed a record)."""
     judge = Judge()
     out = []
+    plan: dict[str, float] = {}
     stale = judge.collect(results_dir).stale
     for path, why in sorted(stale, key=lambda item: suite_depth(item[0].relative_to(results_dir).parts[0])):
         record = load_record(path)
@@ -327,9 +328,11 @@ def regenerate(results_dir: Path, device: torch.device, suites: list[str] | None
         not_restampable = restamp_refusal(record, judge.judge(record).code_only, device)
         if dry_run:
             rest = "leave stale" if restamp_only else "re-run"
-            plan = rest if not_restampable else f"re-execute seed {RERUN_SEED}, then re-stamp or {rest}"
-            say(f"would {plan} {path} ({why}; seeds {record['seeds']})")
+            what = rest if not_restampable else f"re-execute seed {RERUN_SEED}, then re-stamp or {rest}"
+            say(f"would {what} {path} ({why}; seeds {record['seeds']})")
             out.append(Outcome(path, True, f"stale: {why}"))
+            seeds = 1 if not_restampable is None else len(record["seeds"])
+            plan[record["suite"]] = plan.get(record["suite"], 0.0) + planned_seconds(record, seeds)
             continue
         t0 = time.perf_counter()
         try:
@@ -351,7 +354,23 @@ def regenerate(results_dir: Path, device: torch.device, suites: list[str] | None
             continue
         say(f"re-ran {path} ({why}; {not_restampable}; seeds {record['seeds']}, {time.perf_counter() - t0:.1f} s)")
         out.append(Outcome(path, True, f"regenerated ({new['status']})"))
+    if plan:
+        total = sum(plan.values())
+        say("plan (each record's last measured wall time; a re-stamp re-executes one seed, a re-run all): "
+            + ", ".join(f"{suite} {s / 60:.0f} min" for suite, s in sorted(plan.items()))
+            + f"; {total / 60:.0f} min on one worker, about {total / 120:.0f} min on two (a record whose seed 0 does "
+            "not re-execute bit for bit costs its other seeds too)")
     return out
+
+
+def planned_seconds(record: dict, seeds: int) -> float:
+    """What bringing a record up to date should take here: its own last wall time per seed (a plan, not a
+    budget: verify's budget never trusts the record), else the suite's :data:`SEED_SECONDS`."""
+    wall = record.get("timing", {}).get("wall_time_s")
+    per_seed = wall / max(1, len(record["seeds"])) if isinstance(wall, (int, float)) and wall > 0 else None
+    if per_seed is None:
+        per_seed = SEED_SECONDS.get((record["suite"], record["profile"]), max(SEED_SECONDS.values()))
+    return seeds * per_seed + PER_RECORD_OVERHEAD_S
 
 
 def suite_depth(suite: str) -> int:
