@@ -84,7 +84,7 @@ from harness.core.timing import reference_workload_seconds
 from harness.errors import DataMissing, HarnessError, RecordError, Unsupported, UsageError
 from harness.protocols import SeedResult
 from harness.records import iter_records, load_evidence, load_record, record_lock, record_path, rewrite_record
-from harness.records.currency import Judge, collect, spec_for
+from harness.records.currency import Judge, collect, spec_for, unpinned
 from harness.records.git import blob_id, git, head, resolve_base, tree_blobs
 from harness.records.manifest import (
     MANIFEST_NAME,
@@ -503,6 +503,9 @@ def audit(path: Path, record: dict, results_dir: Path, base: dict | None = None)
     if verdict.stale_code:
         problems.append(f"made by other code ({', '.join(verdict.stale_code)} digest differs from this checkout's): a "
                         "record a change brings must be made by that change's code")
+    if unpinned(record):
+        problems.append(f"made under CPU numerics {record['environment'].get('cpu_numerics')}, not the pinned ones "
+                        "(harness/cpu_numerics.py): no machine could re-execute it bit for bit")
     seeds = record["seeds"]
     suite = get_suite(record["suite"])
     if record["profile"] not in declared_profiles(suite):

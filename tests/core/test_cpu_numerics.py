@@ -51,3 +51,4 @@ def test_records_of_other_numerics_are_not_compared_bit_for_bit(made) -> None:
     assert verify.reexecute(unpinned, torch.device("cpu")).problems == [why]
     assert currency.judge(record).current and not currency.judge(unpinned).current
     assert currency.judge(unpinned).reason.startswith("made under CPU numerics other than the pinned ones")
+    assert any("not the pinned ones" in p for p in verify.audit(path, unpinned, made))  # refused in a change
