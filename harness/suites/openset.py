@@ -21,16 +21,17 @@ Cases (each known/unknown split fixed and in the fingerprint):
   Stratified 70/30 train/test per class; the unknown classes' test part is the unknown set.
   Size and backbone from the imagefolder suite's profile.
 
-Methods: the scores in ``baselines/osr`` (msp, mls, energy, odin, mahalanobis, knn, vim) score a closed-set model
-trained by the method their ``trainer`` hparam names (default ``erm``; e.g. ``--hparam trainer=erm-strong``), so a
-record ``msp`` is MSP on ERM, and ``msp {'trainer': 'erm-strong'}`` (file ``msp-h<hash>``) MSP on erm-strong. Every
-training method (erm, erm-strong, the losses, SAM, ...) runs too: its row is its own closed-set model scored with MLS,
-with MSP alongside (metrics suffixed ``_msp``). The ``erm`` row is therefore the ``mls`` row again (MLS = max
-logit of the ERM model): the leaderboard shows it as a reference row (``REFERENCE_METHODS`` of
-:mod:`harness.reporting.suites.openset`) and leaves it out of
-rankings and claims, so MLS on ERM is compared once, as ``mls``. Each closed-set model is trained once per
-(case, trainer, seed) and cached (see :mod:`harness.protocols.openset`). Primary metric: AUROC, unknown = positive
-class (the SSB's headline metric); also closed-set accuracy, OSCR, FPR@95 (lower is better), AUPR-in and AUPR-out.
+Methods: the scores in ``baselines/osr`` (msp, mls, energy, odin, mahalanobis, knn, vim, and from OpenOOD v1.5's
+post-hoc families gen, react, ash, dice, scale, she, rmds, klm, gradnorm, temp-scaling, fdbd, nnguide, relation,
+residual) score a closed-set model trained by the method their ``trainer`` hparam names (default ``erm``; e.g.
+``--hparam trainer=erm-strong``), so a record ``msp`` is MSP on ERM, and ``msp {'trainer': 'erm-strong'}`` (file
+``msp-h<hash>``) MSP on erm-strong. Every training method (erm, erm-strong, the losses, SAM, ...) runs too: its row
+is its own closed-set model scored with MLS, with MSP alongside (metrics suffixed ``_msp``). The ``erm`` row is
+therefore the ``mls`` row again (MLS = max logit of the ERM model): the leaderboard shows it as a reference row
+(``REFERENCE_METHODS`` of :mod:`harness.reporting.suites.openset`) and leaves it out of rankings and claims, so MLS
+on ERM is compared once, as ``mls``. Each closed-set model is trained once per (case, trainer, seed) and cached (see
+:mod:`harness.protocols.openset`). Primary metric: AUROC, unknown = positive class (the SSB's headline metric); also
+closed-set accuracy, OSCR, FPR@95 (lower is better), AUPR-in and AUPR-out.
 
 A CPU budget does not reach the paper's absolute numbers (it trains ResNets and ViTs for hundreds of epochs at
 448 px): the standard profile trains small CNNs for a few epochs and fine-tunes Lite0 at 64 px for three, so read
