@@ -17,6 +17,7 @@ from harness.core.speed import SpeedOptions
 from harness.core.task import PROFILES
 from harness.data.source import DATA_PATHS
 from harness.errors import HparamError, UsageError
+from harness.records import unrecordable
 from harness.suites.seeds import DEFAULT_SEEDS
 
 _START_THREADS = torch.get_num_threads()
@@ -72,8 +73,19 @@ def parse_hparams(items: list[str], methods: list[str]) -> dict[str, dict[str, A
             out[m][key] = value
     for m in methods:
         method = create_method(m, out[m])  # raises HparamError on unknown key / wrong type
+        check_recordable(method)
         out[m] = {k: method.hparams[k] for k in out[m]}
     return {m: o for m, o in out.items() if o}
+
+
+def check_recordable(method: Method) -> None:
+    """Every hparam (default or given) goes into the record, which is written after training: a value its JSON
+    cannot hold (an inf or nan inside a dict, a set, a complex number) is refused now, before any training."""
+    for key, value in method.hparams.items():
+        why = unrecordable(value)
+        if why is not None:
+            raise HparamError(f"hparam {key}={value!r} for {method.name!r} {why}; it is refused before training "
+                              "rather than failing when the record is written")
 
 
 def make_config(method: str | None, profile: str = "smoke", seeds: int | None = None, device: str = "auto",

@@ -18,13 +18,23 @@ import torch
 
 from harness.core.environment import environment
 from harness.core.method import Method
+from harness.core.registry import NAME_PATTERN
 from harness.core.speed import CompileClock, SpeedOptions
 from harness.core.task import CaseSpec, Task
 from harness.core.timing import peak_memory, reference_workload_seconds, reset_peak_memory, synchronize
-from harness.errors import Diverged, UsageError
+from harness.errors import Diverged, HparamError, UsageError
 from harness.metrics.stats import summarize
 from harness.protocols import RunContext, SeedResult, get_protocol
-from harness.records import check_writable, currency, load_record, record_lock, record_path, seed_arrays, write_record
+from harness.records import (
+    check_writable,
+    currency,
+    load_record,
+    record_lock,
+    record_path,
+    seed_arrays,
+    unrecordable,
+    write_record,
+)
 from harness.records.provenance import code_versions
 from harness.running.profiling import profile_kernels, trace_path
 from harness.suites import case_stream
@@ -158,6 +168,21 @@ def existing_record(path: Path, spec: CaseSpec, seeds: list[int], method_cls: ty
     return None
 
 
+def preflight(method: Method, overrides: dict) -> None:
+    """What the record needs of the method, checked before any training (the record is written after it): a name
+    the record schema accepts and hparams its JSON can hold. The CLI and the plugin check hparams at parse time
+    already; this covers Python callers of :func:`run_case`."""
+    if not NAME_PATTERN.match(method.name or ""):
+        raise UsageError(f"method {method.name or type(method).__name__!r} has no registered name matching "
+                         f"{NAME_PATTERN.pattern}: register it with @register_method(\"my-method\") so its record "
+                         "can be written")
+    for where, values in (("hparam", method.hparams), ("hparam override", overrides)):
+        for key, value in values.items():
+            why = unrecordable(value)
+            if why is not None:
+                raise HparamError(f"{where} {key}={value!r} for {method.name!r} {why}; refused before training")
+
+
 def run_case(spec: CaseSpec, method: Method, seeds: list[int], device: torch.device,
              results_dir: Path | None = None, overrides: dict | None = None, resume: bool = False,
              task: Task | None = None, postprocess: Callable[[dict], Any] | None = None,
@@ -173,6 +198,8 @@ def run_case(spec: CaseSpec, method: Method, seeds: list[int], device: torch.dev
     overrides = overrides or {}
     speed = speed or SpeedOptions()
     method.check_protocol(spec.protocol)
+    if results_dir is not None:
+        preflight(method, overrides)
     if results_dir is None:
         return _run_case(spec, method, seeds, device, None, overrides, resume, task, postprocess, data_path, speed)
     if any(is_tuning_seed(s) for s in seeds):
