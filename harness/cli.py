@@ -94,11 +94,14 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from harness.core.registry import load_method_module
+    from harness.records.currency import load_recorded_methods
     from harness.reporting import site
 
     for path in args.method_module:  # the user's methods: their records' code versions can then be checked
         load_method_module(path)
     results = Path(args.results_dir)
+    if not args.no_recorded_modules and results.is_dir():  # the --method-module files its records name
+        load_recorded_methods(results, say=lambda line: print(line, file=sys.stderr))
     report = site.build(results, profiles=None, include_stale=True)
     if report.stale:
         print(f"note: {len(report.stale)} of the records are stale against the code here (other code, or a method "
@@ -310,7 +313,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", default=None, metavar="FILE", help="write the Markdown report here (default: stdout "
                    "when --html is not given)")
     p.add_argument("--method-module", action="append", default=[], metavar="PATH",
-                   help="load methods from this file, so records of them are checked against their code")
+                   help="load methods from this file, so records of them are checked against their code (records "
+                        "made with --method-module name their file and it is loaded without this)")
+    p.add_argument("--no-recorded-modules", action="store_true",
+                   help="do not load the --method-module files the records name (their methods are then listed "
+                        "as not registered here)")
     p.set_defaults(func=cmd_report)
     p = sub.add_parser("history", help="a method's primary metric and step time across the commits that changed "
                                        "its records, with the commit where it stepped (change-point test)")

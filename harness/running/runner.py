@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from harness.core.digest import source_file
 from harness.core.environment import environment
 from harness.core.method import Method
 from harness.core.registry import NAME_PATTERN
@@ -139,10 +140,23 @@ def build_record(task: Task, method: Method, overrides: dict, seeds: list[int], 
         "environment": environment(device),
         "case_metrics": {k: {"value": _finite(v), "higher_is_better": task.higher_is_better_for(k)}
                          for k, v in (case_metrics or {}).items()},
-        "run": {**(run or {}), **_seed_info(results)},
+        "run": {**(run or {}), **_seed_info(results), **method_origin(type(method))},
         "task_info": task.info,
         "code": code_versions(type(method), task.spec),
     }
+
+
+USER_MODULE_PREFIX = "harness_user_methods."  # the module name harness.core.registry.load_method_module gives a file
+
+
+def method_origin(cls: type) -> dict[str, str]:
+    """``{"method_module": absolute path}`` for a method loaded with ``--method-module PATH`` (empty otherwise),
+    so ``harness report`` loads the method again from its records
+    (:func:`harness.records.currency.load_recorded_methods`) without the user passing the module a second time."""
+    if not cls.__module__.startswith(USER_MODULE_PREFIX):
+        return {}
+    path = source_file(cls)
+    return {"method_module": str(Path(path).resolve())} if path is not None else {}
 
 
 def _seed_info(results: list[SeedResult]) -> dict[str, Any]:
