@@ -77,8 +77,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="missing datasets fail instead of skip (default on when CI=true)")
     group.addoption("--no-strict-data", dest="strict_data", action="store_false",
                     help="missing datasets skip with the reason, even when CI=true (a project's own CI without them)")
-    group.addoption("--dataset", action="append", default=[], metavar="KIND:PATH",
-                    help="your own data as extra cases, e.g. imagefolder:PATH (repeatable)")
+    group.addoption("--dataset", action="append", default=[], metavar="KIND:PATH[,OPTION...]",
+                    help="your own data as extra cases (repeatable): imagefolder:PATH, openset:PATH,known=N, "
+                         "eurosat:PATH; options exclude=CLASS (repeatable), name=NAME, skip_corrupt")
     group.addoption("--data-path", default="auto", choices=("auto", "memory", "stream"),
                     help="keep each dataset on the device (memory) or stream it through a DataLoader (default: auto)")
     group.addoption("--compile", nargs="?", const="inductor", default=None, metavar="BACKEND",
@@ -89,6 +90,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="profile training steps after the timed window; top K kernels/ops (default 10) to the record")
     group.addoption("--profile-trace", action="store_true",
                     help="with --profile-kernels: also write a Chrome trace (.trace.json.gz) beside each record")
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    """What preparing the ``--dataset`` folders found (a wrapper unwrapped, classes left out), before any case runs."""
+    cfg = config.stash.get(CONFIG_KEY, None)
+    return [f"harness: {note}" for note in (cfg.dataset_notes if cfg is not None else [])]
 
 
 def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
@@ -232,9 +239,13 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     cfg = _run_config(metafunc.config)
     params, ids = [], []
     try:
-        specs = case_specs(suite, cfg.profile, cfg.datasets)
+        specs, refused = suite_specs(suite, cfg.profile, cfg.datasets)
     except HarnessError as err:
         raise pytest.UsageError(str(err)) from None
+    for i, (_value, why) in enumerate(refused):
+        params.append(pytest.param((None, suite.NAME), marks=[pytest.mark.skip(reason=why),
+                                                               getattr(pytest.mark, suite.NAME)]))
+        ids.append(f"{suite.NAME}-dataset{i}-not-for-this-suite")
     tag_ids = worker_slot() is not None and getattr(metafunc.config.option, "loadgroup", False)
     named = [a for a in metafunc.config.args if "::" in str(a) and "[" in str(a)]
     if named:  # ids named on the command line are found as written: with the xdist group tag or without it
@@ -250,6 +261,29 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if not params and getattr(suite, "DATASET_OPTION", False):
         params, ids = [(None, suite.NAME)], [f"{suite.NAME}-no-dataset"]
     metafunc.parametrize("harness_case", params, ids=ids, indirect=True)
+
+
+def suite_specs(suite, profile: str, datasets: list[str]) -> tuple[list[CaseSpec], list[tuple[str, str]]]:
+    """A suite's cases, and the ``--dataset`` values it refuses with the reason.
+
+    A value of the suite's own kind (``openset:`` in the open-set suite) that the suite refuses is a usage error;
+    one it shares with other suites (``imagefolder:`` is read by the imagefolder and open-set suites) is skipped
+    here with the reason, so a two-class folder, too few classes for an open-set split, still runs as a
+    classification case.
+    """
+    if not getattr(suite, "DATASET_OPTION", False) or not datasets:
+        return case_specs(suite, profile, datasets), []
+    specs = case_specs(suite, profile, [])
+    names = {s.case for s in specs}
+    refused = []
+    for value in datasets:
+        try:
+            specs += [s for s in case_specs(suite, profile, [value]) if s.case not in names]
+        except HarnessError as err:
+            if value.partition(":")[0] == suite.NAME:
+                raise
+            refused.append((value, f"{suite.NAME} takes no case from --dataset {value}: {err}"))
+    return specs, refused
 
 
 def reads_harness_data(spec: CaseSpec) -> bool:

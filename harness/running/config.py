@@ -16,6 +16,7 @@ from harness.core.registry import create_method, get_method_class, load_method_m
 from harness.core.speed import SpeedOptions
 from harness.core.task import PROFILES
 from harness.data.source import DATA_PATHS
+from harness.data.userfolder import prepare_all
 from harness.errors import HparamError, UsageError
 from harness.records import unrecordable
 from harness.suites.seeds import DEFAULT_SEEDS
@@ -33,7 +34,9 @@ class RunConfig:
     results_dir: Path | None = Path("results")
     resume: bool = False
     strict_data: bool = False
-    datasets: list[str] = field(default_factory=list)  # --dataset values, e.g. imagefolder:PATH
+    # --dataset values as the suites read them (harness.data.userfolder: a checked folder, or a view of it)
+    datasets: list[str] = field(default_factory=list)
+    dataset_notes: list[str] = field(default_factory=list)  # what preparing them found (a wrapper unwrapped, ...)
     data_path: str = "auto"  # auto | memory | stream (harness.data.source)
     speed: SpeedOptions = field(default_factory=SpeedOptions)  # --compile, --precision, --profile-kernels
 
@@ -104,11 +107,12 @@ def make_config(method: str | None, profile: str = "smoke", seeds: int | None = 
     methods = parse_methods(method)
     if data_path not in DATA_PATHS:
         raise UsageError(f"--data-path {data_path!r}: choose one of {', '.join(DATA_PATHS)}")
+    prepared, notes = prepare_all(list(datasets or []))  # folder checks before any image is decoded
     return RunConfig(
         methods=methods, profile=profile, seeds=list(range(n_seeds)),
         device=resolve_device(worker_device(device, worker)), overrides=parse_hparams(hparams or [], methods),
         results_dir=Path(results_dir) if results_dir else None,
-        resume=resume, strict_data=strict_data, datasets=list(datasets or []), data_path=data_path,
+        resume=resume, strict_data=strict_data, datasets=prepared, dataset_notes=notes, data_path=data_path,
         speed=speed or SpeedOptions(),
     )
 

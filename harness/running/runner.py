@@ -146,6 +146,7 @@ def build_record(task: Task, method: Method, overrides: dict, seeds: list[int], 
     }
 
 
+DATA_FACTS = ("user_folder", "skipped_files", "skipped_count")  # copied from the data's meta into run.data
 USER_MODULE_PREFIX = "harness_user_methods."  # the module name harness.core.registry.load_method_module gives a file
 
 
@@ -258,6 +259,10 @@ def _run_case(spec: CaseSpec, method: Method, seeds: list[int], device: torch.de
     case_metrics = task.case_metrics_fn(results) if task.case_metrics_fn is not None and results and not diverged \
         else None
     run["seed_streams"] = [case_stream(task.spec, seed) for seed in seeds]
+    meta = getattr(task.data, "meta", None) or {}
+    facts = {k: meta[k] for k in DATA_FACTS if k in meta}
+    if facts:  # a user's folder: which folder and --dataset value, what was left out or could not be decoded
+        run["data"] = facts
     if method.budget_overrides:
         run["method_budget"] = dict(method.budget_overrides)
     record = build_record(task, method, overrides, seeds, results, device, diverged, wall, reference, run,
