@@ -7,11 +7,13 @@ Plain Python, no pytest: the plugin, the CLI and the tests all call
 from __future__ import annotations
 
 import math
+import os
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import numpy as np
 import torch
@@ -59,6 +61,56 @@ class CaseResult:
     def primary(self) -> tuple[float | None, float | None]:
         m = self.record["metrics"].get(self.record["primary_metric"], {})
         return m.get("mean"), m.get("std")
+
+
+@dataclass(frozen=True)
+class SeedProgress:
+    """Where a case stands: ``done`` of ``total`` seeds finished after ``elapsed_s``; ``seed`` is the one starting
+    (None once all are done). The ETA is the mean time of the seeds done times the seeds left."""
+
+    label: str
+    done: int
+    total: int
+    seed: int | None
+    elapsed_s: float
+
+    @property
+    def eta_s(self) -> float | None:
+        return self.elapsed_s / self.done * (self.total - self.done) if self.done else None
+
+    def short(self) -> str:
+        """``seed 2/3 · 4m10s · ETA 4m05s`` (the seed running now, or ``3/3 seeds`` at the end)."""
+        head = f"seed {self.done + 1}/{self.total}" if self.seed is not None else f"{self.done}/{self.total} seeds"
+        eta = f" · ETA {duration(self.eta_s)}" if self.eta_s is not None and self.seed is not None else ""
+        return f"{head} · {duration(self.elapsed_s)}{eta}"
+
+    def line(self) -> str:
+        return f"{self.label}: {self.short()}"
+
+
+def duration(seconds: float) -> str:
+    """``42s``, ``3m05s``, ``1h02m``."""
+    s = int(round(seconds))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{s % 3600 // 60:02d}m"
+
+
+def progress_printer(stream: TextIO | None = None, verbosity: int = 0) -> Callable[[SeedProgress], None] | None:
+    """One line per seed (seed i/n, elapsed, ETA) on ``stream`` (default stderr), or None where nobody watches it:
+    under ``-q`` (``verbosity`` < 0), in a pytest-xdist worker, or when the stream is not a terminal (CI logs, a
+    file)."""
+    stream = stream or sys.stderr
+    if verbosity < 0 or os.environ.get("PYTEST_XDIST_WORKER") or not getattr(stream, "isatty", lambda: False)():
+        return None
+
+    def say(p: SeedProgress) -> None:
+        stream.write(p.line() + "\n")
+        stream.flush()
+
+    return say
 
 
 def summary_rows(results: list[CaseResult]) -> list[list[str]]:
@@ -201,8 +253,12 @@ def preflight(method: Method, overrides: dict) -> None:
 def run_case(spec: CaseSpec, method: Method, seeds: list[int], device: torch.device,
              results_dir: Path | None = None, overrides: dict | None = None, resume: bool = False,
              task: Task | None = None, postprocess: Callable[[dict], Any] | None = None,
-             data_path: str = "auto", speed: SpeedOptions | None = None) -> CaseResult:
+             data_path: str = "auto", speed: SpeedOptions | None = None,
+             progress: Callable[[SeedProgress], None] | None = None) -> CaseResult:
     """Build the task (unless given), check support, run every seed, write the record and its evidence.
+
+    ``progress`` is told where the case stands before each seed and at the end (:class:`SeedProgress`; e.g.
+    :func:`progress_printer`); the pytest plugin shows it on its per-case bar.
 
     Raises :class:`harness.errors.Unsupported` or ``DataMissing`` before any
     work; a divergence still writes a ``diverged`` record and is reported by
@@ -216,18 +272,21 @@ def run_case(spec: CaseSpec, method: Method, seeds: list[int], device: torch.dev
     if results_dir is not None:
         preflight(method, overrides)
     if results_dir is None:
-        return _run_case(spec, method, seeds, device, None, overrides, resume, task, postprocess, data_path, speed)
+        return _run_case(spec, method, seeds, device, None, overrides, resume, task, postprocess, data_path, speed,
+                         progress)
     if any(is_tuning_seed(s) for s in seeds):
         raise UsageError(f"seeds {[s for s in seeds if is_tuning_seed(s)]} are tuning seeds (harness.suites.seeds): "
                          "settings are chosen on them, so no record reports them")
     path = record_path(check_writable(results_dir), spec.suite, spec.case, method.name, spec.profile, overrides)
     with record_lock(path):
-        return _run_case(spec, method, seeds, device, path, overrides, resume, task, postprocess, data_path, speed)
+        return _run_case(spec, method, seeds, device, path, overrides, resume, task, postprocess, data_path, speed,
+                         progress)
 
 
 def _run_case(spec: CaseSpec, method: Method, seeds: list[int], device: torch.device, path: Path | None,
               overrides: dict, resume: bool, task: Task | None, postprocess: Callable[[dict], Any] | None,
-              data_path: str, speed: SpeedOptions) -> CaseResult:
+              data_path: str, speed: SpeedOptions,
+              progress: Callable[[SeedProgress], None] | None = None) -> CaseResult:
     if resume and path is not None:
         old = existing_record(path, spec, seeds, type(method), speed)
         if old is not None:
@@ -241,8 +300,11 @@ def _run_case(spec: CaseSpec, method: Method, seeds: list[int], device: torch.de
     diverged = None
     run: dict[str, Any] = {}
     t0 = time.perf_counter()
+    label = f"{method.name}-{spec.case}"
     with CompileClock(active=speed.compile is not None) as compile_clock:
         for seed in seeds:
+            if progress is not None:
+                progress(SeedProgress(label, len(results), len(seeds), seed, time.perf_counter() - t0))
             ctx = RunContext.create(task, method, device, case_stream(task.spec, seed), data_path, speed=speed,
                                     index=seed)
             run = ctx.describe()
@@ -254,6 +316,8 @@ def _run_case(spec: CaseSpec, method: Method, seeds: list[int], device: torch.de
             finally:
                 del ctx
     wall = time.perf_counter() - t0
+    if progress is not None:
+        progress(SeedProgress(label, len(results), len(seeds), None, wall))
     for r in results[:-1]:  # only the last seed's model is kept for pytest-benchmark
         r.train_step = None
     case_metrics = task.case_metrics_fn(results) if task.case_metrics_fn is not None and results and not diverged \
