@@ -239,7 +239,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     cfg = _run_config(metafunc.config)
     params, ids = [], []
     try:
-        specs, refused = suite_specs(suite, cfg.profile, cfg.datasets)
+        specs, refused = suite_specs(suite, cfg.profile, cfg.datasets, dict(zip(cfg.datasets, cfg.datasets_given)))
     except HarnessError as err:
         raise pytest.UsageError(str(err)) from None
     for i, (_value, why) in enumerate(refused):
@@ -263,13 +263,14 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     metafunc.parametrize("harness_case", params, ids=ids, indirect=True)
 
 
-def suite_specs(suite, profile: str, datasets: list[str]) -> tuple[list[CaseSpec], list[tuple[str, str]]]:
+def suite_specs(suite, profile: str, datasets: list[str],
+                given: dict[str, str] | None = None) -> tuple[list[CaseSpec], list[tuple[str, str]]]:
     """A suite's cases, and the ``--dataset`` values it refuses with the reason.
 
     A value of the suite's own kind (``openset:`` in the open-set suite) that the suite refuses is a usage error;
     one it shares with other suites (``imagefolder:`` is read by the imagefolder and open-set suites) is skipped
-    here with the reason, so a two-class folder, too few classes for an open-set split, still runs as a
-    classification case.
+    here with the reason, so a three-class folder, too few classes for an open-set split (at least 3 known and 1
+    unknown), still runs as a classification case. ``given`` maps a prepared value to the one the user typed.
     """
     if not getattr(suite, "DATASET_OPTION", False) or not datasets:
         return case_specs(suite, profile, datasets), []
@@ -282,7 +283,8 @@ def suite_specs(suite, profile: str, datasets: list[str]) -> tuple[list[CaseSpec
         except HarnessError as err:
             if value.partition(":")[0] == suite.NAME:
                 raise
-            refused.append((value, f"{suite.NAME} takes no case from --dataset {value}: {err}"))
+            shown = (given or {}).get(value, value)  # the value as typed, not the view it became
+            refused.append((value, f"{suite.NAME} takes no case from --dataset {shown}: {err}"))
     return specs, refused
 
 

@@ -37,6 +37,7 @@ class RunConfig:
     # --dataset values as the suites read them (harness.data.userfolder: a checked folder, or a view of it)
     datasets: list[str] = field(default_factory=list)
     dataset_notes: list[str] = field(default_factory=list)  # what preparing them found (a wrapper unwrapped, ...)
+    datasets_given: list[str] = field(default_factory=list)  # the values as the user gave them, in the same order
     data_path: str = "auto"  # auto | memory | stream (harness.data.source)
     speed: SpeedOptions = field(default_factory=SpeedOptions)  # --compile, --precision, --profile-kernels
 
@@ -112,7 +113,8 @@ def make_config(method: str | None, profile: str = "smoke", seeds: int | None = 
         methods=methods, profile=profile, seeds=list(range(n_seeds)),
         device=resolve_device(worker_device(device, worker)), overrides=parse_hparams(hparams or [], methods),
         results_dir=Path(results_dir) if results_dir else None,
-        resume=resume, strict_data=strict_data, datasets=prepared, dataset_notes=notes, data_path=data_path,
+        resume=resume, strict_data=strict_data, datasets=prepared, dataset_notes=notes,
+        datasets_given=list(datasets or []), data_path=data_path,
         speed=speed or SpeedOptions(),
     )
 
