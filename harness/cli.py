@@ -94,11 +94,14 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from harness.core.registry import load_method_module
+    from harness.records.currency import load_recorded_methods
     from harness.reporting import site
 
     for path in args.method_module:  # the user's methods: their records' code versions can then be checked
         load_method_module(path)
     results = Path(args.results_dir)
+    if not args.no_recorded_modules and results.is_dir():  # the --method-module files its records name
+        load_recorded_methods(results, say=lambda line: print(line, file=sys.stderr))
     report = site.build(results, profiles=None, include_stale=True)
     if report.stale:
         print(f"note: {len(report.stale)} of the records are stale against the code here (other code, or a method "
@@ -213,9 +216,17 @@ def cmd_tune(args: argparse.Namespace) -> int:
 def cmd_gate(args: argparse.Namespace) -> int:
     from harness.checks import gate
     from harness.core.environment import resolve_device
+    from harness.core.registry import load_method_module
 
-    failures = gate.run_gate(args.base, existing_results_dir(args.results_dir), resolve_device(args.device),
-                             args.tolerance, args.time_tolerance, args.all_methods)
+    for path in args.method_module:
+        load_method_module(path)
+    if args.new:  # a project's own CI: its new records against its committed ones, nothing re-run
+        methods = [m.strip() for m in (args.method or "").split(",") if m.strip()] or None
+        failures = gate.compare_folders(existing_results_dir(args.results_dir), existing_results_dir(args.new),
+                                        args.tolerance, args.time_tolerance, methods)
+    else:
+        failures = gate.run_gate(args.base, existing_results_dir(args.results_dir), resolve_device(args.device),
+                                 args.tolerance, args.time_tolerance, args.all_methods)
     for failure in failures:
         print(f"REGRESSION {failure}", file=sys.stderr)
     print("gate: " + (f"{len(failures)} regression(s)" if failures else "passed"))
@@ -310,7 +321,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", default=None, metavar="FILE", help="write the Markdown report here (default: stdout "
                    "when --html is not given)")
     p.add_argument("--method-module", action="append", default=[], metavar="PATH",
-                   help="load methods from this file, so records of them are checked against their code")
+                   help="load methods from this file, so records of them are checked against their code (records "
+                        "made with --method-module name their file and it is loaded without this)")
+    p.add_argument("--no-recorded-modules", action="store_true",
+                   help="do not load the --method-module files the records name (their methods are then listed "
+                        "as not registered here)")
     p.set_defaults(func=cmd_report)
     p = sub.add_parser("history", help="a method's primary metric and step time across the commits that changed "
                                        "its records, with the commit where it stepped (change-point test)")
@@ -343,10 +358,21 @@ def build_parser() -> argparse.ArgumentParser:
                    help="re-stamp the records whose seed 0 re-executes bit-identically; leave the others stale")
     p.add_argument("--device", default="cpu")
     p.set_defaults(func=cmd_regenerate)
-    p = sub.add_parser("gate", help="CI regression gate: re-run changed methods at smoke, compare with results/")
+    p = sub.add_parser("gate", help="CI regression gate: re-run changed methods at smoke, compare with results/; "
+                       "or, with --new, compare a run's records with your own committed ones",
+                       description="Here: re-run the methods a change touches at smoke and compare with results/. "
+                                   "In your project's CI: run the suites into a folder, then `gate --new THAT "
+                                   "--results-dir YOUR_COMMITTED_RECORDS` (docs/ci-example.yml).")
     p.add_argument("--base", default="auto", help="git ref to diff against (auto: merge-base with origin/main, "
                    "else HEAD~1, else nothing to do)")
-    p.add_argument("--results-dir", default=str(REPO / "results"))
+    p.add_argument("--results-dir", default=str(REPO / "results"),
+                   help="the committed records to compare with (default: this harness's results/)")
+    p.add_argument("--new", default=None, metavar="DIR",
+                   help="compare the records under DIR (a run you just made) with those under --results-dir, case "
+                        "by case and across cases; nothing is re-run and git is not read")
+    p.add_argument("--method", default=None, help="with --new: only these methods (comma-separated)")
+    p.add_argument("--method-module", action="append", default=[], metavar="PATH",
+                   help="load methods from this file first")
     p.add_argument("--tolerance", type=float, default=0.05, help="allowed drop of the primary metric (absolute)")
     p.add_argument("--time-tolerance", type=float, default=2.0,
                    help="allowed step-time ratio new / committed (fails when normalised and raw ratios both exceed it)")

@@ -28,7 +28,7 @@ import os
 import re
 import sys
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -45,7 +45,7 @@ from harness.errors import DataMissing, HarnessError, HparamError, RecordError, 
 from harness.records import check_writable, load_record
 from harness.running.config import RunConfig, claim_worker_resources, make_config, worker_slot
 from harness.running.profiling import kernel_lines
-from harness.running.runner import CaseResult, run_case, summary_rows
+from harness.running.runner import CaseResult, SeedProgress, progress_printer, run_case, summary_rows
 from harness.suites import case_seeds, case_specs, suite_names
 
 RESULTS_KEY = pytest.StashKey[list]()
@@ -77,8 +77,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="missing datasets fail instead of skip (default on when CI=true)")
     group.addoption("--no-strict-data", dest="strict_data", action="store_false",
                     help="missing datasets skip with the reason, even when CI=true (a project's own CI without them)")
-    group.addoption("--dataset", action="append", default=[], metavar="KIND:PATH",
-                    help="your own data as extra cases, e.g. imagefolder:PATH (repeatable)")
+    group.addoption("--dataset", action="append", default=[], metavar="KIND:PATH[,OPTION...]",
+                    help="your own data as extra cases (repeatable): imagefolder:PATH, openset:PATH,known=N, "
+                         "eurosat:PATH; options exclude=CLASS (repeatable), name=NAME, skip_corrupt")
     group.addoption("--data-path", default="auto", choices=("auto", "memory", "stream"),
                     help="keep each dataset on the device (memory) or stream it through a DataLoader (default: auto)")
     group.addoption("--compile", nargs="?", const="inductor", default=None, metavar="BACKEND",
@@ -89,6 +90,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="profile training steps after the timed window; top K kernels/ops (default 10) to the record")
     group.addoption("--profile-trace", action="store_true",
                     help="with --profile-kernels: also write a Chrome trace (.trace.json.gz) beside each record")
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    """What preparing the ``--dataset`` folders found (a wrapper unwrapped, classes left out), before any case runs."""
+    cfg = config.stash.get(CONFIG_KEY, None)
+    return [f"harness: {note}" for note in (cfg.dataset_notes if cfg is not None else [])]
 
 
 def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
@@ -232,9 +239,13 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     cfg = _run_config(metafunc.config)
     params, ids = [], []
     try:
-        specs = case_specs(suite, cfg.profile, cfg.datasets)
+        specs, refused = suite_specs(suite, cfg.profile, cfg.datasets, dict(zip(cfg.datasets, cfg.datasets_given)))
     except HarnessError as err:
         raise pytest.UsageError(str(err)) from None
+    for i, (_value, why) in enumerate(refused):
+        params.append(pytest.param((None, suite.NAME), marks=[pytest.mark.skip(reason=why),
+                                                               getattr(pytest.mark, suite.NAME)]))
+        ids.append(f"{suite.NAME}-dataset{i}-not-for-this-suite")
     tag_ids = worker_slot() is not None and getattr(metafunc.config.option, "loadgroup", False)
     named = [a for a in metafunc.config.args if "::" in str(a) and "[" in str(a)]
     if named:  # ids named on the command line are found as written: with the xdist group tag or without it
@@ -250,6 +261,31 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if not params and getattr(suite, "DATASET_OPTION", False):
         params, ids = [(None, suite.NAME)], [f"{suite.NAME}-no-dataset"]
     metafunc.parametrize("harness_case", params, ids=ids, indirect=True)
+
+
+def suite_specs(suite, profile: str, datasets: list[str],
+                given: dict[str, str] | None = None) -> tuple[list[CaseSpec], list[tuple[str, str]]]:
+    """A suite's cases, and the ``--dataset`` values it refuses with the reason.
+
+    A value of the suite's own kind (``openset:`` in the open-set suite) that the suite refuses is a usage error;
+    one it shares with other suites (``imagefolder:`` is read by the imagefolder and open-set suites) is skipped
+    here with the reason, so a three-class folder, too few classes for an open-set split (at least 3 known and 1
+    unknown), still runs as a classification case. ``given`` maps a prepared value to the one the user typed.
+    """
+    if not getattr(suite, "DATASET_OPTION", False) or not datasets:
+        return case_specs(suite, profile, datasets), []
+    specs = case_specs(suite, profile, [])
+    names = {s.case for s in specs}
+    refused = []
+    for value in datasets:
+        try:
+            specs += [s for s in case_specs(suite, profile, [value]) if s.case not in names]
+        except HarnessError as err:
+            if value.partition(":")[0] == suite.NAME:
+                raise
+            shown = (given or {}).get(value, value)  # the value as typed, not the view it became
+            refused.append((value, f"{suite.NAME} takes no case from --dataset {shown}: {err}"))
+    return specs, refused
 
 
 def reads_harness_data(spec: CaseSpec) -> bool:
@@ -355,27 +391,49 @@ PROGRESS_INTERVAL_S = 0.5  # between redraws: a bar costs the timed steps next t
 
 
 @contextmanager
-def case_progress(config: pytest.Config, label: str) -> Iterator[None]:
-    """A tqdm bar of the case's optimisation steps (and its seed), fed by the step engine's central hook."""
+def case_progress(config: pytest.Config, label: str) -> Iterator[Callable[[SeedProgress], None] | None]:
+    """Where a long case stands, where someone watches: a tqdm bar of the current seed's optimisation steps (of
+    its total when the protocol's state says it, so tqdm shows that seed's ETA), its epoch, and from the runner
+    the seed (i/n), the case's elapsed time and its ETA from the seeds done. Yields the runner's progress callback.
+
+    Quiet under ``-q``, in xdist workers and when the output is no terminal. A terminal without ANSI codes gets a
+    line per seed instead of a bar (:func:`harness.running.runner.progress_printer`)."""
     if not progress_enabled(config):
-        yield
+        quiet = config.getoption("verbose") < 0 or worker_slot() is not None
+        yield None if quiet else progress_printer(_TerminalFile(config), config.getoption("verbose"))
         return
     from tqdm import tqdm
 
     out = _TerminalFile(config)
     out.open_line()
     bar = tqdm(desc=label, unit="step", file=out, leave=False, mininterval=PROGRESS_INTERVAL_S, dynamic_ncols=True)
-    seed = [None]
+    now = {"seed": "", "epoch": None, "run": None}
+
+    def show() -> None:
+        epoch = f" · epoch {now['epoch'] + 1}" if now["epoch"] is not None else ""
+        bar.set_postfix_str(f"{now['seed']}{epoch}", refresh=False)
 
     def tick(engine) -> None:
-        if engine.seed != seed[0]:
-            seed[0] = engine.seed
-            bar.set_postfix_str(f"seed {engine.seed}", refresh=False)
+        state = engine.state
+        run = (engine.seed, getattr(state, "total_steps", None))
+        if run != now["run"]:  # a new seed (or a new training run in it): the bar counts its steps afresh
+            now["run"] = run
+            bar.reset()
+            bar.total = run[1] if isinstance(run[1], int) and run[1] > 0 else None
+        epoch = getattr(state, "epoch", None)
+        if epoch != now["epoch"]:
+            now["epoch"] = epoch
+            show()
         bar.update(1)
+
+    def seeds(p: SeedProgress) -> None:
+        now["seed"] = p.short()
+        show()
+        bar.refresh()
 
     try:
         with observe_steps(tick):
-            yield
+            yield seeds
     finally:
         bar.close()
         out.back_to_pytest_line()
@@ -413,11 +471,11 @@ class CaseRun:
         hook = self.pytest_config.hook.pytest_harness_update_record
         seeds = case_seeds(self.spec, self.pytest_config.getoption("--seeds"))
         try:
-            with case_progress(self.pytest_config, f"{method.name}-{self.spec.case}"):
+            with case_progress(self.pytest_config, f"{method.name}-{self.spec.case}") as progress:
                 result = run_case(self.spec, method, seeds, cfg.device, cfg.results_dir,
                                   cfg.overrides.get(method.name, {}), cfg.resume,
                                   postprocess=lambda rec: hook(record=rec, config=self.pytest_config),
-                                  data_path=cfg.data_path, speed=cfg.speed)
+                                  data_path=cfg.data_path, speed=cfg.speed, progress=progress)
         except DataMissing as err:
             if cfg.strict_data:
                 pytest.fail(f"{err} (--strict-data)", pytrace=False)
@@ -521,6 +579,22 @@ def deselected_line(counts: Counter) -> str | None:
     return f"harness: deselected {n} case{'s' * (n != 1)} the method does not take part in ({'; '.join(parts)})"
 
 
+def results_folder(config: pytest.Config) -> Path:
+    """The run's ``--results-dir`` (default ``<rootdir>/out/results``), relative to the current folder if inside."""
+    given = config.getoption("--results-dir")
+    folder = Path(given) if given else Path(config.rootpath) / "out" / "results"
+    try:
+        return folder.resolve().relative_to(Path.cwd().resolve())
+    except ValueError:
+        return folder
+
+
+def next_command(folder: Path) -> str:
+    """The line that ends a run with records: what to run next to read them."""
+    return (f"next: python -m harness report {folder} (the tables, with stale and unregistered rows flagged), or "
+            f"python -m harness report {folder} --html {folder.parent / 'report'} (a static site)")
+
+
 _TABLE_OPTIONS = ("--benchmark-columns", "--benchmark-sort", "--benchmark-group-by", "--benchmark-name",
                   "--benchmark-histogram", "--benchmark-compare", "--benchmark-verbose", "--benchmark-cprofile")
 
@@ -567,6 +641,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
     where = {str(r.path.parent.parent) for r in results if r.path is not None}
     if where:
         terminalreporter.write_line(f"records: {', '.join(sorted(where))}")
+        terminalreporter.write_line(next_command(results_folder(config)))
     session = getattr(config, "_benchmarksession", None)
     if session is not None and not _under_xdist(config) and not _benchmark_table_asked(config) \
             and getattr(session, "groups", None):

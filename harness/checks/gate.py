@@ -60,6 +60,7 @@ an unchanged method reproduces its committed record exactly.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,7 +73,7 @@ from harness.core.digest import REPO, import_closure
 from harness.core.registry import get_method_class, method_entries
 from harness.errors import DataMissing, HarnessError, Unsupported
 from harness.metrics.stats import paired_test, sign_flip_p
-from harness.records import currency, higher_is_better, iter_records, paired_values
+from harness.records import currency, higher_is_better, hparam_tag, iter_records, paired_values
 from harness.records.git import changed_files, resolve_base
 from harness.records.provenance import method_files, protocol_files
 from harness.suites import all_suites
@@ -261,4 +262,84 @@ def run_gate(base: str, results_dir: Path, device: torch.device, tolerance: floa
             continue
         say(f"- {target.suite} / {target.method} ({target.reason}): {len(records)} smoke case(s)")
         failures += check_target(target, records, device, tolerance, time_tolerance, say)
+    return failures
+
+
+# -- a project's own CI: new records against the project's committed ones ---------------------------------------
+
+_FOLDER_HASH = re.compile(r"-[0-9a-f]{6}(?=-|$)")  # the path hash in a user folder's case name (folder_slug)
+
+
+def case_key(record: dict) -> tuple[str, str, str, str, str]:
+    """What pairs a new record with a committed one: suite, case, method, hparam variant and profile. A user
+    folder's case name carries a hash of the folder's path, which differs between a laptop and a CI runner: it is
+    left out, and :func:`same_case` asks for the same data content instead."""
+    case = record["case"]
+    if "path" in record.get("task", {}).get("params", {}):
+        case = _FOLDER_HASH.sub("", case, count=1)
+    return record["suite"], case, record["method"], hparam_tag(record["hparam_overrides"]), record["profile"]
+
+
+def same_case(old: dict, new: dict) -> str | None:
+    """Why two records of one key are not the same case (None: they are): the same task fingerprint, or for a
+    user folder the same case parameters apart from its path and file listing, and the same data content."""
+    if old["fingerprint"] == new["fingerprint"]:
+        return None
+    told, tnew = old.get("task", {}), new.get("task", {})
+    local = ("path", "listing")  # where the folder is and its files' modification times: machine-dependent
+    pold = {k: v for k, v in told.get("params", {}).items() if k not in local}
+    pnew = {k: v for k, v in tnew.get("params", {}).items() if k not in local}
+    if "path" not in told.get("params", {}) or pold != pnew or told.get("budget") != tnew.get("budget") \
+            or told.get("suite_version") != tnew.get("suite_version"):
+        return "the case definition differs (another harness version?): regenerate the committed record"
+    if old.get("data_fingerprint") != new.get("data_fingerprint"):
+        return "the folder's images differ from those the committed record was made from"
+    return None
+
+
+def compare_folders(committed: Path, new: Path, tolerance: float = TOLERANCE,
+                    time_tolerance: float = TIME_TOLERANCE, methods: list[str] | None = None,
+                    say: Callable[[str], None] = print, alpha: float = AGGREGATE_ALPHA,
+                    min_effect: float = AGGREGATE_MIN_EFFECT) -> list[str]:
+    """``gate --new NEW --results-dir COMMITTED``: every record under ``new`` (a run of the project's own methods,
+    e.g. in its CI) against the committed record of the same case, method, hparams and profile under
+    ``committed`` (the project's own records), with the gate's per-case and across-cases rules; the failures.
+
+    Nothing is re-run and no git history is read: the project's CI runs the suites first (``pytest ...
+    --results-dir NEW``). A new record without a committed one is listed (commit it to compare from then on); a
+    committed one without a new one is listed as not run (a skipped case, e.g. its data is not on the runner)."""
+    olds = {case_key(r): (p, r) for p, r in iter_records(committed)}
+    news = {case_key(r): (p, r) for p, r in iter_records(new)}
+    if methods:
+        olds = {k: v for k, v in olds.items() if k[2] in methods}
+        news = {k: v for k, v in news.items() if k[2] in methods}
+    say(f"gate: {len(news)} new record(s) under {new} against {len(olds)} committed under {committed}")
+    failures: list[str] = []
+    if not news:  # a run that skipped every case must not pass as "no regression"
+        failures.append(f"no records under {new}" + (f" of {', '.join(methods)}" if methods else "")
+                        + ": did the suites run (a skipped case writes none)?")
+    groups: dict[tuple[str, str], list[tuple[dict, dict]]] = {}
+    for key in sorted(news):
+        _, rec = news[key]
+        where = f"{rec['suite']}/{rec['case']} {rec['method']} ({rec['profile']})"
+        if key not in olds:
+            say(f"  new {where}: no committed record to compare with (commit it to compare from now on)")
+            continue
+        _, old = olds[key]
+        why = same_case(old, rec)
+        if why is not None:
+            say(f"  not compared {where}: {why}")
+            continue
+        found = compare(old, rec, tolerance, time_tolerance)
+        failures += found
+        groups.setdefault((rec["suite"], rec["method"]), []).append((old, rec))
+        metric = old["primary_metric"]
+        say(f"  {where}: {metric} {old['metrics'].get(metric, {}).get('mean')} -> "
+            f"{rec['metrics'].get(metric, {}).get('mean')}" + (" REGRESSION" if found else ""))
+    for key in sorted(set(olds) - set(news)):
+        _, old = olds[key]
+        say(f"  not run {old['suite']}/{old['case']} {old['method']} ({old['profile']}): no new record (skipped?)")
+    for (suite, method), pairs in sorted(groups.items()):
+        across = aggregate(f"{suite} {method}", pairs, alpha, min_effect, say)
+        failures += [across] if across else []
     return failures

@@ -37,7 +37,8 @@ _FIELDS = ("x", "y", "domain", "group")
 
 
 def source_listing(sources: Sequence[str | os.PathLike[str]]) -> list[tuple[str, int, int]]:
-    """(relative path, size, mtime_ns) of every file under the sources, sorted; no file is opened."""
+    """(relative path, size, mtime_ns) of every file under the sources, sorted, symbolic links to folders
+    followed; no file is opened."""
     rows: list[tuple[str, int, int]] = []
     for src in map(Path, sources):
         if src.is_file():
@@ -45,7 +46,13 @@ def source_listing(sources: Sequence[str | os.PathLike[str]]) -> list[tuple[str,
             rows.append((src.name, st.st_size, st.st_mtime_ns))
             continue
         skip = len(str(src.parent).rstrip("/")) + 1  # cheaper than os.path.relpath per file
-        for dirpath, dirnames, filenames in os.walk(src):
+        seen: set[str] = set()  # symbolic links to folders are followed (their files are the data), each folder once
+        for dirpath, dirnames, filenames in os.walk(src, followlinks=True):
+            real = os.path.realpath(dirpath)
+            if real in seen:
+                dirnames[:] = []
+                continue
+            seen.add(real)
             dirnames.sort()
             for fname in sorted(filenames):
                 full = os.path.join(dirpath, fname)

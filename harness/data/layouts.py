@@ -26,6 +26,7 @@ from harness.data.cache import cached
 from harness.data.dataset import ArrayDataset
 from harness.data.decode import IMAGE_EXTS, Size, decode_images, decode_images_skipping, read_tiffs
 from harness.data.source import FileImages
+from harness.data.userfolder import read_view
 from harness.errors import DataError, DataMissing
 
 PathLike = str | os.PathLike[str]
@@ -188,10 +189,15 @@ def load_imagefolder(
     A class (or domain) without images is an error; ``skip_corrupt`` drops undecodable images
     (see :func:`image_dataset`) instead of raising on the first. ``lazy`` decodes nothing up front (for sets
     too large to hold decoded; they stream through DataLoader workers).
+
+    A view folder that ``--dataset KIND:PATH,options`` made (:mod:`harness.data.userfolder`) carries its options:
+    its ``skip_corrupt`` applies, and ``meta["user_folder"]`` says which folder and value it stands for.
     """
     layout = "root/<domain>/<class>/*.jpg" if domain_level else "root/<class>/*.jpg"
     name = name or Path(path).name.lower()
     root = _require_dir(path, name, layout)
+    view = read_view(root)
+    skip_corrupt = skip_corrupt or bool(view.get("skip_corrupt"))
     exclude = [exclude] if isinstance(exclude, str) else list(exclude)  # one name is not a list of letters
     domain_dirs = _subdirs(root) if domain_level else [root]
     class_dirs = {d: _subdirs(d) for d in domain_dirs}
@@ -211,7 +217,9 @@ def load_imagefolder(
                 y += [index[c.name]] * len(found)
                 dom += [di] * len(found)
     _check_not_empty(root, classes, y, dom, domain_dirs if domain_level else None, exclude)
-    extra = {"excluded_classes": excluded} if exclude else {}
+    extra: dict[str, Any] = {"excluded_classes": excluded} if exclude else {}
+    if view:
+        extra["user_folder"] = {k: view[k] for k in ("source", "value", "excluded", "unwrapped") if k in view}
     return image_dataset(
         name,
         root,
@@ -242,7 +250,8 @@ def _check_not_empty(
             shown = ", ".join(map(str, where))
             raise DataError(
                 f"class folder {shown} holds no image files ({exts}); "
-                f"remove it, or pass exclude={(*exclude, c)!r} to leave it out"
+                f"remove it, or leave it out: exclude={(*exclude, c)!r} in Python, ,exclude={c} after the path "
+                "of a --dataset value"
             )
     for i, d in enumerate(domain_dirs or []):
         if i not in has_domain:

@@ -390,6 +390,18 @@ def record_lock(path: Path) -> Iterator[None]:
         lock.release()
 
 
+def unrecordable(value: Any) -> str | None:
+    """Why ``value`` cannot be stored in a record's JSON as it is (None: it can). The record is written after
+    training, so runs ask this of what they will store (hparams) before training, not when the JSON is written."""
+    try:
+        json.dumps(value, allow_nan=False)
+    except ValueError:
+        return "holds a number that is not finite (a record is JSON, which has no inf or nan)"
+    except (TypeError, RecursionError) as err:
+        return f"is not something a record's JSON can store ({err})"
+    return None
+
+
 def check_writable(results_dir: Path) -> Path:
     """Create ``results_dir`` if needed and prove it writable, before any training; a clear error if not."""
     results_dir = Path(results_dir)

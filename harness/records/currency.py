@@ -33,11 +33,12 @@ edit between passes is seen.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 
-from harness.core.registry import get_method_class
+from harness.core.registry import get_method_class, load_method_module, method_names
 from harness.core.task import CaseSpec
 from harness.cpu_numerics import PINS
 from harness.errors import UsageError
@@ -169,3 +170,47 @@ def spec_for(record: dict) -> CaseSpec | None:
 def collect(results_dir: Path) -> Collected:
     """:meth:`Judge.collect`: the records under ``results_dir``, current or stale with the reason."""
     return Judge().collect(results_dir)
+
+
+def recorded_modules(records: list[dict]) -> dict[str, list[str]]:
+    """The ``--method-module`` files records name (``run.method_module``, written by the runner) for methods not
+    registered here: file -> the method names whose records name it."""
+    known = set(method_names())
+    found: dict[str, list[str]] = {}
+    for record in records:
+        module = (record.get("run") or {}).get("method_module")
+        if isinstance(module, str) and module and record["method"] not in known:
+            names = found.setdefault(module, [])
+            if record["method"] not in names:
+                names.append(record["method"])
+    return found
+
+
+def load_recorded_methods(results_dir: Path, say: Callable[[str], None] = print) -> list[str]:
+    """Load the method files that the records under ``results_dir`` name for methods not registered here, so
+    their records are judged against their code (current, or stale because the file changed) instead of being
+    "not registered here"; returns the method names loaded, and says what it loaded or could not.
+
+    A method file runs code: only a file the user's own run loaded with ``--method-module`` is named by a record,
+    and a file inside ``results_dir`` itself is never loaded (a folder of records someone hands you must not bring
+    the code it runs). ``harness report`` calls this; ``--method-module`` still works for a file that moved."""
+    results_dir = Path(results_dir).resolve()
+    loaded: list[str] = []
+    for module, names in sorted(recorded_modules([r for _, r in iter_records(results_dir)]).items()):
+        path = Path(module)
+        if path.resolve().is_relative_to(results_dir):
+            say(f"note: not loading {path}, named by the records of {', '.join(names)}: it lies inside the results "
+                "folder (records never bring code); pass --method-module to load it")
+            continue
+        if not path.is_file():
+            say(f"note: the records of {', '.join(names)} name {path} (their --method-module), which is not here; "
+                "they are listed stale: pass --method-module with the file's new place")
+            continue
+        try:
+            added = load_method_module(path)
+        except UsageError as err:
+            say(f"note: could not load {path}, named by the records of {', '.join(names)}: {err}")
+            continue
+        say(f"loaded {', '.join(added) or 'no method'} from {path} (the --method-module its records name)")
+        loaded += added
+    return loaded

@@ -47,7 +47,7 @@ from harness.reporting.aggregates import robust_table
 from harness.reporting.compare import Aggregate, aggregate
 from harness.reporting.figures import mean_over_cases
 from harness.reporting.history import history_figure, suite_history
-from harness.reporting.suites import description, findings, reference_methods
+from harness.reporting.suites import data_tables, description, findings, reference_methods, summary_split
 from harness.suites import case_specs, get_suite, is_suite, seed_count, suite_names
 
 PAGES_DIR = Path("docs") / "leaderboard"  # per-suite Markdown pages, beside leaderboard.md
@@ -90,6 +90,7 @@ class SectionView:
     claims: list[str]
     notes: list[str]
     figures: list[tuple[str, Path]] = field(default_factory=list)  # (title, drawn file)
+    tables: list[tuple] = field(default_factory=list)  # the suite's data_tables: (title, frame[, note])
 
     @property
     def name(self) -> str:
@@ -121,15 +122,20 @@ def summary_frame(suite, profile: str, records: list[dict], agg: Aggregate, decl
     """Methods of one suite and profile, best first: mean rank, mean ± sem of the primary metric over cases
     (one column per primary metric when cases differ), cases covered, seeds, the aggregate's verdict."""
     groups: dict[str, list[dict]] = {}
+    split: set[str] = set()  # rows of one part of a method's cases (remote sensing: an encoder), descriptive
     for rec in records:
-        groups.setdefault(_label(rec), []).append(rec)
+        label, part = _label(rec), summary_split(suite, rec)
+        if part:
+            label = f"{label} [{part}]"
+            split.add(label)
+        groups.setdefault(label, []).append(rec)
     metrics = sorted({r["primary_metric"] for r in records},
                      key=lambda m: (-sum(r["primary_metric"] == m for r in records), m))
     direction = {m: higher_is_better(next(r for r in records if r["primary_metric"] == m), m) for m in metrics}
     n_declared = len(declared) or len({r["case"] for r in records})
     rows = []
     for label, recs in groups.items():
-        default = not recs[0]["hparam_overrides"]
+        default = not recs[0]["hparam_overrides"] and label not in split
         s = agg.summary(label) if default else None
         row: dict = {"method": label}
         row["mean rank"] = f"{s.mean_rank:.2f}" if s is not None and s.mean_rank is not None else "—"
@@ -214,7 +220,7 @@ def section_view(suite, profile: str, recs: list[dict]) -> SectionView:
     return SectionView(suite, profile, recs, agg, summary_frame(suite, profile, main, agg, _declared(suite, profile)),
                        lb.coverage_line(suite, profile, recs), intro, cases,
                        lb.aggregate_table(agg) if agg.summaries else None, robust_table(main, agg),
-                       lb.claim_lines(agg), findings(suite, main))
+                       lb.claim_lines(agg), findings(suite, main), tables=data_tables(suite, recs))
 
 
 def merged_single_rows(cases: list[CaseView]) -> tuple[list[tuple[list[str], bool, pd.DataFrame]], list[CaseView]]:
@@ -274,12 +280,16 @@ def build(results_dir: Path, profiles: tuple[str, ...] | None = lb.RANKED_PROFIL
     collected = currency.collect(results_dir)
     recs = list(collected.current)
     mark_remeasured(results_dir, recs)
+    for rec in recs:  # in memory only: where a report hook finds the record's evidence
+        rec["_path"] = str(record_path(results_dir, rec["suite"], rec["case"], rec["method"], rec["profile"],
+                                       rec.get("hparam_overrides")))
     skipped = []
     if include_stale:
         for path, why in collected.stale:
             rec = load_record(path)
             if is_suite(rec["suite"]):
                 rec["_stale"] = why  # in memory only: the tables flag it
+                rec["_path"] = str(path)
                 recs.append(rec)
             else:
                 skipped.append((path, why))
@@ -417,6 +427,8 @@ def section_markdown(sec: SectionView, figure_base: Path | None, level: int = 2)
         if c.apart is not None:
             parts += ["", f"Rows with a seed count other than {c.n_seeds} (not tested, not in the aggregate):", "",
                       _md_table(c.apart)]
+    for title, frame, *note in sec.tables:
+        parts += ["", f"{h}# {title}", "", *(n for line in note for n in (line, "")), _md_table(frame)]
     if sec.notes:
         parts += ["", f"{h}# Per-case notes from the suite (descriptive; the claims are the aggregate's)", ""]
         parts += [f"- {s}" for s in sec.notes]
@@ -690,6 +702,9 @@ def suite_html(suite: str, sections: list[SectionView], site: Path, title: str) 
             body.append("<h3>Figures</h3>")
             body += figs if len(figs) <= 6 else [f"<details><summary>{len(figs)} figures</summary>", *figs,
                                                  "</details>"]
+        for i, (title, frame, *note) in enumerate(sec.tables):
+            body += [f"<h3>{_p(title)}</h3>", *(f'<p class="note">{_p(line)}</p>' for line in note),
+                     _html_table(frame, f"data-{a}-{i}")]
         if sec.notes:
             body += ["<h3>Per-case notes from the suite</h3>",
                      "<ul>" + "".join(f"<li>{_p(s)}</li>" for s in sec.notes) + "</ul>"]

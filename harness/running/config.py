@@ -16,7 +16,9 @@ from harness.core.registry import create_method, get_method_class, load_method_m
 from harness.core.speed import SpeedOptions
 from harness.core.task import PROFILES
 from harness.data.source import DATA_PATHS
+from harness.data.userfolder import prepare_all
 from harness.errors import HparamError, UsageError
+from harness.records import unrecordable
 from harness.suites.seeds import DEFAULT_SEEDS
 
 _START_THREADS = torch.get_num_threads()
@@ -32,7 +34,10 @@ class RunConfig:
     results_dir: Path | None = Path("results")
     resume: bool = False
     strict_data: bool = False
-    datasets: list[str] = field(default_factory=list)  # --dataset values, e.g. imagefolder:PATH
+    # --dataset values as the suites read them (harness.data.userfolder: a checked folder, or a view of it)
+    datasets: list[str] = field(default_factory=list)
+    dataset_notes: list[str] = field(default_factory=list)  # what preparing them found (a wrapper unwrapped, ...)
+    datasets_given: list[str] = field(default_factory=list)  # the values as the user gave them, in the same order
     data_path: str = "auto"  # auto | memory | stream (harness.data.source)
     speed: SpeedOptions = field(default_factory=SpeedOptions)  # --compile, --precision, --profile-kernels
 
@@ -72,8 +77,19 @@ def parse_hparams(items: list[str], methods: list[str]) -> dict[str, dict[str, A
             out[m][key] = value
     for m in methods:
         method = create_method(m, out[m])  # raises HparamError on unknown key / wrong type
+        check_recordable(method)
         out[m] = {k: method.hparams[k] for k in out[m]}
     return {m: o for m, o in out.items() if o}
+
+
+def check_recordable(method: Method) -> None:
+    """Every hparam (default or given) goes into the record, which is written after training: a value its JSON
+    cannot hold (an inf or nan inside a dict, a set, a complex number) is refused now, before any training."""
+    for key, value in method.hparams.items():
+        why = unrecordable(value)
+        if why is not None:
+            raise HparamError(f"hparam {key}={value!r} for {method.name!r} {why}; it is refused before training "
+                              "rather than failing when the record is written")
 
 
 def make_config(method: str | None, profile: str = "smoke", seeds: int | None = None, device: str = "auto",
@@ -92,11 +108,13 @@ def make_config(method: str | None, profile: str = "smoke", seeds: int | None = 
     methods = parse_methods(method)
     if data_path not in DATA_PATHS:
         raise UsageError(f"--data-path {data_path!r}: choose one of {', '.join(DATA_PATHS)}")
+    prepared, notes = prepare_all(list(datasets or []))  # folder checks before any image is decoded
     return RunConfig(
         methods=methods, profile=profile, seeds=list(range(n_seeds)),
         device=resolve_device(worker_device(device, worker)), overrides=parse_hparams(hparams or [], methods),
         results_dir=Path(results_dir) if results_dir else None,
-        resume=resume, strict_data=strict_data, datasets=list(datasets or []), data_path=data_path,
+        resume=resume, strict_data=strict_data, datasets=prepared, dataset_notes=notes,
+        datasets_given=list(datasets or []), data_path=data_path,
         speed=speed or SpeedOptions(),
     )
 

@@ -115,7 +115,7 @@ def plan_jobs(suites: list[str], method: str, profile: str = "smoke", seeds: int
                       data_path, speed)
     jobs, left_out = [], []
     for suite in suites:
-        for spec in case_specs(get_suite(suite), profile, list(datasets or [])):
+        for spec in case_specs(get_suite(suite), profile, cfg.datasets):
             if cases and not any(fnmatch.fnmatch(spec.case, pat) for pat in cases):
                 continue
             for name in cfg.methods:
@@ -133,7 +133,7 @@ def plan_jobs(suites: list[str], method: str, profile: str = "smoke", seeds: int
                     continue
                 jobs.append(CaseJob(suite, spec.case, name, profile, tuple(job_seeds), str(Path(results_dir).resolve()),
                                     tuple(sorted(overrides.items())), device, tuple(modules),
-                                    tuple(datasets or []), data_path, cfg.speed, strict_data, resume))
+                                    tuple(cfg.datasets), data_path, cfg.speed, strict_data, resume))
     if not jobs and not left_out:
         raise UsageError(f"no cases matched: suites {', '.join(suites)}, profile {profile}"
                          + (f", --case {' '.join(cases)}" if cases else ""))

@@ -7,24 +7,37 @@ Plain Python, no pytest: the plugin, the CLI and the tests all call
 from __future__ import annotations
 
 import math
+import os
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import numpy as np
 import torch
 
+from harness.core.digest import source_file
 from harness.core.environment import environment
 from harness.core.method import Method
+from harness.core.registry import NAME_PATTERN
 from harness.core.speed import CompileClock, SpeedOptions
 from harness.core.task import CaseSpec, Task
 from harness.core.timing import peak_memory, reference_workload_seconds, reset_peak_memory, synchronize
-from harness.errors import Diverged, UsageError
+from harness.errors import Diverged, HparamError, UsageError
 from harness.metrics.stats import summarize
 from harness.protocols import RunContext, SeedResult, get_protocol
-from harness.records import check_writable, currency, load_record, record_lock, record_path, seed_arrays, write_record
+from harness.records import (
+    check_writable,
+    currency,
+    load_record,
+    record_lock,
+    record_path,
+    seed_arrays,
+    unrecordable,
+    write_record,
+)
 from harness.records.provenance import code_versions
 from harness.running.profiling import profile_kernels, trace_path
 from harness.suites import case_stream
@@ -48,6 +61,56 @@ class CaseResult:
     def primary(self) -> tuple[float | None, float | None]:
         m = self.record["metrics"].get(self.record["primary_metric"], {})
         return m.get("mean"), m.get("std")
+
+
+@dataclass(frozen=True)
+class SeedProgress:
+    """Where a case stands: ``done`` of ``total`` seeds finished after ``elapsed_s``; ``seed`` is the one starting
+    (None once all are done). The ETA is the mean time of the seeds done times the seeds left."""
+
+    label: str
+    done: int
+    total: int
+    seed: int | None
+    elapsed_s: float
+
+    @property
+    def eta_s(self) -> float | None:
+        return self.elapsed_s / self.done * (self.total - self.done) if self.done else None
+
+    def short(self) -> str:
+        """``seed 2/3 · 4m10s · ETA 4m05s`` (the seed running now, or ``3/3 seeds`` at the end)."""
+        head = f"seed {self.done + 1}/{self.total}" if self.seed is not None else f"{self.done}/{self.total} seeds"
+        eta = f" · ETA {duration(self.eta_s)}" if self.eta_s is not None and self.seed is not None else ""
+        return f"{head} · {duration(self.elapsed_s)}{eta}"
+
+    def line(self) -> str:
+        return f"{self.label}: {self.short()}"
+
+
+def duration(seconds: float) -> str:
+    """``42s``, ``3m05s``, ``1h02m``."""
+    s = int(round(seconds))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{s % 3600 // 60:02d}m"
+
+
+def progress_printer(stream: TextIO | None = None, verbosity: int = 0) -> Callable[[SeedProgress], None] | None:
+    """One line per seed (seed i/n, elapsed, ETA) on ``stream`` (default stderr), or None where nobody watches it:
+    under ``-q`` (``verbosity`` < 0), in a pytest-xdist worker, or when the stream is not a terminal (CI logs, a
+    file)."""
+    stream = stream or sys.stderr
+    if verbosity < 0 or os.environ.get("PYTEST_XDIST_WORKER") or not getattr(stream, "isatty", lambda: False)():
+        return None
+
+    def say(p: SeedProgress) -> None:
+        stream.write(p.line() + "\n")
+        stream.flush()
+
+    return say
 
 
 def summary_rows(results: list[CaseResult]) -> list[list[str]]:
@@ -129,10 +192,24 @@ def build_record(task: Task, method: Method, overrides: dict, seeds: list[int], 
         "environment": environment(device),
         "case_metrics": {k: {"value": _finite(v), "higher_is_better": task.higher_is_better_for(k)}
                          for k, v in (case_metrics or {}).items()},
-        "run": {**(run or {}), **_seed_info(results)},
+        "run": {**(run or {}), **_seed_info(results), **method_origin(type(method))},
         "task_info": task.info,
         "code": code_versions(type(method), task.spec),
     }
+
+
+DATA_FACTS = ("user_folder", "skipped_files", "skipped_count")  # copied from the data's meta into run.data
+USER_MODULE_PREFIX = "harness_user_methods."  # the module name harness.core.registry.load_method_module gives a file
+
+
+def method_origin(cls: type) -> dict[str, str]:
+    """``{"method_module": absolute path}`` for a method loaded with ``--method-module PATH`` (empty otherwise),
+    so ``harness report`` loads the method again from its records
+    (:func:`harness.records.currency.load_recorded_methods`) without the user passing the module a second time."""
+    if not cls.__module__.startswith(USER_MODULE_PREFIX):
+        return {}
+    path = source_file(cls)
+    return {"method_module": str(Path(path).resolve())} if path is not None else {}
 
 
 def _seed_info(results: list[SeedResult]) -> dict[str, Any]:
@@ -158,11 +235,30 @@ def existing_record(path: Path, spec: CaseSpec, seeds: list[int], method_cls: ty
     return None
 
 
+def preflight(method: Method, overrides: dict) -> None:
+    """What the record needs of the method, checked before any training (the record is written after it): a name
+    the record schema accepts and hparams its JSON can hold. The CLI and the plugin check hparams at parse time
+    already; this covers Python callers of :func:`run_case`."""
+    if not NAME_PATTERN.match(method.name or ""):
+        raise UsageError(f"method {method.name or type(method).__name__!r} has no registered name matching "
+                         f"{NAME_PATTERN.pattern}: register it with @register_method(\"my-method\") so its record "
+                         "can be written")
+    for where, values in (("hparam", method.hparams), ("hparam override", overrides)):
+        for key, value in values.items():
+            why = unrecordable(value)
+            if why is not None:
+                raise HparamError(f"{where} {key}={value!r} for {method.name!r} {why}; refused before training")
+
+
 def run_case(spec: CaseSpec, method: Method, seeds: list[int], device: torch.device,
              results_dir: Path | None = None, overrides: dict | None = None, resume: bool = False,
              task: Task | None = None, postprocess: Callable[[dict], Any] | None = None,
-             data_path: str = "auto", speed: SpeedOptions | None = None) -> CaseResult:
+             data_path: str = "auto", speed: SpeedOptions | None = None,
+             progress: Callable[[SeedProgress], None] | None = None) -> CaseResult:
     """Build the task (unless given), check support, run every seed, write the record and its evidence.
+
+    ``progress`` is told where the case stands before each seed and at the end (:class:`SeedProgress`; e.g.
+    :func:`progress_printer`); the pytest plugin shows it on its per-case bar.
 
     Raises :class:`harness.errors.Unsupported` or ``DataMissing`` before any
     work; a divergence still writes a ``diverged`` record and is reported by
@@ -173,19 +269,24 @@ def run_case(spec: CaseSpec, method: Method, seeds: list[int], device: torch.dev
     overrides = overrides or {}
     speed = speed or SpeedOptions()
     method.check_protocol(spec.protocol)
+    if results_dir is not None:
+        preflight(method, overrides)
     if results_dir is None:
-        return _run_case(spec, method, seeds, device, None, overrides, resume, task, postprocess, data_path, speed)
+        return _run_case(spec, method, seeds, device, None, overrides, resume, task, postprocess, data_path, speed,
+                         progress)
     if any(is_tuning_seed(s) for s in seeds):
         raise UsageError(f"seeds {[s for s in seeds if is_tuning_seed(s)]} are tuning seeds (harness.suites.seeds): "
                          "settings are chosen on them, so no record reports them")
     path = record_path(check_writable(results_dir), spec.suite, spec.case, method.name, spec.profile, overrides)
     with record_lock(path):
-        return _run_case(spec, method, seeds, device, path, overrides, resume, task, postprocess, data_path, speed)
+        return _run_case(spec, method, seeds, device, path, overrides, resume, task, postprocess, data_path, speed,
+                         progress)
 
 
 def _run_case(spec: CaseSpec, method: Method, seeds: list[int], device: torch.device, path: Path | None,
               overrides: dict, resume: bool, task: Task | None, postprocess: Callable[[dict], Any] | None,
-              data_path: str, speed: SpeedOptions) -> CaseResult:
+              data_path: str, speed: SpeedOptions,
+              progress: Callable[[SeedProgress], None] | None = None) -> CaseResult:
     if resume and path is not None:
         old = existing_record(path, spec, seeds, type(method), speed)
         if old is not None:
@@ -199,8 +300,11 @@ def _run_case(spec: CaseSpec, method: Method, seeds: list[int], device: torch.de
     diverged = None
     run: dict[str, Any] = {}
     t0 = time.perf_counter()
+    label = f"{method.name}-{spec.case}"
     with CompileClock(active=speed.compile is not None) as compile_clock:
         for seed in seeds:
+            if progress is not None:
+                progress(SeedProgress(label, len(results), len(seeds), seed, time.perf_counter() - t0))
             ctx = RunContext.create(task, method, device, case_stream(task.spec, seed), data_path, speed=speed,
                                     index=seed)
             run = ctx.describe()
@@ -212,11 +316,17 @@ def _run_case(spec: CaseSpec, method: Method, seeds: list[int], device: torch.de
             finally:
                 del ctx
     wall = time.perf_counter() - t0
+    if progress is not None:
+        progress(SeedProgress(label, len(results), len(seeds), None, wall))
     for r in results[:-1]:  # only the last seed's model is kept for pytest-benchmark
         r.train_step = None
     case_metrics = task.case_metrics_fn(results) if task.case_metrics_fn is not None and results and not diverged \
         else None
     run["seed_streams"] = [case_stream(task.spec, seed) for seed in seeds]
+    meta = getattr(task.data, "meta", None) or {}
+    facts = {k: meta[k] for k in DATA_FACTS if k in meta}
+    if facts:  # a user's folder: which folder and --dataset value, what was left out or could not be decoded
+        run["data"] = facts
     if method.budget_overrides:
         run["method_budget"] = dict(method.budget_overrides)
     record = build_record(task, method, overrides, seeds, results, device, diverged, wall, reference, run,

@@ -18,6 +18,13 @@ The fingerprint covers the folder's path and its file listing (names, sizes,
 modification times), so a record made from other files is stale. The open-set
 suite reads the same ``--dataset`` values and splits classes into known and
 unknown (see ``harness/suites/openset.py``).
+
+Options after the path (``imagefolder:PATH,exclude=clutter,name=photos,skip_corrupt``)
+and the folder checks made before any image is decoded (a wrapper folder, one
+class, an empty or too small class) are :mod:`harness.data.userfolder`'s: it
+hands this suite the folder, or a view of links to it whose listing follows the
+links. This module's code is in the open-set and remote-sensing suites' digests
+too, so that work lives in the data layer, which no digest follows.
 """
 
 from __future__ import annotations

@@ -162,13 +162,41 @@ def test_progress_bar_counts_steps_and_stays_quiet_under_q(losses, tmp_path, mon
     args = ["--method=bce", "-k", "breast_cancer-noise0]", "-p", "no:benchmark", "--color=yes"]
     shown = losses.runpytest(*args, f"--results-dir={tmp_path / 'a'}")
     shown.assert_outcomes(passed=1)
-    steps = re.findall(r"bce-breast_cancer-noise0:(\d+)step", shown.stdout.str().replace(" ", ""))
+    steps = re.findall(r"bce-breast_cancer-noise0:\d+%\|[^|]*\|(\d+)/\d+\[", shown.stdout.str().replace(" ", ""))
     record = json.loads(next((tmp_path / "a").rglob("bce__smoke.json")).read_text())
     assert steps and int(steps[-1]) >= record["timing"]["steps_timed"] > 0  # the timed steps and the warm-up
-    assert "seed 0" in shown.stdout.str()
+    assert "seed 1/1" in shown.stdout.str() and "epoch 1" in shown.stdout.str()
     quiet = losses.runpytest(*args, "-q", f"--results-dir={tmp_path / 'b'}")
     quiet.assert_outcomes(passed=1)
     assert "step/s" not in quiet.stdout.str() and "bce-breast_cancer-noise0:" not in quiet.stdout.str()
+
+
+def test_progress_names_the_seed_epoch_and_eta_on_a_terminal(losses, tmp_path, monkeypatch):
+    """Issue 29 item 3: on a terminal each case shows its seed (i/n), epoch, elapsed time and ETA; a terminal
+    without ANSI codes gets a line per seed; a non-terminal (CI logs) and -q get none."""
+    monkeypatch.setattr(plugin._TerminalFile, "isatty", lambda self: True)
+    monkeypatch.setattr(plugin, "PROGRESS_INTERVAL_S", 0.0)
+    args = ["--method=bce", "-k", "breast_cancer-noise0]", "-p", "no:benchmark", "--seeds=2"]
+    shown = losses.runpytest(*args, "--color=yes", f"--results-dir={tmp_path / 'a'}")
+    shown.assert_outcomes(passed=1)
+    out = shown.stdout.str()
+    assert "seed 1/2" in out and re.search(r"seed 2/2 · \d+s · ETA \d+s", out) and "epoch " in out
+    plain = losses.runpytest(*args, "--color=no", f"--results-dir={tmp_path / 'b'}")  # a terminal without markup
+    plain.assert_outcomes(passed=1)
+    assert re.search(r"bce-breast_cancer-noise0: seed 2/2 · \d+s · ETA \d+s", plain.stdout.str())
+    assert "2/2 seeds" in plain.stdout.str()
+    monkeypatch.setattr(plugin._TerminalFile, "isatty", lambda self: False)  # CI logs, a pipe, a file
+    piped = losses.runpytest(*args, "--color=yes", f"--results-dir={tmp_path / 'c'}")
+    piped.assert_outcomes(passed=1)
+    assert "seed 1/2" not in piped.stdout.str() and "step/s" not in piped.stdout.str()
+
+
+def test_a_run_ends_with_the_next_command(losses, tmp_path):
+    result = losses.runpytest("--method=bce", "-k", "breast_cancer-noise0]", "-p", "no:benchmark",
+                              f"--results-dir={tmp_path / 'mine'}")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines([f"next: python -m harness report {tmp_path / 'mine'} (the tables*"
+                                 f"--html {tmp_path / 'report'} (a static site)"])
 
 
 def test_declared_class_counts_match_the_built_tasks():

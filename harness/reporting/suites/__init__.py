@@ -13,7 +13,11 @@ Report attributes (all optional but ``DESCRIPTION``):
 * ``LEADERBOARD_COLUMNS``: metrics shown beside the primary one in the per-case tables;
 * ``REFERENCE_METHODS``: method -> why it is a reference row (shown, no verdict, in no test or rank);
 * ``findings(records) -> [str]``: plain-language lines generated from the suite's current records;
-* ``figures(records, out_dir) -> [(title, png path)]``: figures drawn under ``out_dir``.
+* ``figures(records, out_dir) -> [(title, png path)]``: figures drawn under ``out_dir``;
+* ``data_tables(records) -> [(title, DataFrame[, note])]``: what the records say about the data (a user's folder:
+  class counts, chance and majority baselines, per-class accuracy, confusion matrices), shown on the suite's page;
+* ``summary_split(record) -> str | None``: a part of the case that gets its own summary row (remote sensing: the
+  encoder), so the summary does not average unlike things into one number.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from __future__ import annotations
 import importlib
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 from harness.suites import get_suite
 
@@ -63,3 +68,15 @@ def figures(suite: str | ModuleType, records: list[dict], out_dir: Path) -> list
         return []
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     return [(title, Path(path)) for title, path in hook(records, Path(out_dir))]
+
+
+def data_tables(suite: str | ModuleType, records: list[dict]) -> list[tuple[Any, ...]]:
+    """The suite's tables about its data for ``records`` ((title, DataFrame[, note])); none when it has no hook."""
+    hook = getattr(suite_report(suite), "data_tables", None)
+    return list(hook(records)) if hook is not None and records else []
+
+
+def summary_split(suite: str | ModuleType, record: dict) -> str | None:
+    """The part of a record's case that gets its own summary row (None: the method's row)."""
+    hook = getattr(suite_report(suite), "summary_split", None)
+    return hook(record) if hook is not None else None

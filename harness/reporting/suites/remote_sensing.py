@@ -21,6 +21,12 @@ LEADERBOARD_COLUMNS = ["ref:linear", "ref:knn5", "swing:linear", "swing:knn5", "
 SEED_PAPER_EUROSAT = (0.821, 0.912)  # ImageNet ResNet-50, EuroSAT kNN accuracy at 64 px and resized to 224 px
 
 
+def summary_split(record: dict) -> str | None:
+    """A probe case's encoder gets its own summary row: a random and an ImageNet encoder measure different things,
+    and one mean over both would describe neither."""
+    return record.get("task", {}).get("params", {}).get("encoder")  # probe cases only; supervised ones have none
+
+
 def _probe_records(records: list[dict]) -> list[dict]:
     return [r for r in records if r["status"] == "ok" and r["case"].startswith("probe-")
             and "ref:linear" in r["metrics"]]
