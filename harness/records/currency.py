@@ -98,7 +98,9 @@ class Judge:
 
     def code_now(self, method: str | type, spec: CaseSpec) -> dict[str, str] | str:
         """Current code digests for a method (name or class) on a case, or why they cannot be known."""
-        key = (method, spec.suite, spec.protocol, spec.build.__module__)
+        roots = getattr(get_suite(spec.suite), "code_roots", None) if is_suite(spec.suite) else None
+        extra = tuple(str(root) for root in roots(spec)) if roots is not None else ()  # e.g. the SSL method probed
+        key = (method, spec.suite, spec.protocol, spec.build.__module__, extra)
         if key not in self._code:
             try:
                 cls = get_method_class(method) if isinstance(method, str) else method

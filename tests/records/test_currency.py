@@ -256,6 +256,13 @@ def test_an_ssl_encoder_probe_record_runs_the_ssl_code_and_no_other_probe_does(t
     ssl_code = {"baselines/ssl/simclr.py", "harness/protocols/pretrain.py", "harness/suites/ssl.py"}
     assert ssl_code <= ssl_probe  # an edit there stales the probes of SSL encoders (a pure move re-stamps them)
     assert not ssl_code & builtin  # and no other remote-sensing record
+    byol = stored_encoder(tmp_path / "b.safetensors", "byol/eurosat/smoke/seed0", dataset="eurosat")
+    with monkeypatch.context() as patched:
+        patched.setitem(sys.modules, "harness.suites.ssl", FakeSSLSuite([entry, byol]))
+        both = [s for s in rs.case_specs("smoke") if s.case.startswith("probe-eurosat-ssl-")]
+    judge, frozen = currency.Judge(), get_method_class("frozen")
+    digests = {s.case: judge.code_now(frozen, s)["suite"] for s in both}  # one Judge, memoised per encoder's code
+    assert digests == {s.case: code_versions(frozen, s)["suite"] for s in both} and len(set(digests.values())) == 2
 
 
 def test_the_gate_compares_no_committed_record_of_another_case_definition(monkeypatch) -> None:
