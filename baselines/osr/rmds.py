@@ -5,12 +5,13 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from harness.core.method import Method, State
+from baselines.osr.mahalanobis import Mahalanobis
+from harness.core.method import State
 from harness.core.registry import register_method
 
 
 @register_method("rmds")
-class RMDS(Method):
+class RMDS(Mahalanobis):
     """RMDS (Ren, Fort, Liu, Guha Roy, Padhy & Lakshminarayanan, "A Simple Fix to Mahalanobis Distance for Improving
     Near-OOD Detection", arXiv 2106.09022, 2021), on the penultimate features z:
 
@@ -28,15 +29,9 @@ class RMDS(Method):
     samples. No hyperparameters. Scores the closed-set model that ``trainer`` trains (default erm).
     """
 
-    family = "osr"
-    protocols = frozenset({"openset"})
-    hparams = dict(trainer="erm")
-
     def calibrate(self, model: nn.Module, train, state: State) -> None:
-        z, y = train.features.double(), train.y
-        self.means = torch.stack([z[y == c].mean(dim=0) for c in range(state.num_classes)])
-        centred = z - self.means[y]
-        self.precision = torch.linalg.pinv(centred.T @ centred / len(z), hermitian=True)
+        super().calibrate(model, train, state)  # Mahalanobis's class means and shared precision (step 1)
+        z = train.features.double()
         self.background_mean = z.mean(dim=0)
         centred = z - self.background_mean
         self.background_precision = torch.linalg.pinv(centred.T @ centred / len(z), hermitian=True)

@@ -36,17 +36,17 @@ class ViM(Method):
     def __init__(self, hparams: dict | None = None) -> None:
         super().__init__(hparams)
         if self.hparams["dim"] < 0:
-            raise HparamError(f"hparam dim={self.hparams['dim']!r} for 'vim' must be >= 0 (0 = automatic)")
+            raise HparamError(f"hparam dim={self.hparams['dim']!r} for {self.name!r} must be >= 0 (0 = automatic)")
 
     def calibrate(self, model: nn.Module, train, state: State) -> None:
         head = model.classifier
         if not isinstance(head, nn.Linear):
-            raise HarnessError("vim needs a linear classifier head (model.classifier is an nn.Linear)")
+            raise HarnessError(f"{self.name} needs a linear classifier head (model.classifier is an nn.Linear)")
         w, b = head.weight.detach().double().cpu(), head.bias.detach().double().cpu()
         z = train.features.double()
         dim = self.hparams["dim"] or principal_dim(z.shape[1])
         if not 0 < dim < z.shape[1]:
-            raise HparamError(f"vim: dim={dim} must lie between 0 and the feature size {z.shape[1]}")
+            raise HparamError(f"{self.name}: dim={dim} must lie between 0 and the feature size {z.shape[1]}")
         self.origin = -torch.linalg.pinv(w) @ b
         centred = z - self.origin
         _, vectors = torch.linalg.eigh(centred.T @ centred / len(z))  # eigenvalues ascending

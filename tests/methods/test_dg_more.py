@@ -23,10 +23,11 @@ from baselines.dg.rsc import rsc_mask
 from baselines.dg.sam import trainable
 from harness.core.engine import StepEngine, run_train_step
 from harness.core.functional import cross_entropy
-from harness.core.method import Batch, State
-from harness.core.models import mlp, small_cnn
+from harness.core.method import Batch
+from harness.core.models import mlp
 from harness.core.registry import create_method, method_entries
 from harness.errors import HparamError, MethodError
+from tests.methods.test_dg_methods import CASES, binary_mlp, domain_batch, make_state, one_step, params_of
 
 NEW_METHODS = ["sd", "mmd", "causirl-coral", "causirl-mmd", "andmask", "rsc", "fishr", "eqrm", "mldg", "fish",
                "ib-erm"]
@@ -34,37 +35,9 @@ NEW_METHODS = ["sd", "mmd", "causirl-coral", "causirl-mmd", "andmask", "rsc", "f
 LATE = 6
 
 
-def make_state(step: int = 0, total_steps: int = 10, num_classes: int = 3, seed: int = 0) -> State:
-    return State(step=step, epoch=0, total_steps=total_steps, device=torch.device("cpu"),
-                 generator=torch.Generator().manual_seed(seed), num_classes=num_classes, num_domains=3,
-                 num_groups=1, num_train=100)
-
-
-def domain_batch(shape: tuple[int, ...], num_classes: int, domains: tuple[int, ...] = (0,) * 4 + (1,) * 4 + (2,) * 4,
-                 seed: int = 0) -> Batch:
-    g = torch.Generator().manual_seed(seed)
-    n = len(domains)
-    return Batch(x=torch.randn(n, *shape, generator=g), y=torch.randint(num_classes, (n,), generator=g),
-                 domain=torch.tensor(domains))
-
-
-def cnn() -> nn.Module:
-    torch.manual_seed(0)
-    return small_cnn(1, 3, width=8)
-
-
-def binary_mlp() -> nn.Module:
-    torch.manual_seed(0)
-    return mlp(6, 2, hidden=(16,))
-
-
 def small_mlp(k: int = 3) -> nn.Module:
     torch.manual_seed(0)
     return mlp(4, k, hidden=(8,))
-
-
-def params_of(model: nn.Module) -> list[torch.Tensor]:
-    return [p.detach().clone() for p in model.parameters()]
 
 
 def sgd(model: nn.Module, lr: float = 0.1) -> torch.optim.Optimizer:
@@ -86,21 +59,6 @@ def test_new_methods_are_registered_as_dg():
         assert method.family == "dg" and method.name == name
     assert not create_method("sd").needs_domains and not create_method("rsc").needs_domains
     assert all(create_method(n).needs_domains for n in NEW_METHODS if n not in ("sd", "rsc"))
-
-
-CASES = {"cnn-3class": (cnn, (1, 8, 8), 3), "mlp-binary": (binary_mlp, (6,), 2)}
-
-
-def one_step(name: str, case: str, step: int, domains: tuple[int, ...] | None = None) -> tuple[dict, list, list]:
-    factory, shape, k = CASES[case]
-    model = factory()
-    before = params_of(model)
-    batch = domain_batch(shape, k, **({} if domains is None else {"domains": domains}))
-    method = create_method(name)
-    state = make_state(step=step, num_classes=k)
-    method.setup(None, state)
-    logs = run_train_step(method, model, batch, torch.optim.SGD(model.parameters(), lr=0.1), state)
-    return logs, before, params_of(model)
 
 
 @pytest.mark.parametrize("case", list(CASES))
