@@ -67,7 +67,7 @@ class Fish(Method):
             risk = cross_entropy(model(batch.x[inv == k]), batch.y[inv == k])
             for t, g in zip(theta_tilde, engine.grad(risk, params, allow_unused=True)):
                 t.grad = g
-            inner.step()
+            inner.step()  # not the model's weights: θ̃, a copy (the model moves below, by the engine)
             risks.append(risk.detach())
         restore(params, saved)
         scale = self.hparams["meta_lr"] / lr if lr > 0 else 0.0

@@ -35,7 +35,7 @@ def inner_update(optimizer: torch.optim.Optimizer, params: Sequence[Tensor],
     theta = inner.param_groups[0]["params"]
     for t, g in zip(theta, grads):
         t.grad = None if g is None else g.detach().clone()  # no gradient: the optimiser leaves it in place
-    inner.step()
+    inner.step()  # not the model's weights: θ', a copy (returned, applied by the engine)
     return theta
 
 
