@@ -49,6 +49,7 @@ from harness.reporting.figures import mean_over_cases
 from harness.reporting.history import history_figure, suite_history
 from harness.reporting.suites import data_tables, description, findings, reference_methods, summary_split
 from harness.suites import case_specs, get_suite, is_suite, seed_count, suite_names
+from harness.suites.seeds import COMMITTED_SMOKE_SEEDS
 
 PAGES_DIR = Path("docs") / "leaderboard"  # per-suite Markdown pages, beside leaderboard.md
 DEFAULT_FIGURES = Path("docs") / "figures"  # figures beside leaderboard.md
@@ -195,10 +196,16 @@ def _flag_stale(frame: pd.DataFrame, recs: list[dict]) -> pd.DataFrame:
     return frame
 
 
+def tested_seeds(suite, profile: str, case: str | None = None) -> int:
+    """The seed count a table tests: the suite's, and for smoke the committed smoke records' (the gate pairs them)."""
+    n = seed_count(suite, profile, case)
+    return max(n, COMMITTED_SMOKE_SEEDS) if profile == "smoke" else n
+
+
 def section_view(suite, profile: str, recs: list[dict]) -> SectionView:
     """The tables of one suite and profile, split by seed count as the leaderboard splits them."""
-    n_std = seed_count(suite, profile)
-    n_case = {c: seed_count(suite, profile, c) for c in {r["case"] for r in recs}}
+    n_std = tested_seeds(suite, profile)
+    n_case = {c: tested_seeds(suite, profile, c) for c in {r["case"] for r in recs}}
     main = [r for r in recs if len(r["seeds"]) == n_case[r["case"]]]
     apart = [r for r in recs if len(r["seeds"]) != n_case[r["case"]]]
     agg = aggregate(main, suite.BASELINE, refs=reference_methods(suite))
@@ -308,7 +315,7 @@ def build(results_dir: Path, profiles: tuple[str, ...] | None = lb.RANKED_PROFIL
 def draw_figures(report: Report, folder: Path) -> None:
     """Draw every section's figures under ``folder/<suite>/<profile>/`` (the leaderboard's figure code)."""
     for sec in report.sections:
-        main = [r for r in sec.records if len(r["seeds"]) == seed_count(sec.suite, sec.profile, r["case"])]
+        main = [r for r in sec.records if len(r["seeds"]) == tested_seeds(sec.suite, sec.profile, r["case"])]
         drawn = lb.draw_section_figures(sec.suite, sec.profile, main, sec.agg, Path(folder), ".")
         sec.figures = [(title, Path(folder) / href) for title, href in drawn]
 
