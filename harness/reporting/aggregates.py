@@ -53,13 +53,17 @@ def score_matrices(records: list[dict], agg: Aggregate) -> dict[str, np.ndarray]
     return out if len({m.shape for m in out.values()}) == 1 else {}
 
 
+def _pooled(columns: tuple[np.ndarray, ...], axis: int) -> np.ndarray:
+    """Every case's seeds side by side on the last axis (scipy's resamples stay on the leading ones)."""
+    return np.concatenate([np.moveaxis(c, axis, -1) for c in columns], axis=-1)
+
+
 def _iqm(*columns: np.ndarray, axis: int = -1) -> np.ndarray:
-    pooled = np.concatenate([np.moveaxis(c, axis, -1) for c in columns], axis=-1)
-    return stats.trim_mean(pooled, 0.25, axis=-1)
+    return stats.trim_mean(_pooled(columns, axis), 0.25, axis=-1)
 
 
 def _mean(*columns: np.ndarray, axis: int = -1) -> np.ndarray:
-    return np.mean(np.concatenate([np.moveaxis(c, axis, -1) for c in columns], axis=-1), axis=-1)
+    return np.mean(_pooled(columns, axis), axis=-1)
 
 
 def _improvement(*columns: np.ndarray, axis: int = -1) -> np.ndarray:
@@ -116,7 +120,7 @@ def performance_profiles(scores: dict[str, np.ndarray], taus: np.ndarray) -> dic
     out = {}
     for method, matrix in scores.items():
         def above(*columns: np.ndarray, axis: int = -1) -> np.ndarray:
-            pooled = np.concatenate([np.moveaxis(c, axis, -1) for c in columns], axis=-1)
+            pooled = _pooled(columns, axis)
             return np.moveaxis(np.mean(pooled[..., None, :] > taus[:, None], axis=-1), -1, 0)  # taus first
 
         columns = _cases(matrix)
