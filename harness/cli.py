@@ -1,4 +1,5 @@
-"""``python -m harness``: list, leaderboard, report, history, validate, regenerate, gate, verify, tune, data, launch.
+"""``python -m harness``: list, leaderboard, report, history, power, validate, regenerate, gate, verify, tune, data,
+launch.
 
 Each subcommand imports the package it runs when it runs, so ``harness list`` and ``--help`` load no torch model
 code, plotting or re-execution machinery they do not use (lm-evaluation-harness's lazy registries, for the same
@@ -75,13 +76,14 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
         if stale:
             print(f"{len(stale)} stale record(s) are not ranked; re-run them with `python -m harness regenerate "
                   "--stale`", file=sys.stderr)
-        problems = site.markdown_problems(results, out, figures)
+        problems = site.markdown_problems(results, out, figures) + site.informative_problems(results)
         if not problems:
             print(f"{out} is up to date with {results}/")
             return 0
         for problem in problems:
             print(problem, file=sys.stderr)
-        print(f"{out} is stale: run `python -m harness leaderboard` and commit the result", file=sys.stderr)
+        if any(" measures nothing: " not in p for p in problems):
+            print(f"{out} is stale: run `python -m harness leaderboard` and commit the result", file=sys.stderr)
         return 1
     if args.html:
         index = site.write_html(site.build(results), results, Path(args.html))
@@ -155,6 +157,24 @@ def cmd_history(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_power(args: argparse.Namespace) -> int:
+    from harness.records import iter_records
+    from harness.reporting.power import power_table
+    from harness.suites import suite_names
+
+    results = existing_results_dir(args.results_dir)
+    records = [rec for _, rec in iter_records(results)]  # stale ones too: a pilot measures spread only
+    for suite in args.suite or suite_names():
+        frame, summary = power_table(suite, args.profile, records, args.effect, args.power)
+        if frame.empty:
+            continue
+        print(f"\n{suite} ({args.profile}): sd of seed-paired differences with the baseline, per case")
+        print(tabulate(frame, headers="keys", showindex=False, floatfmt=".4f"))
+        for key, value in summary.items():
+            print(f"  {key}: {value:.4g}" if isinstance(value, float) else f"  {key}: {value}")
+    return 0
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
     from harness.checks import verify
     from harness.core.environment import resolve_device
@@ -177,10 +197,14 @@ def cmd_regenerate(args: argparse.Namespace) -> int:
     from harness.checks import verify
     from harness.core.environment import resolve_device
 
-    if not args.stale:
-        raise UsageError("regenerate re-runs stale records only: pass --stale (see `leaderboard --check`)")
+    if not args.stale and not args.missing:
+        raise UsageError("regenerate re-runs stale records (--stale, see `leaderboard --check`) and runs the declared "
+                         "cases without a record (--missing): pass one or both")
+    if args.missing and not args.stale:
+        raise UsageError("--missing runs after the stale records are brought up to date: pass --stale too")
     outcomes = verify.regenerate(existing_results_dir(args.results_dir), resolve_device(args.device), args.suite,
-                                 args.profile, args.method, args.dry_run, restamp_only=args.restamp_only)
+                                 args.profile, args.method, args.dry_run, restamp_only=args.restamp_only,
+                                 missing=args.missing)
     code = _report(outcomes, "regenerate")
     if outcomes and not args.dry_run:
         print("now rebuild the leaderboard: python -m harness leaderboard")
@@ -335,6 +359,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plot", metavar="DIR", help="also draw each history into DIR")
     p.set_defaults(func=cmd_history)
 
+    p = sub.add_parser("power", help="seeds per case the on-these-cases claim needs to find a one-point difference "
+                                     "with 80%% power, from the seed spread of the records at hand (a pilot)")
+    p.add_argument("--suite", action="append", help="only this suite (repeatable; default: every suite)")
+    p.add_argument("--profile", default="standard")
+    p.add_argument("--results-dir", default=str(REPO / "results"))
+    p.add_argument("--effect", type=float, default=0.01)
+    p.add_argument("--power", type=float, default=0.8)
+    p.set_defaults(func=cmd_power)
+
     p = sub.add_parser("validate", help="check records: schema, consistency, evidence; optionally recompute or rerun")
     p.add_argument("paths", nargs="*", help="record files (default: every record under --results-dir); "
                    "--rerun draws from them")
@@ -348,6 +381,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("regenerate", help="bring stale records up to date in place: re-stamp those whose seed 0 "
                        "re-executes bit-identically, re-run the others with their seeds, profile and hparams")
     p.add_argument("--stale", action="store_true", help="regenerate the records `leaderboard --check` lists as stale")
+    p.add_argument("--missing", action="store_true",
+                   help="then run every declared case x method without a record at the profile (default standard), "
+                        "so the matrix is whole; --plan estimates it first")
     p.add_argument("--results-dir", default=str(REPO / "results"))
     p.add_argument("--suite", action="append", help="only this suite (repeatable)")
     p.add_argument("--profile", action="append", help="only this profile (repeatable)")

@@ -80,6 +80,7 @@ import torch
 from harness.core.digest import REPO
 from harness.core.environment import cpu_numerics
 from harness.core.registry import create_method, get_method_class
+from harness.core.task import CaseSpec
 from harness.core.timing import reference_workload_seconds
 from harness.errors import DataMissing, HarnessError, RecordError, Unsupported, UsageError
 from harness.protocols import SeedResult
@@ -95,7 +96,7 @@ from harness.records.manifest import (
     write_manifest,
 )
 from harness.running.runner import CaseResult, run_case
-from harness.suites import case_specs, declared_profiles, get_suite, is_suite, seed_count
+from harness.suites import case_seeds, case_specs, declared_profiles, get_suite, is_suite, seed_count, suite_names
 
 RECOMPUTE_ATOL = 1e-9
 CROSS_MACHINE_ATOL = 0.02
@@ -312,14 +313,17 @@ def rerun_sample(results_dir: Path, n: int, device: torch.device, seed: int = 0,
 
 def regenerate(results_dir: Path, device: torch.device, suites: list[str] | None = None,
                profiles: list[str] | None = None, methods: list[str] | None = None, dry_run: bool = False,
-               say: Callable[[str], None] = print, restamp_only: bool = False) -> list[Outcome]:
+               say: Callable[[str], None] = print, restamp_only: bool = False, missing: bool = False) -> list[Outcome]:
     """Bring every stale record matching the filters up to date, in place (see the module docstring): re-stamp
     it when only its code digests differ and seed 0 re-executes bit-identically, else re-run every seed; with
-    ``restamp_only``, leave it stale instead of re-running it (re-stamping a large matrix costs one seed a record)."""
+    ``restamp_only``, leave it stale instead of re-running it (re-stamping a large matrix costs one seed a record).
+    With ``missing``, then run every declared case x method that has no record at the profile
+    (:func:`missing_runs`), suites in dependency order, so the matrix is whole."""
     judge = Judge()
     out = []
     plan: dict[str, float] = {}
-    stale = judge.collect(results_dir).stale
+    collected = judge.collect(results_dir)
+    stale = collected.stale
     for path, why in sorted(stale, key=lambda item: suite_depth(item[0].relative_to(results_dir).parts[0])):
         record = load_record(path)
         if (suites and record["suite"] not in suites) or (profiles and record["profile"] not in profiles) \
@@ -354,12 +358,66 @@ def regenerate(results_dir: Path, device: torch.device, suites: list[str] | None
             continue
         say(f"re-ran {path} ({why}; {not_restampable}; seeds {record['seeds']}, {time.perf_counter() - t0:.1f} s)")
         out.append(Outcome(path, True, f"regenerated ({new['status']})"))
+    if missing:
+        existing = [load_record(p) for p in iter_records_paths(results_dir)]
+        for spec, method, seconds in missing_runs(existing, suites, profiles, methods):
+            path = record_path(results_dir, spec.suite, spec.case, method, spec.profile)
+            seeds = case_seeds(spec)
+            if dry_run:
+                say(f"would run {path} (no record yet; seeds {seeds})")
+                plan[spec.suite] = plan.get(spec.suite, 0.0) + seconds
+                out.append(Outcome(path, True, "missing: no record of this declared case and method"))
+                continue
+            t0 = time.perf_counter()
+            try:
+                new = run_case(spec, create_method(method), seeds, device, results_dir, resume=True).record
+            except (DataMissing, Unsupported) as err:
+                out.append(Outcome(path, True, f"skipped: {err}"))
+                continue
+            except HarnessError as err:
+                out.append(Outcome(path, False, f"not run: {err}"))
+                continue
+            say(f"ran {path} (no record yet; seeds {seeds}, {time.perf_counter() - t0:.1f} s)")
+            out.append(Outcome(path, True, f"ran ({new['status']})"))
     if plan:
         total = sum(plan.values())
-        say("plan (each record's last measured wall time; a re-stamp re-executes one seed, a re-run all): "
+        say("plan (each record's last measured wall time; a re-stamp re-executes one seed, a re-run all; a missing "
+            "record: its case's median wall time per seed at the profile): "
             + ", ".join(f"{suite} {s / 60:.0f} min" for suite, s in sorted(plan.items()))
             + f"; {total / 60:.0f} min on one worker, about {total / 120:.0f} min on two (a record whose seed 0 does "
             "not re-execute bit for bit costs its other seeds too)")
+    return out
+
+
+def iter_records_paths(results_dir: Path) -> list[Path]:
+    return [p for p, _ in iter_records(results_dir)]
+
+
+def missing_runs(existing: list[dict], suites: list[str] | None, profiles: list[str] | None,
+                 methods: list[str] | None) -> list[tuple[CaseSpec, str, float]]:
+    """Every (declared case, method) without a record at a ranked profile, with its planned seconds, suites in
+    dependency order. The methods of a suite are those with a record of it at any profile (every method's smoke
+    records are committed, so a method new to the suite counts once its smoke row exists; the protocols refuse
+    the others). A case's planned seconds per seed: the median per-seed wall time of that case's records at the
+    profile, else :data:`SEED_SECONDS`."""
+    out = []
+    names = sorted({r["suite"] for r in existing if is_suite(r["suite"])} & set(suites or suite_names()),
+                   key=suite_depth)
+    for name in names:
+        suite = get_suite(name)
+        runs = sorted({r["method"] for r in existing if r["suite"] == name and not r["hparam_overrides"]})
+        for profile in [p for p in (profiles or ["standard"]) if p in declared_profiles(suite)]:
+            have = {(r["case"], r["method"]) for r in existing if r["suite"] == name and r["profile"] == profile
+                    and not r["hparam_overrides"]}
+            for spec in case_specs(suite, profile):
+                walls = [r["timing"]["wall_time_s"] / max(1, len(r["seeds"])) for r in existing
+                         if r["suite"] == name and r["profile"] == profile and r["case"] == spec.case
+                         and isinstance(r["timing"].get("wall_time_s"), (int, float))]
+                per_seed = float(np.median(walls)) if walls else SEED_SECONDS.get((name, profile),
+                                                                                   max(SEED_SECONDS.values()))
+                for method in runs:
+                    if (spec.case, method) not in have and (not methods or method in methods):
+                        out.append((spec, method, len(case_seeds(spec)) * per_seed + PER_RECORD_OVERHEAD_S))
     return out
 
 

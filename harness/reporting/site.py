@@ -42,12 +42,21 @@ from harness.core.digest import REPO
 from harness.errors import UsageError
 from harness.records import currency, higher_is_better, load_record, record_path
 from harness.records.manifest import file_sha256, read_manifest
+from harness.reporting import informative
 from harness.reporting import leaderboard as lb
 from harness.reporting.aggregates import robust_table
 from harness.reporting.compare import Aggregate, aggregate
 from harness.reporting.figures import mean_over_cases
 from harness.reporting.history import history_figure, suite_history
-from harness.reporting.suites import data_tables, description, findings, reference_methods, summary_split
+from harness.reporting.informative import Check
+from harness.reporting.suites import (
+    data_tables,
+    description,
+    findings,
+    reference_methods,
+    reproductions,
+    summary_split,
+)
 from harness.suites import case_specs, get_suite, is_suite, seed_count, suite_names
 from harness.suites.seeds import COMMITTED_SMOKE_SEEDS
 
@@ -59,6 +68,10 @@ ROBUST_TITLE = ("Robust aggregates over the same cases (rliable's definitions, `
                 "descriptive, the claims above are the tests): IQM and mean of all case × seed scores and the "
                 "probability that a seed of the method beats a seed of the baseline, averaged over cases, each with "
                 "a 95% stratified-bootstrap interval")
+INFORMATIVE_NOTE = ("A case ranks methods only when its baseline clears chance by the suite's margin, fixed before "
+                    "any record was read (:mod:`harness.reporting.informative`); chance is the majority-class rate "
+                    "of the case's own test labels (0.5 for AUROC). The last column lists methods whose held-out "
+                    "accuracy on their own training distribution sits below the same floor.")
 MAX_SUMMARY_FIGURES = 4  # figure links per suite in the summary; the suite page lists them all
 
 
@@ -72,6 +85,8 @@ class CaseView:
     apart: pd.DataFrame | None  # other seed counts: shown, not tested
     n_seeds: int
     stale: list[str] = field(default_factory=list)  # labels of stale rows (report only)
+    reproduction: str = ""  # why the case is a reproduction outside the rankings ("" when it ranks)
+    checks: list[Check] = field(default_factory=list)  # its informativeness floors (:mod:`.informative`)
 
 
 @dataclass
@@ -208,7 +223,9 @@ def section_view(suite, profile: str, recs: list[dict]) -> SectionView:
     n_case = {c: tested_seeds(suite, profile, c) for c in {r["case"] for r in recs}}
     main = [r for r in recs if len(r["seeds"]) == n_case[r["case"]]]
     apart = [r for r in recs if len(r["seeds"]) != n_case[r["case"]]]
-    agg = aggregate(main, suite.BASELINE, refs=reference_methods(suite))
+    repro = reproductions(suite)
+    ranked = [r for r in main if r["case"] not in repro]  # a reproduction's table is shown; it ranks nothing
+    agg = aggregate(ranked, suite.BASELINE, refs=reference_methods(suite))
     intro = (f"{description(suite)}. Standard seed count: {n_std}"
              + (" (more where a case asks for it)" if any(n != n_std for n in n_case.values()) else "")
              + f"; baseline: `{suite.BASELINE}`.")
@@ -222,12 +239,41 @@ def section_view(suite, profile: str, recs: list[dict]) -> SectionView:
             "; ".join(sorted({r["model_selection"] for r in rows + others})),
             _flag_stale(lb.case_frame(rows, suite), rows) if rows else None,
             _flag_stale(lb.case_frame(others, suite, n_case[case], tested=False), others) if others else None,
-            n_case[case], [_label(r) for r in rows + others if "_stale" in r]))
+            n_case[case], [_label(r) for r in rows + others if "_stale" in r], repro.get(case, ""),
+            informative.case_checks(suite, case, rows)))
     # only rows with the suite's seed count enter the summary's means and ranks (as the aggregate's tests)
-    return SectionView(suite, profile, recs, agg, summary_frame(suite, profile, main, agg, _declared(suite, profile)),
+    declared = [c for c in _declared(suite, profile) if c not in repro]
+    return SectionView(suite, profile, recs, agg, summary_frame(suite, profile, ranked, agg, declared),
                        lb.coverage_line(suite, profile, recs), intro, cases,
                        lb.aggregate_table(agg) if agg.summaries else None, robust_table(main, agg),
-                       lb.claim_lines(agg), findings(suite, main), tables=data_tables(suite, recs))
+                       lb.claim_lines(agg) + _repro_lines(repro, n_case), findings(suite, main),
+                       tables=data_tables(suite, recs))
+
+
+def _repro_lines(repro: dict[str, str], present: dict[str, int]) -> list[str]:
+    shown = {case: why for case, why in repro.items() if case in present}
+    if not shown:
+        return []
+    return ["Reproductions, outside the rankings and claims: "
+            + "; ".join(f"`{case}` ({why})" for case, why in sorted(shown.items())) + "."]
+
+
+def informative_frame(cases: list[CaseView]) -> pd.DataFrame | None:
+    """Per case: does the baseline clear each floor, and which methods do not fit their training data."""
+    rows = []
+    for c in cases:
+        base = [k for k in c.checks if not k.floor.each_method]
+        fits = [k for k in c.checks if k.floor.each_method]
+        if not c.checks:
+            continue
+        rows.append({
+            "case": c.case,
+            "baseline": "; ".join(k.describe() for k in base),
+            "informative": "reproduction" if c.reproduction else "yes" if all(k.ok for k in base) else "NO",
+            "below their training-data floor": ", ".join(f"{k.method} ({k.value:.3f} < {k.needed:.3f})"
+                                                         for k in fits if not k.ok) or "none",
+        })
+    return pd.DataFrame(rows) if rows else None
 
 
 def merged_single_rows(cases: list[CaseView]) -> tuple[list[tuple[list[str], bool, pd.DataFrame]], list[CaseView]]:
@@ -238,7 +284,7 @@ def merged_single_rows(cases: list[CaseView]) -> tuple[list[tuple[list[str], boo
     rest = []
     for c in cases:
         frames = [f for f in (c.main, c.apart) if f is not None]
-        if len(frames) == 1 and len(frames[0]) == 1:
+        if len(frames) == 1 and len(frames[0]) == 1 and not c.reproduction:
             groups.setdefault((c.primary, c.main is not None, tuple(frames[0].columns)), []).append(c)
         else:
             rest.append(c)
@@ -419,6 +465,9 @@ def section_markdown(sec: SectionView, figure_base: Path | None, level: int = 2)
         parts += ["", f"{ROBUST_TITLE}:", "", _md_table(sec.robust)]
     if sec.figures and figure_base is not None:
         parts += ["", f"{h}# Figures", ""] + [f"- [{t}]({_rel(p, figure_base)})" for t, p in sec.figures]
+    informative_table = informative_frame(sec.cases)
+    if informative_table is not None:
+        parts += ["", f"{h}# Is each case informative?", "", INFORMATIVE_NOTE, "", _md_table(informative_table)]
     if any(c.main is not None and len(c.main) > 1 for c in sec.cases):
         parts += ["", f"{h}# Overview: primary metric by case and method (mean ± std over seeds)", "",
                   _md_table(pivot_frame(sec.records))]
@@ -428,7 +477,9 @@ def section_markdown(sec: SectionView, figure_base: Path | None, level: int = 2)
     for c in rest:
         parts += ["", f"{h}# {sec.name} / {md_code(c.case)}", "",
                   f"Primary metric `{c.primary}` ({'higher' if c.higher else 'lower'} is better); "
-                  f"model selection: {c.selection}." + _stale_note(c)]
+                  f"model selection: {c.selection}." + _stale_note(c)
+                  + (f" **Reproduction, outside the rankings and claims:** {c.reproduction}." if c.reproduction
+                     else "")]
         if c.main is not None:
             parts += ["", _md_table(c.main)]
         if c.apart is not None:
@@ -566,6 +617,17 @@ def markdown_problems(results_dir: Path, out: Path, figures_dir: Path | None = N
     return found + [f"figure {m} is missing" for m in missing]
 
 
+def informative_problems(results_dir: Path) -> list[str]:
+    """Ranked cases (standard and full) whose baseline sits below a floor of its suite's report and that the report
+    does not declare a reproduction: one line each (:mod:`harness.reporting.informative`)."""
+    found = []
+    for sec in build(results_dir).sections:
+        if sec.profile in lb.RANKED_PROFILES:
+            main = [r for r in sec.records if len(r["seeds"]) == tested_seeds(sec.suite, sec.profile, r["case"])]
+            found += informative.problems(sec.suite, main)
+    return found
+
+
 def check_markdown(results_dir: Path, out: Path, figures_dir: Path | None = None) -> bool:
     """True when ``out`` and its pages equal what the records generate now and their linked figures exist."""
     if not Path(out).is_file():
@@ -684,6 +746,10 @@ def suite_html(suite: str, sections: list[SectionView], site: Path, title: str) 
         body.append("<ul>" + "".join(f"<li>{_p(line)}</li>" for line in sec.claims) + "</ul>")
         if sec.robust is not None:
             body += [f'<p class="note">{_p(ROBUST_TITLE)}</p>', _html_table(sec.robust, f"robust-{a}")]
+        informative_table = informative_frame(sec.cases)
+        if informative_table is not None:
+            body += ["<h3>Is each case informative?</h3>", f'<p class="note">{_p(INFORMATIVE_NOTE)}</p>',
+                     _html_table(informative_table, f"informative-{a}")]
         if any(c.main is not None and len(c.main) > 1 for c in sec.cases):
             body += ["<h3>Overview: primary metric by case and method (mean ± std over seeds)</h3>",
                      _html_table(pivot_frame(sec.records), f"pivot-{a}")]
@@ -696,7 +762,9 @@ def suite_html(suite: str, sections: list[SectionView], site: Path, title: str) 
             body += [f'<h4 id="{a}-{html.escape(c.case)}">{html.escape(c.case)}</h4>',
                      f'<p class="note">Primary metric <code>{html.escape(c.primary)}</code> '
                      f"({'higher' if c.higher else 'lower'} is better); model selection: "
-                     f"{html.escape(c.selection + '.' + _stale_note(c))}</p>"]
+                     f"{html.escape(c.selection + '.' + _stale_note(c))}"
+                     + (f" <strong>Reproduction, outside the rankings and claims:</strong> {_p(c.reproduction)}."
+                        if c.reproduction else "") + "</p>"]
             if c.main is not None:
                 body.append(_html_table(c.main))
             if c.apart is not None:

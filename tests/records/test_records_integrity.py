@@ -28,7 +28,7 @@ from harness.protocols.supervised import run_supervised, splits_from
 from harness.records import currency
 from harness.reporting import site
 from harness.running.runner import run_case
-from harness.suites import losses, seed_count, shift
+from harness.suites import case_seeds, losses, seed_count, shift
 from tests.factories import make_record, write
 
 CPU = torch.device("cpu")
@@ -350,3 +350,22 @@ def test_evidence_zip_members_are_plain_npy(bc_run):
     with zipfile.ZipFile(path.with_suffix(".npz")) as zf:
         names = zf.namelist()
     assert names and all(n.startswith("seed") and n.endswith(".npy") for n in names)
+
+
+def test_regenerate_missing_plans_every_declared_case_without_a_record(tmp_path):
+    smoke = make_record("breast_cancer-noise0", "bce", [0.9, 0.91], profile="smoke")
+    hinge = make_record("breast_cancer-noise0", "hinge", [0.9, 0.91], profile="smoke")
+    have = make_record("mnist3v5-noise0", "bce", [0.8, 0.81, 0.82, 0.8, 0.81], timing={
+        **smoke["timing"], "wall_time_s": 50.0})
+    declared = [s.case for s in losses.case_specs("standard")]
+    runs = verify.missing_runs([smoke, hinge, have], ["losses"], ["standard"], None)
+    pairs = {(spec.case, method) for spec, method, _ in runs}
+    assert pairs == {(c, m) for c in declared for m in ("bce", "hinge")} - {("mnist3v5-noise0", "bce")}
+    seconds = {(spec.case, method): s for spec, method, s in runs}
+    n = len(case_seeds(spec_named(losses, "mnist3v5-noise0", "standard")))
+    assert seconds[("mnist3v5-noise0", "hinge")] == pytest.approx(n * 10.0 + verify.PER_RECORD_OVERHEAD_S)
+    for rec in (smoke, hinge, have):
+        write(tmp_path, rec)
+    out = verify.regenerate(tmp_path, CPU, profiles=["standard"], dry_run=True, missing=True, say=lambda s: None)
+    assert sum(o.message.startswith("missing:") for o in out) == len(pairs)
+    assert cli.main(["regenerate", "--missing", "--results-dir", str(tmp_path)]) == 2  # --stale goes with it

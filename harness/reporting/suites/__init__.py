@@ -12,6 +12,10 @@ Report attributes (all optional but ``DESCRIPTION``):
 * ``DESCRIPTION``: one line for ``python -m harness list`` and the leaderboard's section intro;
 * ``LEADERBOARD_COLUMNS``: metrics shown beside the primary one in the per-case tables;
 * ``REFERENCE_METHODS``: method -> why it is a reference row (shown, no verdict, in no test or rank);
+* ``REPRODUCTIONS``: case -> why it is kept as a reproduction of a known failure (its table is shown; it enters no
+  rank, aggregate or claim, and no informativeness floor);
+* ``INFORMATIVE``: the floors (:class:`harness.reporting.informative.Floor`) a ranked case's baseline must clear,
+  and the training-data fits each method's row is checked for;
 * ``findings(records) -> [str]``: plain-language lines generated from the suite's current records;
 * ``figures(records, out_dir) -> [(title, png path)]``: figures drawn under ``out_dir``;
 * ``data_tables(records) -> [(title, DataFrame[, note])]``: what the records say about the data (a user's folder:
@@ -53,6 +57,16 @@ def leaderboard_columns(suite: str | ModuleType) -> list[str]:
 def reference_methods(suite: str | ModuleType) -> dict[str, str]:
     """A suite's reference rows (method -> why it gets no verdict); empty when it declares none."""
     return dict(getattr(suite_report(suite), "REFERENCE_METHODS", {}) or {})
+
+
+def reproductions(suite: str | ModuleType) -> dict[str, str]:
+    """A suite's reproduction cases (case -> why it is outside the rankings); empty when it declares none."""
+    return dict(getattr(suite_report(suite), "REPRODUCTIONS", {}) or {})
+
+
+def informative_floors(suite: str | ModuleType) -> tuple[Any, ...]:
+    """A suite's informativeness floors (:class:`harness.reporting.informative.Floor`); none when it declares none."""
+    return tuple(getattr(suite_report(suite), "INFORMATIVE", ()) or ())
 
 
 def findings(suite: str | ModuleType, records: list[dict]) -> list[str]:

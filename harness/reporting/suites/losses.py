@@ -7,6 +7,7 @@ import numpy as np
 
 from harness.metrics.stats import friedman
 from harness.records import paired_values
+from harness.reporting.informative import Floor, majority
 from harness.reporting.paired import compare, family, ok_records_by_case
 from harness.suites.losses import BASELINE, PRIMARY, is_regime_case
 
@@ -14,6 +15,10 @@ DESCRIPTION = ("binary digit pairs (MNIST-5k), breast cancer and CIFAR-10 class 
                "label noise 0 / 0.2")
 LEADERBOARD_COLUMNS = ["test_auroc", "train_acc", "gap"]
 FIXED_LOSSES = ("bce", "hinge", "exponential")  # the paper's fixed-loss baselines
+INFORMATIVE = (
+    Floor("test_acc", majority("test.y"), label="test accuracy"),
+    Floor("train_acc", majority("train.y"), each_method=True, label="training accuracy (labels as trained on)"),
+)
 
 
 def findings(records: list[dict]) -> list[str]:

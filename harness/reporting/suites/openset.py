@@ -11,6 +11,7 @@ from scipy.stats import spearmanr
 
 from harness.reporting import claims
 from harness.reporting.figures import pyplot, save
+from harness.reporting.informative import Floor, constant, majority
 from harness.suites.openset import NAME
 
 DESCRIPTION = ("open-set recognition on the SSB protocol: MNIST and CIFAR-10 6-known splits, CUB with the SSB "
@@ -22,6 +23,10 @@ LEADERBOARD_COLUMNS = ["acc", "oscr", "fpr95", "aupr_in", "aupr_out", "auroc_eas
 # model) are one measurement of the same models: ranking both would count it twice and test it against itself.
 # `erm` stays in the tables as a reference row (no verdict, no rank); `mls` is the one that is compared.
 REFERENCE_METHODS = {"erm": "the same measurement as mls (MLS on the ERM model); compared as mls"}
+INFORMATIVE = (
+    Floor("acc", majority("y", known_only=True), label="closed-set accuracy"),
+    Floor("auroc", constant(0.5), label="AUROC"),
+)
 
 
 def _family(case: str) -> str:

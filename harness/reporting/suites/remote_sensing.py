@@ -10,6 +10,7 @@ import numpy as np
 from harness.protocols.probe import FEWSHOT, PROBES
 from harness.reporting.compare import oriented_diffs
 from harness.reporting.figures import pyplot, save, seed_sem
+from harness.reporting.informative import Floor, majority
 from harness.reporting.paired import one_case
 from harness.suites.remote_sensing import NAME
 
@@ -18,6 +19,7 @@ DESCRIPTION = ("Remote sensing: frozen encoders (random, ImageNet EfficientNet-L
                "EuroSAT; SYNTHETIC 13-band set offline")
 LEADERBOARD_COLUMNS = ["ref:linear", "ref:knn5", "swing:linear", "swing:knn5", "resize_gain:knn5",
                        "fewshot_lr@5", "fewshot_nb@5", "ood_acc", "test_acc", "id_acc", "worst_domain_acc"]
+INFORMATIVE = (Floor("ood_acc", majority("test.y"), label="OOD accuracy"),)  # the ERM cases (probes have no baseline)
 SEED_PAPER_EUROSAT = (0.821, 0.912)  # ImageNet ResNet-50, EuroSAT kNN accuracy at 64 px and resized to 224 px
 
 

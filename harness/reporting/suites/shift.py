@@ -4,12 +4,17 @@ and DomainBed's published ColoredMNIST figures beside ours."""
 from __future__ import annotations
 
 from harness.reporting.compare import oriented_diffs
+from harness.reporting.informative import Floor, majority
 from harness.reporting.paired import OverCases, compare, family, one_case
 from harness.suites.shift import CMNIST_ENVS
 
 DESCRIPTION = ("WILDS-like shifts: digit sources, rotations, spurious colour (incl. DomainBed's ColoredMNIST), PACS "
                "styles (random-init and ImageNet-pretrained), RSSCN7 ground scale")
 LEADERBOARD_COLUMNS = ["ood_acc", "worst_group_acc", "id_acc", "worst_domain_acc", "oracle_ood_acc"]
+INFORMATIVE = (
+    Floor("ood_acc", majority("test.y"), label="OOD accuracy"),
+    Floor("id_acc", majority("id_test.y"), each_method=True, label="held-out training-domain accuracy"),
+)
 
 
 def findings(records: list[dict]) -> list[str]:
