@@ -49,10 +49,11 @@
      (:func:`timing_problems`): the reference workload is re-measured in this process and must be within
      :data:`REFERENCE_FACTOR` of the record's; the record's normalised step time must be within
      :data:`STEP_TIME_FACTOR` of the re-run's step over that reference, so dividing both recorded times by the
-     same number fails. Load only slows a run, so a re-run whose time alone is out is re-timed up to
-     :data:`TIME_RETRIES` times and the fastest try counts. Limit: with two busy processes on the 2-core
-     machine one try gave a normalised ratio of 12, so an honest record can still fail on a heavily loaded
-     machine; run CI on an otherwise idle one.
+     same number fails. Load is measured around the re-run (:func:`machine_load`: the reference workload's wall
+     over CPU time) and the re-run's times are brought back to an idle core's (:func:`remeasure`), so the check
+     answers the same loaded or quiet; a re-run whose time alone is out is still re-timed up to
+     :data:`TIME_RETRIES` times and the fastest try counts. Residue: caches and memory bandwidth shared with the
+     load, which CPU time does not remove.
 
   Budget: at most :data:`MAX_RECORDS` records and :data:`MAX_SECONDS`, estimated from the case's suite and
   profile (:data:`SEED_SECONDS`), never from the record's own wall time. Over it, the records re-executed are a
@@ -631,11 +632,13 @@ def reexecute(record: dict, device: torch.device, seeds: tuple[int, ...] = (RERU
     result, best = None, None
     for _ in range(1 + TIME_RETRIES):
         with num_threads(threads):
-            reference = reference_workload_seconds(device)
+            before = machine_load(device, threads)
             run = run_case(spec, create_method(record["method"], record["hparam_overrides"]), list(seeds), device,
                            None, dict(record["hparam_overrides"]))
+            after = machine_load(device, threads)
         result = result or run  # the first try's metrics are compared; later tries only re-time
-        timed = remeasure(run.record["timing"], reference)
+        timed = remeasure(run.record["timing"], min(before.reference_s, after.reference_s),
+                          min(before.contention, after.contention))
         if best is None or (timed["normalised_step_time"] or math.inf) < (best["normalised_step_time"] or math.inf):
             best = timed
         differences = seed_differences(record, result.record, seeds)
@@ -646,12 +649,39 @@ def reexecute(record: dict, device: torch.device, seeds: tuple[int, ...] = (RERU
     return Reexecution(problems[:8], time.perf_counter() - t0, result, seeds, best)
 
 
-def remeasure(run_timing: dict, verify_reference: float) -> dict:
-    """The times verify trusts for a re-run: its step median, and the reference as the faster of the one timed
-    just before by verify and the one the run timed itself (both in this process; load only slows them)."""
+@dataclass(frozen=True)
+class Load:
+    """The reference workload timed now: its CPU time per run (what an idle core would take: other processes
+    take turns on the core but do not add to this process's CPU time) and the contention, wall / CPU time over
+    the runs (1 on an idle core, about k when k runnable threads share it)."""
+
+    reference_s: float
+    contention: float
+
+
+def machine_load(device: torch.device, threads: int) -> Load:
+    """:class:`Load` here and now, for a re-run at ``threads`` threads (CPU time is per-process, so a multi-threaded
+    re-run is not corrected: its contention is 1 and its reference the fastest wall-clock run)."""
+    repeats = 9
+    wall0, cpu0 = time.perf_counter(), time.process_time()
+    fastest = reference_workload_seconds(device, repeats)
+    wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
+    if threads != 1 or device.type != "cpu" or cpu <= 0:
+        return Load(fastest, 1.0)
+    return Load(min(fastest, cpu / (repeats + 1)), max(1.0, wall / cpu))
+
+
+def remeasure(run_timing: dict, verify_reference: float, contention: float = 1.0) -> dict:
+    """The times verify trusts for a re-run: its step median divided by the contention measured around it (the
+    lower of before and after, so a load that came and went is never corrected for more than was seen), and the
+    reference as the faster of verify's CPU-time measure and the one the run timed itself. On an idle machine
+    the contention is 1 and nothing changes; on a loaded one both times come back to what an idle core gives,
+    so the check answers the same loaded or quiet (the residue: caches and memory bandwidth shared with the
+    load, which CPU time does not remove)."""
     reference = min(r for r in (verify_reference, run_timing.get("reference_time_s")) if r)
     step = run_timing.get("step_time_median_s")
-    return {"step_time_median_s": step, "reference_time_s": reference,
+    step = step / contention if step else step
+    return {"step_time_median_s": step, "reference_time_s": reference, "contention": contention,
             "normalised_step_time": step / reference if step and reference else None}
 
 

@@ -186,7 +186,7 @@ def test_a_step_time_divided_by_3_fails():
 def test_re_measured_times_reach_the_manifest(repo):
     entry = read_manifest(repo / "results")["files"][path_of(repo / "results").relative_to(repo / "results")
                                                      .as_posix()]
-    assert set(entry["remeasured"]) == {"step_time_median_s", "reference_time_s", "normalised_step_time"}
+    assert {"step_time_median_s", "reference_time_s", "normalised_step_time"} <= set(entry["remeasured"])
 
 
 def test_a_record_with_both_times_divided_by_100_is_refused(made, tmp_path):

@@ -35,13 +35,16 @@ def results(made, tmp_path) -> Path:
     return out
 
 
+UNPATCHED_REMEASURE = verify.remeasure  # the steady_clock fixture replaces it in every other test
+
+
 @pytest.fixture(autouse=True)
 def steady_clock(made, monkeypatch) -> None:
     """Re-executions re-measure exactly the honest record's times: the time checks are tested on synthetic
     timings, never on this machine's clock, so the tests pass while other processes load both cores."""
     timing = load_record(path_of(made))["timing"]
     keys = ("step_time_median_s", "reference_time_s", "normalised_step_time")
-    monkeypatch.setattr(verify, "remeasure", lambda run_timing, reference: {k: timing[k] for k in keys})
+    monkeypatch.setattr(verify, "remeasure", lambda run_timing, *load: {k: timing[k] for k in keys})
 
 
 def path_of(results: Path, method: str = "bce") -> Path:
@@ -319,3 +322,14 @@ def test_validate_says_why_a_diverged_record_has_no_evidence(tmp_path):
     assert run_case(spec, NanFromTheStart(), [0], CPU, tmp_path).diverged
     [outcome] = verify.check_files(tmp_path)
     assert outcome.ok and outcome.message == "ok (diverged before any seed completed: no evidence to keep)"
+
+
+def test_re_measured_step_time_is_corrected_for_the_load_seen_around_it():
+    timed = UNPATCHED_REMEASURE({"step_time_median_s": 0.3, "reference_time_s": 0.01}, 0.005, contention=3.0)
+    assert timed == {"step_time_median_s": pytest.approx(0.1), "reference_time_s": 0.005, "contention": 3.0,
+                     "normalised_step_time": pytest.approx(20.0)}
+    quiet = UNPATCHED_REMEASURE({"step_time_median_s": 0.1, "reference_time_s": 0.004}, 0.005)
+    assert quiet["normalised_step_time"] == pytest.approx(25.0) and quiet["contention"] == 1.0
+    load = verify.machine_load(torch.device("cpu"), threads=1)
+    assert load.contention >= 1.0 and 0 < load.reference_s < 1.0
+    assert verify.machine_load(torch.device("cpu"), threads=2).contention == 1.0  # multi-threaded: not corrected
