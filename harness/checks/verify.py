@@ -637,8 +637,7 @@ def reexecute(record: dict, device: torch.device, seeds: tuple[int, ...] = (RERU
                            None, dict(record["hparam_overrides"]))
             after = machine_load(device, threads)
         result = result or run  # the first try's metrics are compared; later tries only re-time
-        timed = remeasure(run.record["timing"], min(before.reference_s, after.reference_s),
-                          min(before.contention, after.contention))
+        timed = remeasure(run.record["timing"], (before, after))
         if best is None or (timed["normalised_step_time"] or math.inf) < (best["normalised_step_time"] or math.inf):
             best = timed
         differences = seed_differences(record, result.record, seeds)
@@ -651,38 +650,47 @@ def reexecute(record: dict, device: torch.device, seeds: tuple[int, ...] = (RERU
 
 @dataclass(frozen=True)
 class Load:
-    """The reference workload timed now: its CPU time per run (what an idle core would take: other processes
-    take turns on the core but do not add to this process's CPU time) and the contention, wall / CPU time over
-    the runs (1 on an idle core, about k when k runnable threads share it)."""
+    """The reference workload timed now: the fastest wall-clock run, the CPU time per run (what an idle core
+    takes: other processes take turns on the core but add nothing to this process's CPU time), and the
+    contention, wall / CPU time over the runs (1 on an idle core, about k when k runnable threads share it)."""
 
-    reference_s: float
+    fastest_s: float
+    cpu_s: float
     contention: float
 
 
 def machine_load(device: torch.device, threads: int) -> Load:
-    """:class:`Load` here and now, for a re-run at ``threads`` threads (CPU time is per-process, so a multi-threaded
-    re-run is not corrected: its contention is 1 and its reference the fastest wall-clock run)."""
+    """:class:`Load` here and now, for a re-run at ``threads`` threads (CPU time is per process, so a multi-threaded
+    re-run is not corrected: its contention is 1 and both references are the fastest wall-clock run)."""
     repeats = 9
     wall0, cpu0 = time.perf_counter(), time.process_time()
     fastest = reference_workload_seconds(device, repeats)
     wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
     if threads != 1 or device.type != "cpu" or cpu <= 0:
-        return Load(fastest, 1.0)
-    return Load(min(fastest, cpu / (repeats + 1)), max(1.0, wall / cpu))
+        return Load(fastest, fastest, 1.0)
+    return Load(fastest, cpu / (repeats + 1), max(1.0, wall / cpu))
 
 
-def remeasure(run_timing: dict, verify_reference: float, contention: float = 1.0) -> dict:
-    """The times verify trusts for a re-run: its step median divided by the contention measured around it (the
-    lower of before and after, so a load that came and went is never corrected for more than was seen), and the
-    reference as the faster of verify's CPU-time measure and the one the run timed itself. On an idle machine
-    the contention is 1 and nothing changes; on a loaded one both times come back to what an idle core gives,
-    so the check answers the same loaded or quiet (the residue: caches and memory bandwidth shared with the
-    load, which CPU time does not remove)."""
-    reference = min(r for r in (verify_reference, run_timing.get("reference_time_s")) if r)
+def remeasure(run_timing: dict, loads: tuple[Load, ...] = ()) -> dict:
+    """The times verify trusts for a re-run, as bounds that load cannot push the wrong way. Load only slows a
+    run, so the raw step time bounds an idle core's from above and the step divided by the contention seen
+    around it (the lower of before and after) from below, roughly (caches and memory bandwidth shared with the
+    load are not removed). Each side of the check uses the bound that favours the record (the low bound to ask
+    "is the record faster than this?", the high one for "slower?"), so a loaded machine cannot fail an honest
+    record; on an idle one the bounds meet and the check is as strict as ever. References: the run's own, and
+    verify's wall and CPU measures around it."""
+    refs = [r for r in (run_timing.get("reference_time_s"), *(x.fastest_s for x in loads), *(x.cpu_s for x in loads))
+            if r]
+    contention = min((x.contention for x in loads), default=1.0)
     step = run_timing.get("step_time_median_s")
-    step = step / contention if step else step
-    return {"step_time_median_s": step, "reference_time_s": reference, "contention": contention,
-            "normalised_step_time": step / reference if step and reference else None}
+    if not step or not refs:
+        return {"step_time_median_s": step, "reference_time_s": min(refs) if refs else None,
+                "normalised_step_time": None}
+    return {"step_time_median_s": step / contention, "reference_time_s": min(refs),
+            "reference_time_high_s": max(refs), "contention": contention,
+            "normalised_step_time": step / contention / min(refs),
+            "normalised_step_time_low": step / contention / max(refs),
+            "normalised_step_time_high": step / min(refs)}
 
 
 def seed_differences(record: dict, new: dict, seeds: tuple[int, ...] = (RERUN_SEED,)) -> list[str]:
@@ -716,16 +724,26 @@ def timing_problems(recorded: dict, remeasured: dict, factor: float = STEP_TIME_
     """Check 5's time checks, on the times :func:`remeasure` gives: the record's reference time must be within
     ``reference_factor`` of the one re-measured here (a record made on this kind of machine timed the same
     workload), and its machine-normalised step time within ``factor`` of the re-run's step over that re-measured
-    reference (both timed in this process, so dividing both recorded times by the same number does not help)."""
+    reference (both timed in this process, so dividing both recorded times by the same number does not help).
+    Where :func:`remeasure` gives bounds, "recorded too fast" is asked of the low bound and "too slow" of the high
+    one, so load never fails a record."""
     problems = []
-    old_ref, new_ref = recorded.get("reference_time_s"), remeasured.get("reference_time_s")
-    if old_ref and new_ref and not (1 / reference_factor <= new_ref / old_ref <= reference_factor):
-        problems.append(f"reference time recorded {old_ref!r} s, re-measured {new_ref:.3g} s (ratio "
-                        f"{new_ref / old_ref:.2f}, allowed 1/{reference_factor:g} to {reference_factor:g})")
-    old, new = recorded.get("normalised_step_time"), remeasured.get("normalised_step_time")
-    if old and new and not (1 / factor <= new / old <= factor):
-        problems.append(f"machine-normalised step time recorded {old!r}, re-measured {new:.4g} (ratio "
-                        f"{new / old:.2f}, allowed 1/{factor:g} to {factor:g})")
+
+    def out_of(old: float | None, low: float | None, high: float | None, allowed: float, what: str) -> None:
+        if not old or not low or not high:
+            return
+        if low / old > allowed or high / old < 1 / allowed:
+            ratio = low / old if low / old > allowed else high / old
+            shown = f"{low:.4g}" if low == high else f"{low:.4g} to {high:.4g}"
+            problems.append(f"{what} recorded {old!r}, re-measured {shown} (ratio {ratio:.2f}, allowed "
+                            f"1/{allowed:g} to {allowed:g})")
+
+    ref = remeasured.get("reference_time_s")
+    out_of(recorded.get("reference_time_s"), ref, remeasured.get("reference_time_high_s", ref), reference_factor,
+           "reference time")
+    step = remeasured.get("normalised_step_time")
+    out_of(recorded.get("normalised_step_time"), remeasured.get("normalised_step_time_low", step),
+           remeasured.get("normalised_step_time_high", step), factor, "machine-normalised step time")
     return problems
 
 

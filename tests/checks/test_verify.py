@@ -324,12 +324,28 @@ def test_validate_says_why_a_diverged_record_has_no_evidence(tmp_path):
     assert outcome.ok and outcome.message == "ok (diverged before any seed completed: no evidence to keep)"
 
 
-def test_re_measured_step_time_is_corrected_for_the_load_seen_around_it():
-    timed = UNPATCHED_REMEASURE({"step_time_median_s": 0.3, "reference_time_s": 0.01}, 0.005, contention=3.0)
-    assert timed == {"step_time_median_s": pytest.approx(0.1), "reference_time_s": 0.005, "contention": 3.0,
-                     "normalised_step_time": pytest.approx(20.0)}
-    quiet = UNPATCHED_REMEASURE({"step_time_median_s": 0.1, "reference_time_s": 0.004}, 0.005)
-    assert quiet["normalised_step_time"] == pytest.approx(25.0) and quiet["contention"] == 1.0
+def test_load_around_a_re_run_cannot_fail_an_honest_record_and_an_idle_machine_is_as_strict():
+    recorded = {"step_time_median_s": 0.1, "reference_time_s": 0.005, "normalised_step_time": 20.0}
+    # loaded: the re-run's raw step is 3x slower and the contention around it was 3 (or 2: under-correction)
+    for contention in (3.0, 2.0, 6.0):
+        loads = (verify.Load(0.012, 0.005, contention), verify.Load(0.015, 0.005, contention + 1))
+        timed = UNPATCHED_REMEASURE({"step_time_median_s": 0.3, "reference_time_s": 0.011}, loads)
+        assert timed["normalised_step_time_low"] <= 20.0 * 2.5 and timed["normalised_step_time_high"] >= 20.0 / 2.5
+        assert verify.timing_problems(recorded, timed) == []
+    # idle: the bounds meet, and a record claiming a 3x faster step fails as before
+    idle = UNPATCHED_REMEASURE({"step_time_median_s": 0.1, "reference_time_s": 0.005},
+                               (verify.Load(0.005, 0.005, 1.0),))
+    assert idle["normalised_step_time_low"] == idle["normalised_step_time_high"] == pytest.approx(20.0)
+    [msg] = verify.timing_problems(dict(recorded, normalised_step_time=20.0 / 3), idle)
+    assert "machine-normalised step time" in msg and "ratio 3.00" in msg
+    # a reference divided by 100 fails whatever the load
+    [msg] = verify.timing_problems(dict(recorded, normalised_step_time=None, reference_time_s=0.00005),
+                                   UNPATCHED_REMEASURE({"step_time_median_s": 0.3, "reference_time_s": 0.011},
+                                                       (verify.Load(0.012, 0.005, 3.0),)))
+    assert msg.startswith("reference time recorded 5e-05, re-measured 0.005 to 0.012 (ratio 100.00")
+
+
+def test_machine_load_measures_here():
     load = verify.machine_load(torch.device("cpu"), threads=1)
-    assert load.contention >= 1.0 and 0 < load.reference_s < 1.0
+    assert load.contention >= 1.0 and 0 < load.cpu_s < 1.0 and 0 < load.fastest_s < 1.0
     assert verify.machine_load(torch.device("cpu"), threads=2).contention == 1.0  # multi-threaded: not corrected
