@@ -126,6 +126,9 @@ class Method:
     # changes to the case's Budget this method needs (e.g. erm-strong's cosine schedule and augmentation);
     # ``epochs_factor`` scales the epochs. Applied by the protocol and written to each record's ``run``.
     budget_overrides: ClassVar[dict[str, Any]] = {}
+    # hparam -> distribution (harness.core.search) that ``harness sweep`` draws from; hparams left out keep their
+    # default in every draw. The optimiser's lr / weight decay / batch size are searched for every method.
+    search_space: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, hparams: dict[str, Any] | None = None) -> None:
         self.hparams = resolve_hparams(type(self).hparams, hparams or {}, self.name or type(self).__name__)
