@@ -133,9 +133,19 @@ def _searched(folder: Path) -> dict[str, list[str]]:
     return out
 
 
+def _by_dataset(cases: list[str]) -> dict[str, list[str]]:
+    """Cases grouped by dataset, from the ``<dataset>-<held out>`` case names (DomainBed: one table per dataset,
+    one column per test environment)."""
+    out: dict[str, list[str]] = {}
+    for case in cases:
+        out.setdefault(case.partition("-")[0], []).append(case)
+    return out
+
+
 def tables(folder: Path, tablefmt: str = "github") -> str:
-    """DomainBed's ``collect_results`` output for every sweep under ``folder``: per rule, a table of methods by
-    case (mean ± SE over trials, in %, with the average over cases), then the hparams each rule chose."""
+    """DomainBed's ``collect_results`` output for every sweep under ``folder``: per rule and dataset, a table of
+    methods by held-out domain (mean ± SE over trials, in %, with the average over them), then the hparams each
+    rule chose."""
     runs = load_runs(folder)
     if runs.empty:
         return f"no sweep runs under {folder}\n"
@@ -146,22 +156,27 @@ def tables(folder: Path, tablefmt: str = "github") -> str:
     parts = [f"# Sweeps under {folder}\n",
              f"{len(runs)} runs: {runs['method'].nunique()} method(s), {len(cases)} case(s); metric: "
              f"{', '.join(metrics)} on the test split, mean ± SE over trials, in %. Draws per (case, method): "
-             f"{runs.groupby(['case', 'method'])['draw'].nunique().max()}, trials: {runs['trial'].nunique()}.\n"]
+             f"{runs.groupby(['case', 'method'])['draw'].nunique().max()}, trials: {runs['trial'].nunique()}; "
+             f"leave-one-domain-out fold runs: {int(runs['fold'].notna().sum())}. Run status: "
+             f"{', '.join(f'{k} {v}' for k, v in runs['status'].value_counts().sort_index().items())}.\n"]
     for rule, title in RULES.items():
         parts.append(f"## Model selection: {title}\n")
         sub = chosen[chosen["rule"] == rule] if not chosen.empty else chosen
         if sub.empty:
             parts.append("no draw could be scored under this rule (leave-one-domain-out needs `--loo` runs)\n")
             continue
-        rows = []
-        for method, group in sub.groupby("method"):
-            by_case = {r["case"]: r for _, r in group.iterrows()}
-            cells = [_cell(by_case[c]["mean"], by_case[c]["se"]) if c in by_case else "n/a" for c in cases]
-            means = [by_case[c]["mean"] for c in cases if c in by_case]
-            avg = f"{100 * np.mean(means):.1f}" if len(means) == len(cases) else "n/a"
-            rows.append([method, *cells, avg])
-        parts.append(tabulate(rows, headers=["Algorithm", *cases, "Avg"], tablefmt=tablefmt,
-                              disable_numparse=True) + "\n")
+        for dataset, in_dataset in sorted(_by_dataset(cases).items()):
+            rows = []
+            for method, group in sub.groupby("method"):
+                by_case = {r["case"]: r for _, r in group.iterrows()}
+                cells = [_cell(by_case[c]["mean"], by_case[c]["se"]) if c in by_case else "n/a" for c in in_dataset]
+                means = [by_case[c]["mean"] for c in in_dataset if c in by_case]
+                avg = f"{100 * np.mean(means):.1f}" if len(means) == len(in_dataset) else "n/a"
+                rows.append([method, *cells, avg])
+            heads = [c.partition("-")[2] or c for c in in_dataset]  # the held-out domain, as DomainBed's env columns
+            parts.append(f"**{dataset}** (held-out domain per column)\n")
+            parts.append(tabulate(rows, headers=["Algorithm", *heads, "Avg"], tablefmt=tablefmt,
+                                  disable_numparse=True) + "\n")
         detail = [[r["case"], r["method"], str(r["draw"]), f"{100 * r['score']:.1f}", str(r["draws_scored"]),
                    str(r["n"]), _setting(r, searched)] for _, r in sub.sort_values(["case", "method"]).iterrows()]
         parts.append(tabulate(detail, headers=["case", "method", "draw", "selection score %", "draws scored",

@@ -54,7 +54,7 @@ from harness.core.method import Method
 from harness.core.registry import create_method, get_method_class
 from harness.core.search import BUDGET_SPACES, describe_space, draw
 from harness.core.task import CaseSpec, Task
-from harness.errors import Unsupported, UsageError
+from harness.errors import HparamError, MethodError, Unsupported, UsageError
 from harness.records.provenance import code_versions
 from harness.running.launch import executor_for
 from harness.running.runner import run_case
@@ -211,6 +211,8 @@ def execute(run: SweepRun, device: str = "cpu") -> dict[str, Any]:
         result = run_case(spec, method, [run.trial], torch.device(device), task=task)
     except Unsupported as err:  # a fold with too few domains for the method: its rule has no score
         out.update(status="unsupported", reason=str(err))
+    except (HparamError, MethodError) as err:  # a drawn value the method refuses, or its step fails: that draw
+        out.update(status="failed", reason=str(err))  # has no score; the same code would fail the same way again
     else:
         record = result.record
         arrays = result.arrays.get(run.trial, {})

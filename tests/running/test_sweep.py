@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from harness.cli import main
 from harness.core.registry import create_method, get_method_class, method_entries
 from harness.core.search import BUDGET_SPACES, Choice, LogUniform, Uniform, draw
 from harness.reporting import sweeps as report
@@ -127,3 +128,11 @@ def test_no_rule_reads_test_metrics_to_choose():
     runs = runs[~((runs["draw"] == 2) & (runs["fold"] == "b") & (runs["trial"] == 1))]
     assert report.select(runs, "loo")["draw"] == 1
     assert report.select(runs[runs["fold"].isna()], "loo") is None
+
+
+def test_the_cli_prints_the_tables_of_finished_sweeps(swept, capsys):
+    root, _ = swept
+    assert main(["sweep", "--report", "--root", str(root)]) == 0
+    out = capsys.readouterr().out
+    assert out.count("## Model selection:") == 3 and "coral" in out and str(root / "shift" / "smoke") in out
+    assert main(["sweep", "--root", str(root)]) == 2  # without --report it needs --case and --method
