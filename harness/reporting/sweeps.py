@@ -155,8 +155,8 @@ def tables(folder: Path, tablefmt: str = "github") -> str:
     metrics = sorted({m for m in runs["primary_metric"].dropna().unique()})
     parts = [f"# Sweeps under {folder}\n",
              f"{len(runs)} runs: {runs['method'].nunique()} method(s), {len(cases)} case(s); metric: "
-             f"{', '.join(metrics)} on the test split, mean ± SE over trials, in %. Draws per (case, method): "
-             f"{runs.groupby(['case', 'method'])['draw'].nunique().max()}, trials: {runs['trial'].nunique()}; "
+             f"{', '.join(metrics)} on the test split, mean ± SE over trials, in %. Draws per (case, method): up to "
+             f"{runs.groupby(['case', 'method'])['draw'].nunique().max()}, trials: up to {runs['trial'].nunique()}; "
              f"leave-one-domain-out fold runs: {int(runs['fold'].notna().sum())}. Run status: "
              f"{', '.join(f'{k} {v}' for k, v in runs['status'].value_counts().sort_index().items())}.\n"]
     for rule, title in RULES.items():
@@ -169,6 +169,8 @@ def tables(folder: Path, tablefmt: str = "github") -> str:
             rows = []
             for method, group in sub.groupby("method"):
                 by_case = {r["case"]: r for _, r in group.iterrows()}
+                if not set(by_case) & set(in_dataset):
+                    continue  # no sweep of this method on this dataset
                 cells = [_cell(by_case[c]["mean"], by_case[c]["se"]) if c in by_case else "n/a" for c in in_dataset]
                 means = [by_case[c]["mean"] for c in in_dataset if c in by_case]
                 avg = f"{100 * np.mean(means):.1f}" if len(means) == len(in_dataset) else "n/a"

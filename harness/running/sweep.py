@@ -53,7 +53,7 @@ from harness.core.digest import REPO
 from harness.core.method import Method
 from harness.core.registry import create_method, get_method_class
 from harness.core.search import BUDGET_SPACES, describe_space, draw
-from harness.core.task import CaseSpec, Task
+from harness.core.task import Budget, CaseSpec, Task
 from harness.errors import HparamError, MethodError, Unsupported, UsageError
 from harness.records.provenance import code_versions
 from harness.running.launch import executor_for
@@ -71,7 +71,7 @@ def budget_kind(task: Task) -> str:
 
 def search_space(method_cls: type[Method], kind: str) -> dict[str, Any]:
     """The optimiser's ranges for ``kind`` and the method's own; a method's entry may override an optimiser one."""
-    unknown = sorted(set(method_cls.search_space) - set(method_cls.hparams) - set(BUDGET_SPACES[kind]))
+    unknown = sorted(set(method_cls.search_space) - set(method_cls.hparams) - set(Budget.__dataclass_fields__))
     if unknown:
         raise UsageError(f"{method_cls.name}: search_space names {unknown}, which are neither its hparams "
                          f"({', '.join(sorted(method_cls.hparams)) or 'none'}) nor budget fields")
