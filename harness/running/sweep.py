@@ -159,6 +159,9 @@ def plan(spec: CaseSpec, method: str, draws: int, trials: int, loo: bool = False
     if loo and len(folds) < 3:
         raise UsageError(f"sweep --loo: {spec.case} has {len(folds) - 1} training domain(s); leave-one-domain-out "
                          "needs at least 2")
+    if loo and cls.needs_domains and len(folds) < 4:  # each fold keeps k - 1 domains; the method needs 2
+        raise UsageError(f"sweep --loo: {method} needs 2 training domains and the folds of {spec.case} keep "
+                         f"{len(folds) - 2}; sweep without --loo, or on a case with 3 or more training domains")
     runs = []
     for fold in folds:
         for j in range(draws):

@@ -13,6 +13,7 @@ import pytest
 from harness.cli import main
 from harness.core.registry import create_method, get_method_class, method_entries
 from harness.core.search import BUDGET_SPACES, Choice, LogUniform, Uniform, draw
+from harness.errors import UsageError
 from harness.reporting import sweeps as report
 from harness.running import sweep
 from harness.running.tuning import variant
@@ -59,6 +60,13 @@ def test_every_search_space_names_the_methods_own_hparams_and_draws_valid_values
             for j in range(1, 4):
                 hp, _ = sweep.draw_setting(cls, tiny_spec, kind, j)
                 create_method(name, hp)  # a drawn value the method refuses would be an HparamError here
+
+
+def test_leave_one_domain_out_is_refused_where_its_folds_could_not_run_the_method(tiny_spec, tmp_path):
+    two = variant(tiny_spec, {"test": ["30deg", "45deg", "60deg", "75deg"]})  # training domains 0 and 15 deg
+    with pytest.raises(UsageError, match="needs 2 training domains"):
+        sweep.plan(two, "coral", 1, 1, loo=True, root=tmp_path)
+    assert len(sweep.plan(two, "erm", 1, 1, loo=True, root=tmp_path)) == 3  # the main run and one per fold
 
 
 def test_a_sweep_stores_each_run_and_resumes_without_rerunning(swept, tiny_spec):
