@@ -112,6 +112,11 @@ class Method:
     Subclasses set ``family``, ``protocols`` and ``hparams`` (the defaults) and
     override only the parts they provide. Anything not provided falls back to
     the plain baseline: ERM training, MLS score.
+
+    A method may also set ``search_space``: hparam name -> distribution
+    (:mod:`harness.core.search`) that ``harness sweep`` draws from; hparams left
+    out keep their default in every draw (absent: none of its own are searched).
+    The optimiser's lr / weight decay / batch size are searched for every method.
     """
 
     name: ClassVar[str] = ""
@@ -126,9 +131,6 @@ class Method:
     # changes to the case's Budget this method needs (e.g. erm-strong's cosine schedule and augmentation);
     # ``epochs_factor`` scales the epochs. Applied by the protocol and written to each record's ``run``.
     budget_overrides: ClassVar[dict[str, Any]] = {}
-    # hparam -> distribution (harness.core.search) that ``harness sweep`` draws from; hparams left out keep their
-    # default in every draw. The optimiser's lr / weight decay / batch size are searched for every method.
-    search_space: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, hparams: dict[str, Any] | None = None) -> None:
         self.hparams = resolve_hparams(type(self).hparams, hparams or {}, self.name or type(self).__name__)

@@ -71,11 +71,12 @@ def budget_kind(task: Task) -> str:
 
 def search_space(method_cls: type[Method], kind: str) -> dict[str, Any]:
     """The optimiser's ranges for ``kind`` and the method's own; a method's entry may override an optimiser one."""
-    unknown = sorted(set(method_cls.search_space) - set(method_cls.hparams) - set(Budget.__dataclass_fields__))
+    own = getattr(method_cls, "search_space", {})  # declared beside the method's hparams (see Method's docstring)
+    unknown = sorted(set(own) - set(method_cls.hparams) - set(Budget.__dataclass_fields__))
     if unknown:
         raise UsageError(f"{method_cls.name}: search_space names {unknown}, which are neither its hparams "
                          f"({', '.join(sorted(method_cls.hparams)) or 'none'}) nor budget fields")
-    return {**BUDGET_SPACES[kind], **method_cls.search_space}
+    return {**BUDGET_SPACES[kind], **own}
 
 
 def draw_setting(method_cls: type[Method], spec: CaseSpec, kind: str, j: int) -> tuple[dict[str, Any], dict[str, Any]]:
