@@ -1,5 +1,5 @@
-"""``python -m harness``: list, leaderboard, report, history, power, validate, regenerate, gate, verify, tune, data,
-launch.
+"""``python -m harness``: list, leaderboard, report, history, power, validate, regenerate, gate, verify, tune, sweep,
+data, launch.
 
 Each subcommand imports the package it runs when it runs, so ``harness list`` and ``--help`` load no torch model
 code, plotting or re-execution machinery they do not use (lm-evaluation-harness's lazy registries, for the same
@@ -237,6 +237,31 @@ def cmd_tune(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from harness.reporting import sweeps as sweep_report
+    from harness.running import sweep
+    from harness.suites import case_specs, get_suite
+
+    root = Path(args.root)
+    if not args.report_only:
+        if not args.case or not args.method:
+            raise UsageError("sweep: pass --case and --method (or --report to print the tables of finished sweeps)")
+        specs = {s.case: s for s in case_specs(get_suite(args.suite), args.profile)}
+        if args.case not in specs:
+            raise UsageError(f"sweep: no case {args.case!r} in {args.suite} at {args.profile}; cases: "
+                             f"{', '.join(specs)}")
+        extra = {} if args.executor == "inline" else dict(
+            gpus=args.gpus, cpus=args.cpus, timeout_min=args.timeout_min, partition=args.partition)
+        done = sweep.sweep(specs[args.case], args.method, args.draws, args.trials, loo=args.loo, root=root,
+                           device=args.device, workers=args.workers, executor=args.executor,
+                           progress=lambda line: print(line, flush=True), **extra)
+        print(f"sweep: {done['ran']} run(s) in {done['wall_s']:.0f}s, {done['failed']} failed -> {done['folder']}")
+    text, path = sweep_report.write_report(root / args.suite / args.profile)
+    print(text)
+    print(f"written: {path}")
+    return 0
+
+
 def cmd_gate(args: argparse.Namespace) -> int:
     from harness.checks import gate
     from harness.core.environment import resolve_device
@@ -427,6 +452,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=int, default=1, help="how many tuning seeds (from 1000)")
     p.add_argument("--device", default="cpu")
     p.set_defaults(func=cmd_tune)
+    p = sub.add_parser("sweep", help="DomainBed's protocol: a random hparam sweep of a method on a case, and its "
+                       "tables under three model-selection rules",
+                       description="Draws N hparam sets from the method's search space (draw 0: the defaults), "
+                                   "trains each T times (and, with --loo, once per training domain left out), "
+                                   "stores each run under --root, skips finished runs, then prints and writes the "
+                                   "tables (training-domain validation, leave-one-domain-out, oracle). Example: "
+                                   "python -m harness sweep --suite shift --case pacs-sketch --method coral "
+                                   "--draws 20 --trials 3 --loo --profile smoke")
+    p.add_argument("--suite", default="shift")
+    p.add_argument("--case", default=None)
+    p.add_argument("--method", default=None)
+    p.add_argument("--profile", default="smoke", choices=("smoke", "standard", "full"))
+    p.add_argument("--draws", type=int, default=20, help="hparam draws (default 20, as DomainBed)")
+    p.add_argument("--trials", type=int, default=3, help="trials (seeds) per draw (default 3, as DomainBed)")
+    p.add_argument("--loo", action="store_true",
+                   help="also train each draw once per training domain left out (k extra runs per draw and "
+                        "trial), for leave-one-domain-out selection")
+    p.add_argument("--root", default=str(REPO / "out" / "sweeps"), help="where runs and report.md go "
+                   "(default out/sweeps; never results/)")
+    p.add_argument("--report", dest="report_only", action="store_true",
+                   help="run nothing: print and write the tables of the runs under --root/<suite>/<profile>")
+    p.add_argument("--workers", type=int, default=1, help="local worker processes (default 1)")
+    p.add_argument("--executor", default="inline", choices=("inline", "local", "slurm"),
+                   help="inline (this machine, --workers processes) or a submitit job array")
+    p.add_argument("--partition", default=None, help="SLURM partition (with --executor slurm)")
+    p.add_argument("--gpus", type=int, default=0, help="GPUs per submitit task")
+    p.add_argument("--cpus", type=int, default=1, help="CPU cores per submitit task")
+    p.add_argument("--timeout-min", type=int, default=60, help="per submitit task")
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(func=cmd_sweep)
     p = sub.add_parser("verify", help="CI: verify every record that differs from results/.verified.json: checks, "
                        "then seed 0 and a random seed re-executed bit for bit",
                        description="Checks each record's identity, seeds, labels and metrics, then re-runs seed 0 and "

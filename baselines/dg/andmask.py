@@ -12,6 +12,7 @@ from harness.core.engine import StepEngine
 from harness.core.functional import cross_entropy
 from harness.core.method import Batch, Method, State
 from harness.core.registry import register_method
+from harness.core.search import Uniform
 from harness.errors import HparamError
 
 
@@ -53,6 +54,7 @@ class ANDMask(Method):
     protocols = frozenset({"supervised"})
     needs_domains = True
     hparams = dict(tau=1.0)
+    search_space = dict(tau=Uniform(0.5, 1.0))
 
     def __init__(self, hparams: dict | None = None) -> None:
         super().__init__(hparams)

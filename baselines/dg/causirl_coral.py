@@ -11,6 +11,7 @@ from harness.core.engine import StepEngine
 from harness.core.functional import cross_entropy, group_means
 from harness.core.method import Batch, Method, State
 from harness.core.registry import register_method
+from harness.core.search import LogUniform
 from harness.errors import HparamError
 
 
@@ -41,6 +42,7 @@ class CausIRLCORAL(Method):
     protocols = frozenset({"supervised"})
     needs_domains = True
     hparams = dict(mmd_gamma=1.0)
+    search_space = dict(mmd_gamma=LogUniform(1e-1, 1e1))
 
     def __init__(self, hparams: dict | None = None) -> None:
         super().__init__(hparams)

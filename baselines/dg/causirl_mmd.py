@@ -7,6 +7,7 @@ from torch import Tensor
 from baselines.dg.causirl_coral import CausIRLCORAL
 from baselines.dg.mmd import KERNEL_GAMMAS, check_gammas, gaussian_mmd
 from harness.core.registry import register_method
+from harness.core.search import LogUniform
 
 
 @register_method("causirl-mmd")
@@ -24,6 +25,7 @@ class CausIRLMMD(CausIRLCORAL):
     protocols = frozenset({"supervised"})
     needs_domains = True
     hparams = dict(mmd_gamma=1.0, kernel_gammas=KERNEL_GAMMAS)
+    search_space = dict(mmd_gamma=LogUniform(1e-1, 1e1))
 
     def __init__(self, hparams: dict | None = None) -> None:
         super().__init__(hparams)

@@ -11,6 +11,7 @@ from harness.core.engine import StepEngine
 from harness.core.functional import cross_entropy, group_means
 from harness.core.method import Batch, Method, State
 from harness.core.registry import register_method
+from harness.core.search import LogUniform
 
 
 def coral_distance(a: Tensor, b: Tensor) -> Tensor:
@@ -34,6 +35,7 @@ class CORAL(Method):
     protocols = frozenset({"supervised"})
     needs_domains = True
     hparams = dict(mmd_gamma=1.0)
+    search_space = dict(mmd_gamma=LogUniform(1e-1, 1e1))
 
     def train_step(self, model: nn.Module, batch: Batch, engine: StepEngine, state: State) -> dict:
         features = model.featurizer(batch.x)

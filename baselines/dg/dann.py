@@ -13,6 +13,7 @@ from harness.core.engine import StepEngine
 from harness.core.functional import cross_entropy
 from harness.core.method import Batch, Method, State
 from harness.core.registry import register_method
+from harness.core.search import LogUniform
 from harness.errors import HarnessError
 
 
@@ -61,6 +62,7 @@ class DANN(Method):
     uses_unlabeled = True
     needs_unlabeled = True
     hparams = dict(lam=1.0, gamma=10.0, disc_width=256)
+    search_space = dict(lam=LogUniform(1e-2, 1e2), disc_width=LogUniform(2**6, 2**10, integer=True))
 
     def init_model(self, model: nn.Module, task: Any) -> None:
         width = self.hparams["disc_width"]

@@ -9,6 +9,7 @@ from harness.core.engine import StepEngine
 from harness.core.functional import cross_entropy, group_means
 from harness.core.method import Batch, Method, State
 from harness.core.registry import register_method
+from harness.core.search import LogUniform, Uniform
 from harness.errors import HparamError
 
 BISECTION_STEPS = 64  # halvings of the bracket, in float64: far below the risks' own precision
@@ -86,6 +87,8 @@ class EQRM(Method):
     protocols = frozenset({"supervised"})
     needs_domains = True
     hparams = dict(quantile=0.75, burnin_frac=0.5, lr_factor=0.02, reset_optimizer=True)
+    search_space = dict(quantile=Uniform(0.5, 0.99), burnin_frac=LogUniform(10**2.5 / 5000, 10**3.5 / 5000),
+                        lr_factor=LogUniform(1e-7 / 5e-5, 1e-5 / 5e-5))
 
     def __init__(self, hparams: dict | None = None) -> None:
         super().__init__(hparams)

@@ -14,6 +14,7 @@ from harness.core.engine import StepEngine
 from harness.core.functional import cross_entropy
 from harness.core.method import Batch, Method, State
 from harness.core.registry import register_method
+from harness.core.search import Choice
 from harness.errors import HparamError
 
 
@@ -37,6 +38,7 @@ class Fish(Method):
     protocols = frozenset({"supervised"})
     needs_domains = True
     hparams = dict(meta_lr=0.5)
+    search_space = dict(meta_lr=Choice((0.05, 0.1, 0.5)))
 
     def __init__(self, hparams: dict | None = None) -> None:
         super().__init__(hparams)

@@ -12,6 +12,7 @@ from harness.core.engine import StepEngine
 from harness.core.functional import cross_entropy, is_binary
 from harness.core.method import Batch, Method, State
 from harness.core.registry import register_method
+from harness.core.search import LogUniform, Uniform
 from harness.errors import HparamError, MethodError
 
 
@@ -71,6 +72,7 @@ class Fishr(Method):
     protocols = frozenset({"supervised"})
     needs_domains = True
     hparams = dict(lam=1000.0, anneal_frac=0.3, ema=0.95, reset_optimizer=True)
+    search_space = dict(lam=LogUniform(1e1, 1e4), anneal_frac=Uniform(0.0, 1.0), ema=Uniform(0.90, 0.99))
 
     def __init__(self, hparams: dict | None = None) -> None:
         super().__init__(hparams)

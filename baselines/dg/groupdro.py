@@ -10,6 +10,7 @@ from torch import Tensor
 from harness.core.functional import cross_entropy, group_means
 from harness.core.method import Batch, Method, State
 from harness.core.registry import register_method
+from harness.core.search import LogUniform
 from harness.errors import DataError, Unsupported
 
 
@@ -27,6 +28,7 @@ class GroupDRO(Method):
     family = "dg"
     protocols = frozenset({"supervised"})
     hparams = dict(eta=0.01)
+    search_space = dict(eta=LogUniform(1e-3, 1e-1))
 
     def check_task(self, task: Any) -> None:
         super().check_task(task)

@@ -9,6 +9,7 @@ from harness.core.engine import StepEngine
 from harness.core.functional import cross_entropy
 from harness.core.method import Batch, Method, State
 from harness.core.registry import register_method
+from harness.core.search import LogUniform
 from harness.errors import HparamError
 
 
@@ -34,6 +35,7 @@ class IBERM(Method):
     protocols = frozenset({"supervised"})
     needs_domains = True
     hparams = dict(lam=100.0, anneal_frac=0.1, reset_optimizer=True)
+    search_space = dict(lam=LogUniform(1e-1, 1e5), anneal_frac=LogUniform(2e-4, 1.0))
 
     def __init__(self, hparams: dict | None = None) -> None:
         super().__init__(hparams)

@@ -10,6 +10,7 @@ from harness.core.engine import StepEngine
 from harness.core.functional import cross_entropy
 from harness.core.method import Batch, Method, State
 from harness.core.registry import register_method
+from harness.core.search import LogUniform
 
 
 def mix(x_i: Tensor, x_j: Tensor, lam: float) -> Tensor:
@@ -30,6 +31,7 @@ class Mixup(Method):
     protocols = frozenset({"supervised"})
     needs_domains = True
     hparams = dict(alpha=0.2)
+    search_space = dict(alpha=LogUniform(1e-1, 1e1))
 
     def draw_pairs(self, batch: Batch, state: State) -> list[tuple[Tensor, Tensor, float]]:
         """(indices of domain i, indices of domain j, λ) for each pair, from ``state.generator`` only."""

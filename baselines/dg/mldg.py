@@ -14,6 +14,7 @@ from harness.core.engine import StepEngine
 from harness.core.functional import cross_entropy
 from harness.core.method import Batch, Method, State
 from harness.core.registry import register_method
+from harness.core.search import Choice, LogUniform
 from harness.errors import HparamError
 
 
@@ -75,6 +76,7 @@ class MLDG(Method):
     protocols = frozenset({"supervised"})
     needs_domains = True
     hparams = dict(beta=1.0, n_meta_test=2)
+    search_space = dict(beta=LogUniform(1e-1, 1e1), n_meta_test=Choice((1, 2)))
 
     def __init__(self, hparams: dict | None = None) -> None:
         super().__init__(hparams)

@@ -12,6 +12,7 @@ from harness.core.engine import StepEngine
 from harness.core.functional import cross_entropy, group_means
 from harness.core.method import Batch, Method, State
 from harness.core.registry import register_method
+from harness.core.search import LogUniform
 from harness.errors import HparamError
 
 # DomainBed's fixed mixture of kernel widths: k(a, b) = Σ_γ exp(-γ‖a − b‖²)
@@ -58,6 +59,7 @@ class MMD(Method):
     protocols = frozenset({"supervised"})
     needs_domains = True
     hparams = dict(mmd_gamma=1.0, kernel_gammas=KERNEL_GAMMAS)
+    search_space = dict(mmd_gamma=LogUniform(1e-1, 1e1))
 
     def __init__(self, hparams: dict | None = None) -> None:
         super().__init__(hparams)

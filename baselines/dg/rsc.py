@@ -9,6 +9,7 @@ from harness.core.engine import StepEngine
 from harness.core.functional import cross_entropy, is_binary
 from harness.core.method import Batch, Method, State
 from harness.core.registry import register_method
+from harness.core.search import Uniform
 from harness.errors import HparamError
 
 
@@ -59,6 +60,7 @@ class RSC(Method):
     family = "dg"
     protocols = frozenset({"supervised"})
     hparams = dict(f_drop_factor=1 / 3, b_drop_factor=1 / 3)
+    search_space = dict(f_drop_factor=Uniform(0.0, 0.5), b_drop_factor=Uniform(0.0, 0.5))
 
     def __init__(self, hparams: dict | None = None) -> None:
         super().__init__(hparams)

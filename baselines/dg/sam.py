@@ -11,6 +11,7 @@ from harness.core.engine import StepEngine
 from harness.core.functional import cross_entropy
 from harness.core.method import Batch, Method, State
 from harness.core.registry import register_method
+from harness.core.search import Choice
 
 
 def trainable(model: nn.Module) -> list[nn.Parameter]:
@@ -59,6 +60,7 @@ class SAM(Method):
     family = "dg"
     protocols = frozenset({"supervised"})
     hparams = dict(rho=0.05)
+    search_space = dict(rho=Choice((0.01, 0.02, 0.05, 0.1, 0.2, 0.5)))
 
     def train_step(self, model: nn.Module, batch: Batch, engine: StepEngine, state: State) -> dict:
         return sam_step(model, batch.x, batch.y, engine, self.hparams["rho"])

@@ -8,6 +8,7 @@ from harness.core.engine import StepEngine
 from harness.core.functional import cross_entropy
 from harness.core.method import Batch, Method, State
 from harness.core.registry import register_method
+from harness.core.search import LogUniform
 from harness.errors import HparamError
 
 
@@ -29,6 +30,7 @@ class SD(Method):
     family = "dg"
     protocols = frozenset({"supervised"})
     hparams = dict(sd_reg=0.1)
+    search_space = dict(sd_reg=LogUniform(1e-5, 1e-1))
 
     def __init__(self, hparams: dict | None = None) -> None:
         super().__init__(hparams)

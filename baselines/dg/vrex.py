@@ -9,6 +9,7 @@ from harness.core.engine import StepEngine
 from harness.core.functional import annealed_penalty_weight, cross_entropy, group_means
 from harness.core.method import Batch, Method, State
 from harness.core.registry import register_method
+from harness.core.search import LogUniform
 
 
 def domain_risks(logits: Tensor, y: Tensor, domain: Tensor) -> Tensor:
@@ -33,6 +34,7 @@ class VREx(Method):
     protocols = frozenset({"supervised"})
     needs_domains = True
     hparams = dict(lam=10.0, anneal_frac=0.1, reset_optimizer=True)
+    search_space = dict(lam=LogUniform(1e-1, 1e5), anneal_frac=LogUniform(2e-4, 1.0))
 
     def train_step(self, model: nn.Module, batch: Batch, engine: StepEngine, state: State) -> dict:
         h = self.hparams

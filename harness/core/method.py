@@ -112,6 +112,11 @@ class Method:
     Subclasses set ``family``, ``protocols`` and ``hparams`` (the defaults) and
     override only the parts they provide. Anything not provided falls back to
     the plain baseline: ERM training, MLS score.
+
+    A method may also set ``search_space``: hparam name -> distribution
+    (:mod:`harness.core.search`) that ``harness sweep`` draws from; hparams left
+    out keep their default in every draw (absent: none of its own are searched).
+    The optimiser's lr / weight decay / batch size are searched for every method.
     """
 
     name: ClassVar[str] = ""
