@@ -101,10 +101,11 @@ NAMESPACE = "unlearning"
 CKA_SAMPLES = 500  # forget samples whose features enter linear CKA
 KLOM_RETAIN_SAMPLES = 1000  # retain samples whose margins enter KLoM (KLoM is per sample; a fixed subset suffices)
 KNN_K = 20
-# Attack subsamples per seed. Measured (finetune, mnist5k smoke, 250 non-members, 2 seeds): the sd over
-# subsamples is 0.007-0.06 for the confidence attack on the unlearned model and up to 0.36 for the entropy attack on
-# an oracle; 5 subsamples put the mean's standard error near sd / 2.2 at 25 SVC fits per model (0.6 s at smoke
-# sizes, 7-8 s at standard's 1000 per side, single thread).
+# Attack subsamples per seed. Measured on the 63 smoke records (9 methods x 7 cases x 2 seeds x 3 models), the sd
+# over the 5 subsamples: median 0.05 for the confidence attack (MIA), 0.075 entropy, 0.089 modified entropy, 0.115
+# prob, 0 correctness; up to 0.55 on pacs-subpop-sketch-dog, whose smoke forget and test sets are a few images.
+# 5 subsamples put the mean's standard error near sd / 2.2 at 25 SVC fits per model (0.6 s at smoke sizes, 7-8 s at
+# standard's 1000 per side, single thread).
 MIA_SUBSAMPLES = 5
 # Members and non-members per attack subsample, at most: SalUn trains on the whole test set, but an RBF SVC's fit
 # grows faster than quadratically (measured: 5 attacks x 5 subsamples take 7.4 s at 1000 per side, 283 s at 5000),
