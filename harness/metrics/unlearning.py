@@ -4,10 +4,24 @@ Definitions (accuracies are fractions in [0, 1]; ``pred`` may be labels or logit
 
 * UA (unlearning accuracy) = 1 - accuracy on the forget set; RA = accuracy on the retain set; TA = accuracy on
   the test set.
-* MIA-efficacy (SalUn / "sparse unlearning" protocol): feature = softmax probability of the true class (1-D).
-  An ``SVC(C=3, gamma="auto", kernel="rbf")`` is trained with retain samples as members (label 1) and test
-  samples as non-members (label 0), the larger set subsampled without replacement (seeded) to the size of the
-  smaller one. MIA-efficacy = fraction of forget samples predicted as non-members.
+* MIA-efficacy (SalUn / "sparse unlearning" protocol, Fan et al. ICLR 2024 and Jia et al. NeurIPS 2023): an
+  ``SVC(C=3, gamma="auto", kernel="rbf")`` is trained on an attack feature with retain samples as members (label 1)
+  and test samples as non-members (label 0), the larger set subsampled without replacement (seeded) to the size of
+  the smaller one. MIA-efficacy = fraction of forget samples predicted as non-members. The five attack features
+  (:data:`MIA_ATTACKS`) are those of SalUn's ``SVC_MIA``, defined as in Song & Mittal (USENIX Security 2021),
+  with p = softmax(logits) and y the true label:
+
+  - ``correctness``: 1[argmax_k p_k = y] (0/1);
+  - ``confidence``: p_y (the attack SalUn's tables report as "MIA-efficacy");
+  - ``entropy``: -sum_k p_k log p_k (0 log 0 = 0);
+  - ``m_entropy`` (modified entropy): -(1 - p_y) log p_y - sum_{k != y} p_k log(1 - p_k), a log argument of 0
+    replaced by 1e-30 as in Song & Mittal's code. (SalUn's ``m_entropy`` deviates from this definition: it takes
+    log p where log(1 - p) is meant and swaps whole label columns; we follow the paper's definition.)
+  - ``prob``: the whole probability vector p (K-D).
+
+  Song & Mittal threshold each feature per class; SalUn fits the one SVC above to each, which we follow. The
+  subsample changes the answer (sd up to 0.02-0.03 on a few hundred samples), so :func:`mia_attacks` repeats each
+  attack over several seeded subsamples (the same subsamples for every attack) and reports mean and sd.
 * RTE (run-time efficiency) = method wall time / retrain wall time.
 * Average gap = mean over UA, RA, TA, MIA of |metric(method) - metric(retrained model)|.
 * margin(x, y) = f_y(x) - logsumexp_{k != y} f_k(x) (for one binary logit f: f if y = 1, -f if y = 0).
@@ -29,17 +43,23 @@ from typing import Any
 
 import numpy as np
 from scipy.special import expit, logsumexp, rel_entr, softmax
+from sklearn.svm import SVC
 
 from harness.metrics._checks import MetricError, _np, as_labels, same_length
 from harness.metrics.classification import accuracy
 
 __all__ = [
+    "MIA_ATTACKS",
     "KLoMResult",
+    "MIAResult",
     "average_gap",
     "klom",
     "margins",
     "mia_efficacy",
+    "mia_attacks",
     "mia_efficacy_from_confidence",
+    "mia_efficacy_from_features",
+    "mia_features",
     "retain_accuracy",
     "run_time_efficiency",
     "test_accuracy",
@@ -97,6 +117,44 @@ def true_class_probability(logits: Any, y: Any, *, from_probs: bool = False) -> 
     return p[np.arange(len(t)), t]
 
 
+MIA_ATTACKS = ("correctness", "confidence", "entropy", "m_entropy", "prob")  # SalUn's five (module docstring)
+_LOG_FLOOR = 1e-30  # Song & Mittal's stand-in for log(0) in the modified entropy
+
+
+def _probs(logits: Any, from_probs: bool) -> np.ndarray:
+    """(N, K) float64 class probabilities (one binary logit f becomes the two-class (1 - sigmoid f, sigmoid f))."""
+    a, binary = _logits_2d(logits, "logits")
+    if binary:
+        p1 = a if from_probs else expit(a)
+        return np.stack([1.0 - p1, p1], axis=1)
+    return a if from_probs else softmax(a, axis=1)
+
+
+def mia_features(logits: Any, y: Any, attack: str, *, from_probs: bool = False) -> np.ndarray:
+    """The attack's feature per sample, shape (N, d): d = 1, or K for ``prob`` (see module docstring)."""
+    p = _probs(logits, from_probs)
+    t = as_labels(y, "labels")
+    same_length(("logits", p), ("labels", t))
+    _check_label_range(t, p.shape[1], "labels")
+    rows = np.arange(len(t))
+    p_y = p[rows, t]
+    if attack == "correctness":
+        f = (p.argmax(axis=1) == t).astype(np.float64)
+    elif attack == "confidence":
+        f = p_y
+    elif attack == "entropy":
+        f = -np.sum(np.where(p > 0, p * np.log(np.where(p > 0, p, 1.0)), 0.0), axis=1)
+    elif attack == "m_entropy":
+        log_p_y = np.log(np.maximum(p_y, _LOG_FLOOR))
+        rest = np.where(np.arange(p.shape[1])[None, :] == t[:, None], 0.0, p)  # p_k for k != y, 0 at y
+        f = -(1.0 - p_y) * log_p_y - np.sum(rest * np.log(np.maximum(1.0 - rest, _LOG_FLOOR)), axis=1)
+    elif attack == "prob":
+        return p
+    else:
+        raise MetricError(f"unknown MIA attack {attack!r}; known: {', '.join(MIA_ATTACKS)}")
+    return f[:, None]
+
+
 def mia_efficacy(
     retain_logits: Any,
     retain_y: Any,
@@ -107,33 +165,100 @@ def mia_efficacy(
     *,
     seed: int = 0,
     from_probs: bool = False,
+    attack: str = "confidence",
 ) -> float:
-    """Fraction of forget samples an SVC membership attack calls non-members (see module docstring)."""
-    r = true_class_probability(retain_logits, retain_y, from_probs=from_probs)
-    t = true_class_probability(test_logits, test_y, from_probs=from_probs)
-    f = true_class_probability(forget_logits, forget_y, from_probs=from_probs)
-    return mia_efficacy_from_confidence(r, t, f, seed=seed)
+    """Fraction of forget samples an SVC membership attack calls non-members, on one subsample (module docstring)."""
+    feats = [mia_features(lg, y, attack, from_probs=from_probs)
+             for lg, y in ((retain_logits, retain_y), (test_logits, test_y), (forget_logits, forget_y))]
+    return mia_efficacy_from_features(*feats, seed=seed)
 
 
 def mia_efficacy_from_confidence(retain_conf: Any, test_conf: Any, forget_conf: Any, *, seed: int = 0) -> float:
     """:func:`mia_efficacy` from true-class probabilities already computed (1-D each), e.g. stored evidence."""
-    from sklearn.svm import SVC  # lazy: sklearn import is slow and only this metric needs it
+    return mia_efficacy_from_features(*(_np(c).astype(np.float64).reshape(-1, 1)
+                                        for c in (retain_conf, test_conf, forget_conf)), seed=seed)
 
-    r, t, f = (_np(c).astype(np.float64).reshape(-1) for c in (retain_conf, test_conf, forget_conf))
-    if min(r.size, t.size, f.size) == 0:
-        raise MetricError(f"MIA needs non-empty retain, test and forget sets, got sizes {r.size}, {t.size}, {f.size}")
-    rng = np.random.default_rng(seed)
-    n = min(r.size, t.size)
-    # Balance members and non-members so the attack cannot win by predicting the majority class.
-    if r.size > n:
-        r = r[np.sort(rng.choice(r.size, size=n, replace=False))]
-    if t.size > n:
-        t = t[np.sort(rng.choice(t.size, size=n, replace=False))]
-    x = np.concatenate([r, t])[:, None]
-    label = np.concatenate([np.ones(n, dtype=np.int64), np.zeros(n, dtype=np.int64)])
+
+def _balanced(n_retain: int, n_test: int, rng: np.random.Generator,
+              cap: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Row indices of a balanced attack training set: the larger of retain and test subsampled without replacement
+    to the smaller's size (and both to ``cap`` when given), so the attack cannot win by predicting the majority
+    class."""
+    n = min(n_retain, n_test, cap or n_retain)
+    r = np.sort(rng.choice(n_retain, size=n, replace=False)) if n_retain > n else np.arange(n)
+    t = np.sort(rng.choice(n_test, size=n, replace=False)) if n_test > n else np.arange(n)
+    return r, t
+
+
+def _features_2d(f: Any, name: str) -> np.ndarray:
+    a = _np(f).astype(np.float64)
+    a = a.reshape(-1, 1) if a.ndim == 1 else a
+    if a.ndim != 2:
+        raise MetricError(f"{name} features must be (N,) or (N, d), got shape {a.shape}")
+    return a
+
+
+def _svc_efficacy(r: np.ndarray, t: np.ndarray, f: np.ndarray) -> float:
+    x = np.concatenate([r, t])
+    label = np.concatenate([np.ones(len(r), dtype=np.int64), np.zeros(len(t), dtype=np.int64)])
     clf = SVC(C=3, gamma="auto", kernel="rbf")
     clf.fit(x, label)
-    return float(np.mean(clf.predict(f[:, None]) == 0))
+    return float(np.mean(clf.predict(f) == 0))
+
+
+def mia_efficacy_from_features(retain_feat: Any, test_feat: Any, forget_feat: Any, *, seed: int = 0) -> float:
+    """MIA-efficacy from attack features already computed ((N,) or (N, d) each), on the subsample of ``seed``."""
+    r, t, f = (_features_2d(x, n) for x, n in ((retain_feat, "retain"), (test_feat, "test"), (forget_feat, "forget")))
+    if min(len(r), len(t), len(f)) == 0:
+        raise MetricError(f"MIA needs non-empty retain, test and forget sets, got sizes {len(r)}, {len(t)}, {len(f)}")
+    if not r.shape[1] == t.shape[1] == f.shape[1]:
+        raise MetricError(f"MIA feature widths differ: {r.shape[1]}, {t.shape[1]}, {f.shape[1]}")
+    ri, ti = _balanced(len(r), len(t), np.random.default_rng(seed))
+    return _svc_efficacy(r[ri], t[ti], f)
+
+
+@dataclass(frozen=True)
+class MIAResult:
+    """One attack's MIA-efficacy over the attack subsamples: the values per subsample, their mean and sd
+    (ddof = 1; 0 for one subsample)."""
+
+    per_subsample: np.ndarray
+    mean: float
+    sd: float
+
+
+def mia_attacks(
+    retain_logits: Any,
+    retain_y: Any,
+    test_logits: Any,
+    test_y: Any,
+    forget_logits: Any,
+    forget_y: Any,
+    *,
+    seeds: Sequence[int],
+    attacks: Sequence[str] = MIA_ATTACKS,
+    from_probs: bool = False,
+    max_per_side: int | None = None,
+) -> dict[str, MIAResult]:
+    """Every attack of ``attacks`` on the balanced subsample of each seed in ``seeds`` (one subsample per seed,
+    shared by the attacks): ``{attack: MIAResult}`` (see module docstring). ``max_per_side`` caps the members and
+    non-members each subsample trains on (an SVC's fit grows faster than quadratically with its rows)."""
+    seeds = [int(s) for s in np.asarray(seeds).reshape(-1)]
+    if not seeds:
+        raise MetricError("mia_attacks needs at least one subsample seed")
+    sets = ((retain_logits, retain_y), (test_logits, test_y), (forget_logits, forget_y))
+    feats = {a: [mia_features(lg, y, a, from_probs=from_probs) for lg, y in sets] for a in attacks}
+    r0, t0, f0 = feats[attacks[0]]
+    if min(len(r0), len(t0), len(f0)) == 0:
+        raise MetricError(f"MIA needs non-empty retain, test and forget sets, got sizes {len(r0)}, {len(t0)}, "
+                          f"{len(f0)}")
+    subsamples = [_balanced(len(r0), len(t0), np.random.default_rng(s), max_per_side) for s in seeds]
+    out = {}
+    for a, (r, t, f) in feats.items():
+        v = np.array([_svc_efficacy(r[ri], t[ti], f) for ri, ti in subsamples])
+        sd = float(v.std(ddof=1)) if len(v) > 1 and np.ptp(v) > 0 else 0.0  # equal values: exactly 0, no rounding
+        out[a] = MIAResult(v, float(v.mean()), sd)
+    return out
 
 
 def run_time_efficiency(method_seconds: float, retrain_seconds: float) -> float:

@@ -39,17 +39,28 @@ whose batches withhold labels (:class:`LabelFreeLoader`); methods with ``uses_or
 ``oracle_matching`` when the logits were read.
 
 Evidence and metrics. Each seed keeps compact arrays (:func:`seed_metrics` recomputes every seed metric from them):
-labels, predictions and true-class probabilities on forget, retain and test for the unlearned model, oracle 0
-(``retrain_*``) and the original (``original_*``); kNN predictions of the forget samples from penultimate features
+labels, predictions and float32 logits on forget, retain and test for the unlearned model, oracle 0
+(``retrain_*``) and the original (``original_*``); the seeds of the membership-inference attack's subsamples
+(``mia_seeds``, see below); kNN predictions of the forget samples from penultimate features
 (bank: the validation split); float16 penultimate features of up to ``CKA_SAMPLES`` forget samples (linear CKA);
 margins on forget, up to ``KLOM_RETAIN_SAMPLES`` retain samples and validation for the unlearned model and oracles
 1..n-1 (KLoM, the case-level metric of :func:`klom_metrics`, with at least 6 oracles per histogram bin, measured,
 against the reference's 5: :func:`klom_bins`); and the two times of RTE.
+
+Membership inference: the five attacks of SalUn (:data:`harness.metrics.unlearning.MIA_ATTACKS`: correctness,
+confidence, entropy, modified entropy, prob), each an SVC fitted on a balanced subsample of retain (members) and
+test (non-members; at most ``MIA_MAX_PER_SIDE`` of each), repeated over ``MIA_SUBSAMPLES`` subsamples whose seeds
+come from the run's seed stream and the case (:func:`mia_seeds`), the same subsamples for the unlearned model,
+oracle 0 and the original. Each attack's metric is the mean MIA-efficacy over the subsamples, with their sd beside
+it (``<name>_sd``): ``MIA`` (the confidence attack, SalUn's reported "MIA-efficacy", the one the gap averages;
+before suite version 2 it was one subsample at a fixed RNG seed), ``MIA_correctness``, ``MIA_entropy``,
+``MIA_m_entropy`` and ``MIA_prob``.
 """
 
 from __future__ import annotations
 
 import copy
+import hashlib
 import inspect
 import math
 import sys
@@ -75,12 +86,12 @@ from harness.errors import HarnessError, UsageError
 from harness.metrics._checks import MetricError
 from harness.metrics.probes import knn_predict, linear_cka
 from harness.metrics.unlearning import (
+    MIA_ATTACKS,
     average_gap,
     klom,
     margins,
-    mia_efficacy_from_confidence,
+    mia_attacks,
     run_time_efficiency,
-    true_class_probability,
 )
 from harness.protocols import kit, register_protocol
 from harness.protocols.kit import RunContext, SeedResult, SplitLoader, fit, infer, make_optimizer
@@ -90,6 +101,16 @@ NAMESPACE = "unlearning"
 CKA_SAMPLES = 500  # forget samples whose features enter linear CKA
 KLOM_RETAIN_SAMPLES = 1000  # retain samples whose margins enter KLoM (KLoM is per sample; a fixed subset suffices)
 KNN_K = 20
+# Attack subsamples per seed. Measured on the 63 smoke records (9 methods x 7 cases x 2 seeds x 3 models), the sd
+# over the 5 subsamples: median 0.05 for the confidence attack (MIA), 0.075 entropy, 0.089 modified entropy, 0.115
+# prob, 0 correctness; up to 0.55 on pacs-subpop-sketch-dog, whose smoke forget and test sets are a few images.
+# 5 subsamples put the mean's standard error near sd / 2.2 at 25 SVC fits per model (0.6 s at smoke sizes, 7-8 s at
+# standard's 1000 per side, single thread).
+MIA_SUBSAMPLES = 5
+# Members and non-members per attack subsample, at most: SalUn trains on the whole test set, but an RBF SVC's fit
+# grows faster than quadratically (measured: 5 attacks x 5 subsamples take 7.4 s at 1000 per side, 283 s at 5000),
+# so the ``full`` profile's larger test sets are subsampled to this (``smoke`` and ``standard`` never reach it).
+MIA_MAX_PER_SIDE = 1000
 RETIME_STEPS = 8
 _PROCESS = uuid.uuid4().hex  # marks reference models trained by this process
 _RETIMED: dict[tuple[str, str], tuple[float, str]] = {}  # (key, precision) -> (seconds, basis), per process
@@ -407,6 +428,7 @@ def run_unlearn(task: Any, method: Method, ctx: RunContext) -> SeedResult:
     logits, features = _model_outputs(ctx, model, layout)
     arrays = evidence(layout, task.data.y, (logits, features), oracles[0], original, oracles[1:],
                       (seconds, retrain_time))
+    arrays["mia_seeds"] = mia_seeds(task.spec.case, ctx.seed)
     info = {
         "oracle_matching": "oracle_logits" in used,  # fitted to (its own) oracles' outputs, their training charged
         "oracles_charged": len(charged),
@@ -471,7 +493,7 @@ def evidence(layout: Layout, y: Tensor, unlearned: tuple[Tensor, Tensor], oracle
         for s in ("forget", "retain", "test"):
             part = logits[layout.span(s)].numpy()
             arrays[f"{prefix}pred_{s}"] = part.argmax(1).astype(np.int16)
-            arrays[f"{prefix}conf_{s}"] = true_class_probability(part, ys[s]).astype(np.float32)
+            arrays[f"{prefix}logits_{s}"] = part.astype(np.float32)  # every MIA feature derives from these
         f_forget, f_val = feats[layout.feature_rows("forget")], feats[layout.feature_rows("val")]
         k = min(KNN_K, len(f_val))
         arrays[f"{prefix}knn_forget"] = knn_predict(f_val, ys["val"], f_forget, k).astype(np.int16)
@@ -487,6 +509,18 @@ def evidence(layout: Layout, y: Tensor, unlearned: tuple[Tensor, Tensor], oracle
         ).astype(np.float32).reshape(len(klom_oracles), -1)
     arrays["seconds"] = np.array(seconds, dtype=np.float64)
     return arrays
+
+
+def mia_seeds(case: str, stream: int, count: int = MIA_SUBSAMPLES) -> np.ndarray:
+    """The attack subsamples' seeds of one (case, seed): drawn from the run's seed stream and the case name, so
+    they differ across seeds and across the cases that share a pool's stream (stored in the evidence)."""
+    key = int.from_bytes(hashlib.sha256(f"unlearning-mia/{case}".encode()).digest()[:8], "little")
+    return np.random.SeedSequence([int(stream), key]).generate_state(count, dtype=np.uint32).astype(np.int64)
+
+
+def mia_metric(attack: str) -> str:
+    """The metric name of an attack's mean efficacy (``MIA`` for confidence, SalUn's reported one)."""
+    return "MIA" if attack == "confidence" else f"MIA_{attack}"
 
 
 def _cka(a: np.ndarray, b: np.ndarray) -> float:
@@ -505,8 +539,11 @@ def seed_metrics(arrays: dict[str, np.ndarray]) -> dict[str, float]:
         out[f"{prefix}UA"] = 1.0 - acc["forget"]
         out[f"{prefix}RA"] = acc["retain"]
         out[f"{prefix}TA"] = acc["test"]
-        out[f"{prefix}MIA"] = mia_efficacy_from_confidence(a[f"{prefix}conf_retain"], a[f"{prefix}conf_test"],
-                                                           a[f"{prefix}conf_forget"])
+        mia = mia_attacks(*(x for s in ("retain", "test", "forget") for x in (a[f"{prefix}logits_{s}"], a[f"y_{s}"])),
+                          seeds=a["mia_seeds"], max_per_side=MIA_MAX_PER_SIDE)
+        for attack in MIA_ATTACKS:
+            name = mia_metric(attack)
+            out[f"{prefix}{name}"], out[f"{prefix}{name}_sd"] = mia[attack].mean, mia[attack].sd
         out[f"{prefix}knn_forget"] = float(np.mean(a[f"{prefix}knn_forget"] == a["y_forget"]))
     out["gap"] = average_gap(out, {k: out[f"retrain_{k}"] for k in ("UA", "RA", "TA", "MIA")})
     out["RTE"] = run_time_efficiency(*(float(t) for t in a["seconds"]))
@@ -545,6 +582,7 @@ def klom_metrics(results: list[SeedResult]) -> dict[str, float]:
 
 __all__ = [
     "LabelAccess", "LabelFreeLoader", "Layout", "Reference", "UnlearnEngines", "check_speed", "evidence",
-    "frozen_copy", "hook_inputs", "klom_bins", "klom_metrics", "layout_of", "method_oracles", "n_method_oracles",
+    "frozen_copy", "hook_inputs", "klom_bins", "klom_metrics", "layout_of", "method_oracles", "mia_metric",
+    "mia_seeds", "n_method_oracles",
     "reference_models", "retrain_seconds", "run_unlearn", "seed_metrics", "unlearn_steps",
 ]

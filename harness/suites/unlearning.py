@@ -6,20 +6,32 @@ Cases (the forget set of each is fixed by ``data_seed`` and part of the fingerpr
   the training pool, or every training image of digit 3; a small CNN from scratch;
 * ``cifar10-random10`` / ``cifar10-class1`` (the shared CIFAR-10 copy): the same two forget sets (class 1 is
   ``automobile``); a small CNN from scratch;
+* ``mnist5k-cluster`` / ``cifar10-cluster``: a structured forget set, one k-means cluster of the pool (KLoM /
+  EasyDUB style: a coherent sub-population rather than a random or class-defined one). Features: the pool's
+  pixels in [0, 1], flattened and reduced by PCA to ``components`` dimensions (full SVD); k-means with
+  ``clusters`` clusters (``n_init=10``, ``random_state=data_seed``); forget = the cluster whose size is nearest
+  ``fraction`` of the pool (ties: the smaller cluster index). Fixed pixel features, not the original model's,
+  because the original is trained per seed and the forget set must be fixed per case. Measured at data seed 0:
+  the MNIST cluster is mostly sixes (smoke 50 of 58, standard 234 of 265, the rest 0/2/3/4/5/8), so it is a
+  writing-style sub-population close to one class; the CIFAR-10 cluster is a colour and brightness layout, not a
+  semantic group (standard: 146 images, mostly animals, 34 deer, no airplane, 6 ships or trucks; smoke: all ten
+  classes). The cluster sizes, the chosen cluster and its class counts are in the task info
+  (``unlearning/cluster``);
 * ``pacs-subpop-sketch-dog`` (shared PACS): a sub-population, the sketch domain's share of the dog class; the
   pretrained EfficientNet-Lite0, fine-tuned whole at 48 px in ``standard`` (62% test accuracy after 2 epochs; 32 px
   reached 48% after 3, 64 px 62% at 1.3x the time of 48 px) and 32 px in ``smoke``.
 
 Data: each dataset's pool (original training set), validation and test splits are drawn once per ``data_seed`` and
-do not depend on the forget set, so both forget cases of a dataset share their original model. For a whole-class
+do not depend on the forget set, so the forget cases of a dataset share their original model. For a whole-class
 forget set, ``test`` holds the remaining classes only (TA and the MIA's non-members, as in SalUn's class-wise
 setting); ``val`` keeps every class (KLoM on validation, and the kNN bank).
 
 Protocol (``harness/protocols/unlearn.py``): shared original and scoring oracles per (case, seed), the method's
 ``unlearn`` hook under a step budget of ``unlearn_frac`` of a retraining (one budget over all its engines), then UA,
-RA, TA, MIA-efficacy, RTE, the average gap to oracle 0 (primary, lower is better), linear CKA of penultimate
-features of the forget samples to the original and to oracle 0, kNN accuracy of the forget samples on penultimate
-features (bank: validation) and, per case, KLoM on forget, retain and validation over all seeds. ``retrain_*`` and
+RA, TA, the five MIA-efficacy attacks of SalUn (each the mean over several attack subsamples, their sd beside it
+as ``<name>_sd``), RTE, the average gap to oracle 0 (primary, lower is better), linear CKA of penultimate features
+of the forget samples to the original and to oracle 0, kNN accuracy of the forget samples on penultimate features
+(bank: validation) and, per case, KLoM on forget, retain and validation over all seeds. ``retrain_*`` and
 ``original_*`` metrics are oracle 0's and the original's own values, for reading the others against. A method that
 needs oracles (``dmm``, ``retrain``) gets its own, separately seeded, and pays their training time in its RTE.
 
@@ -44,7 +56,10 @@ import json
 from functools import lru_cache
 from typing import Any
 
+import numpy as np
 import torch
+from sklearn.cluster import KMeans
+from sklearn.decomposition import PCA
 from torch import nn
 
 from harness import data as hdata
@@ -60,7 +75,7 @@ PROTOCOL = "unlearn"
 # measured to, is a reference row without a verdict (harness.reporting.suites.unlearning).
 BASELINE = "finetune"
 DATASETS = ["mnist5k", "cifar10", "pacs"]
-VERSION = "1"
+VERSION = "2"  # 2: five MIA attacks over seeded subsamples, logits in the evidence; cluster cases
 PRIMARY = "gap"
 LOWER_IS_BETTER = ["gap", "RTE", "klom_forget", "klom_retain", "klom_val"]
 
@@ -91,6 +106,8 @@ PROFILE: dict[str, dict[str, Any]] = {
         pacs_model="lite0"),
 }
 UNLEARN_FRAC = 0.2  # the methods' step budget, as a fraction of a retraining's steps
+# the structured forget set: one k-means cluster of PCA-reduced pixels, the one nearest 10% of the pool (as random10)
+CLUSTER_FORGET = dict(kind="cluster", features="pixel-pca", components=32, clusters=10, fraction=0.1)
 
 
 def conv_net(in_chans: int, num_classes: int, width: int = 16) -> Classifier:
@@ -116,8 +133,10 @@ def case_specs(profile: str) -> list[CaseSpec]:
     cases = [
         ("mnist5k-random10", dict(mnist, forget=dict(kind="random", fraction=0.1)), cfg["digits_budget"]),
         ("mnist5k-class3", dict(mnist, forget=dict(kind="class", label="3")), cfg["digits_budget"]),
+        ("mnist5k-cluster", dict(mnist, forget=CLUSTER_FORGET), cfg["digits_budget"]),
         ("cifar10-random10", dict(cifar, forget=dict(kind="random", fraction=0.1)), cfg["cifar_budget"]),
         ("cifar10-class1", dict(cifar, forget=dict(kind="class", label="automobile")), cfg["cifar_budget"]),
+        ("cifar10-cluster", dict(cifar, forget=CLUSTER_FORGET), cfg["cifar_budget"]),
         ("pacs-subpop-sketch-dog", dict(pacs, forget=dict(kind="subpopulation", domain="sketch", label="dog")),
          cfg["pacs_budget"]),
     ]
@@ -174,9 +193,29 @@ def pool_splits(ds: ArrayDataset, p: dict[str, Any]) -> dict[str, torch.Tensor]:
             "test": order[n_pool + n_val:n_pool + n_val + pool["test"]]}
 
 
+def cluster_forget(ds: ArrayDataset, pool: torch.Tensor, forget: dict[str, Any],
+                   seed: int) -> tuple[torch.Tensor, dict[str, Any]]:
+    """The cluster forget set (module docstring): a boolean over ``pool`` and what the clustering found."""
+    if forget["features"] != "pixel-pca":
+        raise ValueError(f"unknown cluster features {forget['features']!r}")
+    x = to_float(ds.x[pool]).reshape(len(pool), -1).numpy().astype(np.float64)
+    z = PCA(n_components=forget["components"], svd_solver="full").fit_transform(x)
+    km = KMeans(n_clusters=forget["clusters"], n_init=10, random_state=seed).fit(z)
+    sizes = np.bincount(km.labels_, minlength=forget["clusters"])
+    chosen = int(np.argmin(np.abs(sizes - forget["fraction"] * len(pool))))  # argmin: ties to the smaller index
+    mask = torch.as_tensor(km.labels_ == chosen)
+    classes = np.bincount(ds.y[pool][mask].numpy(), minlength=ds.num_classes)
+    info = {"features": forget["features"], "cluster_sizes": sizes.tolist(), "chosen": chosen,
+            "inertia": float(km.inertia_),
+            "forget_classes": {ds.classes[c]: int(n) for c, n in enumerate(classes) if n}}
+    return mask, info
+
+
 def forget_mask(ds: ArrayDataset, pool: torch.Tensor, forget: dict[str, Any], seed: int) -> torch.Tensor:
     """Which pool positions are forgotten (a boolean over ``pool``)."""
     kind = forget["kind"]
+    if kind == "cluster":
+        return cluster_forget(ds, pool, forget, seed)[0]
     if kind == "random":
         gen = torch.Generator().manual_seed(seed + 1)
         mask = torch.zeros(len(pool), dtype=torch.bool)
@@ -196,7 +235,11 @@ def build(spec: CaseSpec) -> Task:
     ds = _load(p["dataset"], p["pool"].get("size"))
     idx = pool_splits(ds, p)
     pool = idx["train"]
-    mask = forget_mask(ds, pool, p["forget"], p["data_seed"])
+    cluster = None
+    if p["forget"]["kind"] == "cluster":
+        mask, cluster = cluster_forget(ds, pool, p["forget"], p["data_seed"])
+    else:
+        mask = forget_mask(ds, pool, p["forget"], p["data_seed"])
     # a seeded order, so the first CKA_SAMPLES / KLOM_RETAIN_SAMPLES of each are random subsets
     gen = torch.Generator().manual_seed(p["data_seed"] + 2)
     forget, retain = pool[mask], pool[~mask]
@@ -216,6 +259,8 @@ def build(spec: CaseSpec) -> Task:
         "n_test": len(test), "forget_digest": hashlib.sha256(forget.sort().values.numpy().tobytes()).hexdigest()[:16],
         "forgotten_class": forgotten_class, "n_oracles": p["n_oracles"], "unlearn_frac": p["unlearn_frac"],
         "pool_fingerprint": pool_fingerprint(spec)}}
+    if cluster is not None:
+        info["unlearning"]["cluster"] = cluster
     if p["model"] == "lite0":
         weights = pretrained_weights("efficientnet_lite0")
         normalize = weights.channel_stats(in_chans)
@@ -249,4 +294,7 @@ def _describe(forget: dict[str, Any]) -> str:
         return f"random {forget['fraction']:.0%}"
     if forget["kind"] == "class":
         return f"every image of class {forget['label']}"
+    if forget["kind"] == "cluster":
+        return (f"the k-means cluster ({forget['clusters']} clusters of {forget['components']}-D pixel PCA) nearest "
+                f"{forget['fraction']:.0%} of the pool")
     return f"class {forget['label']} in domain {forget['domain']}"

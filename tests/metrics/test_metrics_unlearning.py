@@ -11,10 +11,14 @@ from scipy.special import softmax
 
 from harness.metrics._checks import MetricError
 from harness.metrics.unlearning import (
+    MIA_ATTACKS,
     average_gap,
     klom,
     margins,
+    mia_attacks,
     mia_efficacy,
+    mia_efficacy_from_confidence,
+    mia_features,
     retain_accuracy,
     run_time_efficiency,
     true_class_probability,
@@ -54,7 +58,7 @@ def test_true_class_probability() -> None:
         true_class_probability(logits, [0, 3])
 
 
-def _confident_logits(rng: np.random.Generator, n: int, y: np.ndarray, gap: float) -> np.ndarray:
+def _confident_logits(rng: np.random.Generator, n: int, y: np.ndarray, gap: float | np.ndarray) -> np.ndarray:
     logits = rng.normal(0, 0.3, (n, 3))
     logits[np.arange(n), y] += gap
     return logits
@@ -74,6 +78,81 @@ def test_mia_efficacy_separates_members_from_non_members() -> None:
     mixed = np.r_[like_member[:50], like_test[:50]]
     assert mia_efficacy(*args, mixed, y[:100], seed=3) == mia_efficacy(*args, mixed, y[:100], seed=3)
     assert mia_efficacy(*args, mixed, y[:100]) == pytest.approx(0.5, abs=0.05)
+
+
+def _song_mittal(p: np.ndarray, y: np.ndarray) -> dict[str, np.ndarray]:
+    """The four scalar features as Song & Mittal's membership_inference_attacks.py computes them, one sample at a
+    time (the reference the vectorised ones are checked against)."""
+    out: dict[str, list[float]] = {"correctness": [], "confidence": [], "entropy": [], "m_entropy": []}
+    for row, label in zip(p, y):
+        out["correctness"].append(float(np.argmax(row) == label))
+        out["confidence"].append(row[label])
+        out["entropy"].append(sum(-v * math.log(v) for v in row if v != 0))
+        m = 0.0
+        for k, v in enumerate(row):
+            if k == label:
+                m += -math.log(1e-30) if v == 0 else -(1 - v) * math.log(v)
+            else:
+                m += -math.log(1e-30) if v == 1 else -v * math.log(1 - v)
+        out["m_entropy"].append(m)
+    return {k: np.array(v) for k, v in out.items()}
+
+
+def test_mia_features_match_song_and_mittal() -> None:
+    rng = np.random.default_rng(1)
+    logits = rng.normal(0, 3, (40, 5))
+    y = rng.integers(0, 5, 40)
+    p = softmax(logits, axis=1)
+    ref = _song_mittal(p, y)
+    for attack in ("correctness", "confidence", "entropy", "m_entropy"):
+        f = mia_features(logits, y, attack)
+        assert f.shape == (40, 1), attack
+        np.testing.assert_allclose(f[:, 0], ref[attack], rtol=1e-12, err_msg=attack)
+    np.testing.assert_allclose(mia_features(logits, y, "prob"), p, rtol=1e-12)
+    # the edge cases: p_y = 0 and some p_k = 1 (k != y) take log(1e-30); 0 log 0 = 0 in the entropy
+    edge = np.array([[0.0, 1.0, 0.0], [1.0, 0.0, 0.0]])
+    ye = np.array([0, 0])
+    ref = _song_mittal(edge, ye)
+    for attack in ("entropy", "m_entropy", "confidence", "correctness"):
+        np.testing.assert_allclose(mia_features(edge, ye, attack, from_probs=True)[:, 0], ref[attack], err_msg=attack)
+    with pytest.raises(MetricError, match="unknown MIA attack"):
+        mia_features(logits, y, "loss")
+
+
+def test_mia_attacks_average_subsamples_and_report_their_spread() -> None:
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 400)
+    # per-sample true-class gaps that overlap, so members and non-members are hard to tell apart
+    retain = _confident_logits(rng, 400, y, rng.normal(2.5, 1.0, 400))
+    test = _confident_logits(rng, 150, y[:150], rng.normal(1.8, 1.0, 150))
+    forget = _confident_logits(rng, 100, y[:100], rng.normal(2.2, 1.0, 100))
+    args = (retain, y, test, y[:150], forget, y[:100])
+    out = mia_attacks(*args, seeds=[5, 6, 7, 8])
+    assert tuple(out) == MIA_ATTACKS
+    for attack, r in out.items():
+        assert r.per_subsample.shape == (4,) and 0.0 <= r.mean <= 1.0, attack
+        assert r.mean == pytest.approx(r.per_subsample.mean()) and r.sd == pytest.approx(r.per_subsample.std(ddof=1))
+    # one subsample per seed, the same as the one-subsample function's at that seed
+    assert out["confidence"].per_subsample.tolist() == [mia_efficacy(*args, seed=s) for s in (5, 6, 7, 8)]
+    assert out["prob"].per_subsample[1] == mia_efficacy(*args, seed=6, attack="prob")
+    # overlapping members and non-members: the subsample matters, and the spread says so
+    assert out["confidence"].sd > 0
+    assert mia_attacks(*args, seeds=[5, 6, 7, 8])["entropy"].per_subsample.tolist() == \
+        out["entropy"].per_subsample.tolist()
+    # a cap on the attack's training rows: a different (smaller) subsample
+    capped = mia_attacks(*args, seeds=[5], attacks=("confidence",), max_per_side=50)["confidence"]
+    assert capped.sd == 0.0 and capped.per_subsample.shape == (1,)
+    with pytest.raises(MetricError, match="at least one"):
+        mia_attacks(*args, seeds=[])
+
+
+def test_mia_from_confidence_is_the_confidence_attack() -> None:
+    rng = np.random.default_rng(2)
+    y = rng.integers(0, 3, 300)
+    lg = [_confident_logits(rng, n, y[:n], g) for n, g in ((300, 4.0), (120, 1.0), (80, 2.0))]
+    conf = [true_class_probability(a, y[:len(a)]) for a in lg]
+    args = (lg[0], y, lg[1], y[:120], lg[2], y[:80])
+    assert mia_efficacy_from_confidence(*conf, seed=4) == mia_efficacy(*args, seed=4)
 
 
 def test_rte_and_average_gap() -> None:
