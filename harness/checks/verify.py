@@ -251,10 +251,11 @@ def same_machine(old: dict, new: dict) -> bool:
 
 
 def agreement(old: dict, new: dict) -> tuple[bool, str]:
-    """Whether a rerun agrees with the record (exact on the same machine, tolerance across machines)."""
+    """Whether a rerun agrees with the record (exact on the same machine, tolerance across machines); measured
+    figures (times, memory: :data:`MEASURED_METRICS`) are never compared."""
     if same_machine(old, new):
         diffs = [f"{name} seed {s}: {a!r} vs {b!r}"
-                 for name, m in old["metrics"].items()
+                 for name, m in old["metrics"].items() if name not in MEASURED_METRICS
                  for s, a, b in zip(old["seeds"], m["per_seed"], new["metrics"].get(name, {}).get("per_seed", []))
                  if a != b]
         missing = sorted(set(old["metrics"]) ^ set(new["metrics"]))
@@ -265,7 +266,7 @@ def agreement(old: dict, new: dict) -> tuple[bool, str]:
     bad = []
     for name, m in old["metrics"].items():
         n = new["metrics"].get(name)
-        if n is None or m["mean"] is None or n["mean"] is None:
+        if n is None or m["mean"] is None or n["mean"] is None or name in MEASURED_METRICS:
             continue
         tol = max(CROSS_MACHINE_ATOL, 3 * math.sqrt((m.get("sem") or 0) ** 2 + (n.get("sem") or 0) ** 2))
         if abs(m["mean"] - n["mean"]) > tol:

@@ -322,6 +322,11 @@ def test_agreement_rules():
     other = make_record("mnist3v5-noise0", "bce", [0.81, 0.83, 0.80])
     other["environment"]["device"] = "NVIDIA H100"
     assert verify.agreement(old, other)[0]  # other machine: means within max(0.02, 3 combined sem)
+    timed = make_record("mnist3v5-noise0", "bce", [0.80, 0.82, 0.81])
+    timed["metrics"]["RTE"] = {"mean": 0.5, "std": 0.0, "sem": 0.0, "per_seed": [0.5, 0.5, 0.5]}
+    retimed = json.loads(json.dumps(timed))
+    retimed["metrics"]["RTE"]["per_seed"] = [0.6, 0.5, 0.5]
+    assert verify.agreement(timed, retimed)[0]  # a wall-clock ratio is measured, never compared bit for bit
     far = make_record("mnist3v5-noise0", "bce", [0.70, 0.71, 0.70])
     far["environment"]["device"] = "NVIDIA H100"
     ok, msg = verify.agreement(old, far)
