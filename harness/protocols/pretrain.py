@@ -22,6 +22,22 @@ One seed:
 4. **Evaluation of the last epoch** (no checkpoint is selected on any split): the encoder, in eval mode, embeds
    ``train``, ``val`` and ``test`` un-augmented, and two ``ssl``-policy views of ``test``.
 
+Online kNN (solo-learn's online evaluation; the curve, not a metric): when ``task.info["online_knn"]`` gives
+``points`` > 0, the encoder is scored before the first step and after the steps
+``ceil(i * total_steps / points)``, i = 1..points (``points`` = epochs: every epoch end; fewer: every few epochs and
+the last; more: within epochs, as on the 1-epoch smoke profile). At each point the encoder, in eval mode, embeds
+``train`` and ``val`` un-augmented, a weighted kNN (Wu et al., 2018, as solo-learn's ``WeightedKNNClassifier``:
+cosine similarity, k = 20 neighbours (at most the train size), a neighbour's vote exp(sim / 0.07)) is fitted on the
+``train`` features and labels and scored on ``val``; ``test`` is never read. It differs from the final ``knn_acc``
+(majority vote on train-z-scored features, on ``test``) on purpose: it is solo-learn's online kNN. The encoder's and
+its submodules' train/eval flags are restored afterwards, and nothing in it draws from a generator, so the
+trajectory is the one without it (a test checks that losses and metrics are identical). Its time is kept out of the
+timed steps and out of ``epoch_seconds``; it is reported as ``online_knn_seconds``. Its memory is not kept out:
+``peak_memory_mb`` is a peak over the run, evaluation batches included. The curve ``[[epoch, val accuracy], ...]``
+(epoch = step / steps per epoch) is kept in the encoder's sidecar, so a reused encoder reports the same curve, and
+in the record as ``run.online_knn`` (one curve per seed). An encoder that trains nothing (random-init) has the point
+at epoch 0 only.
+
 Metrics: the protocol hands the seed's evidence arrays to ``task.metrics_fn``; the SSL suite sets it and
 ``recompute_fn`` to :func:`pretrain_metrics`, so the arrays reproduce the metrics exactly:
 
@@ -58,6 +74,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -82,6 +99,8 @@ NAMESPACE = "ssl"  # ModelStore namespace of pretrained encoders
 PROBE_C = (1e-3, 1e-2, 1e-1, 1.0, 10.0)  # inverse L2 strengths tried by the linear probe, chosen on val
 PROBE_MAX_ITER = 1000
 KNN_K = 20
+ONLINE_KNN_K = 20  # solo-learn's default k (Wu et al. used 200 on ImageNet)
+ONLINE_KNN_T = 0.07  # the vote temperature of Wu et al. and solo-learn
 UNIFORMITY_T = 2.0
 ALIGNMENT_STREAM = 104_729  # the alignment views' generator is seeded with seed + this, apart from training streams
 BUILDER_PACKAGES = ("harness.", "baselines.")  # where an encoder spec's builder may live (specs come from JSON)
@@ -149,6 +168,30 @@ def whole_batches(indices: Tensor, batch_size: int, generator: torch.Generator) 
         yield perm[start:start + size]
 
 
+def online_knn_steps(total_steps: int, points: int) -> list[int]:
+    """The steps after which the online kNN scores the encoder: 0 (before training), then ``ceil(i * total_steps /
+    points)`` for i = 1..points, the last being ``total_steps``; none when ``points`` is 0."""
+    if points <= 0:
+        return []
+    return sorted({0, *((i * total_steps + points - 1) // points for i in range(1, points + 1))})
+
+
+def _vote_weights(distances: np.ndarray, temperature: float) -> np.ndarray:
+    """A neighbour's vote exp(cos sim / T), from sklearn's cosine distance 1 - cos sim (Wu et al., 2018)."""
+    return np.exp((1.0 - distances) / temperature)
+
+
+def weighted_knn_accuracy(train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np.ndarray],
+                          k: int = ONLINE_KNN_K, temperature: float = ONLINE_KNN_T) -> float:
+    """Accuracy on ``val`` of the temperature-weighted cosine kNN fitted on ``train`` (solo-learn's online kNN)."""
+    from sklearn.neighbors import KNeighborsClassifier  # lazy: slow import, only probes need it
+
+    clf = KNeighborsClassifier(n_neighbors=min(k, len(train[1])), metric="cosine", algorithm="brute",
+                               weights=partial(_vote_weights, temperature=temperature))
+    clf.fit(train[0].astype(np.float64), train[1])
+    return float(np.mean(clf.predict(val[0].astype(np.float64)) == val[1]))
+
+
 @dataclass
 class Pretrainer:
     """A method's heads, optimiser, state and step engine around one encoder: what the loop and the benchmark
@@ -162,6 +205,7 @@ class Pretrainer:
     scheduler: Any
     state: State
     engine: StepEngine | None
+    steps_per_epoch: int
 
     @classmethod
     def create(cls, ctx: RunContext, method: Method, encoder: nn.Module) -> Pretrainer:
@@ -178,7 +222,7 @@ class Pretrainer:
         if optimizer is not None:
             engine = ctx.engine(optimizer, state, scheduler, max_steps=state.total_steps,
                                 after_step=[lambda: method.after_step(state)])
-        return cls(ctx, method, encoder, modules, optimizer, scheduler, state, engine)
+        return cls(ctx, method, encoder, modules, optimizer, scheduler, state, engine, steps_per_epoch)
 
     def step(self, x_raw: Tensor, timer: StepTimer | None = None, engine: StepEngine | None = None) -> float:
         """One engine step on the views of a stored batch (drawn outside the timed window); returns the loss."""
@@ -197,23 +241,60 @@ class Pretrainer:
         for module in self.modules:
             module.train()
 
+    def online_knn(self) -> tuple[list[float], float]:
+        """One point of the online-kNN curve, ``[epoch, val accuracy]``, and the seconds it took (see module
+        docstring): ``train`` and ``val`` only; the encoder's modules get their train/eval flags back."""
+        ctx = self.ctx
+        synchronize(ctx.device)
+        t0 = time.perf_counter()
+        modes = [(m, m.training) for m in self.encoder.modules()]
+        try:
+            feats = {s: (embed(ctx, self.encoder, ctx.task.splits[s].indices).numpy(), ctx.task.splits[s].y.numpy())
+                     for s in ("train", "val")}
+        finally:
+            for module, mode in modes:
+                module.training = mode
+        acc = weighted_knn_accuracy(feats["train"], feats["val"])
+        return [self.state.step / self.steps_per_epoch, acc], time.perf_counter() - t0
+
     def run(self) -> dict[str, Any]:
-        """Every epoch (nothing when there is nothing to optimise); returns the facts the record and sidecar keep."""
+        """Every epoch (nothing when there is nothing to optimise), with the online-kNN points; returns the facts
+        the record and sidecar keep."""
         ctx = self.ctx
         indices = ctx.task.splits["pretrain"].indices
+        epochs = ctx.budget.epochs if self.optimizer is not None else 0
+        at = set(online_knn_steps(self.steps_per_epoch * epochs, int(ctx.task.info.get("online_knn", 0))))
+        curve, eval_seconds = [], 0.0
+
+        def evaluate() -> float:
+            """The online-kNN point of this step if it is one; the seconds it took, kept out of the epoch's time."""
+            nonlocal eval_seconds
+            if self.state.step not in at:
+                return 0.0
+            point, seconds = self.online_knn()
+            curve.append(point)
+            eval_seconds += seconds
+            return seconds
+
+        evaluate()
         epoch_seconds, epoch_loss = [], []
-        for epoch in range(ctx.budget.epochs if self.optimizer is not None else 0):
+        for epoch in range(epochs):
             self.state.epoch = epoch
             self.train_mode()
             t0 = time.perf_counter()
-            losses = [self.step(raw.x, ctx.timer) for raw in
-                      ctx.source.raw_batches(whole_batches(indices, ctx.budget.batch_size, ctx.index_gen))]
+            losses, paused = [], 0.0
+            for raw in ctx.source.raw_batches(whole_batches(indices, ctx.budget.batch_size, ctx.index_gen)):
+                losses.append(self.step(raw.x, ctx.timer))
+                paused += evaluate()
             synchronize(ctx.device)
-            epoch_seconds.append(time.perf_counter() - t0)
+            epoch_seconds.append(time.perf_counter() - t0 - paused)
             epoch_loss.append(float(np.mean(losses)))
         peak, kind = peak_memory(ctx.device)
-        return {"epoch_seconds": epoch_seconds, "epoch_loss": epoch_loss, "steps": self.state.step,
-                "peak_memory_bytes": peak, "memory_kind": kind, "step_stats": asdict(ctx.timer.summary())}
+        out = {"epoch_seconds": epoch_seconds, "epoch_loss": epoch_loss, "steps": self.state.step,
+               "peak_memory_bytes": peak, "memory_kind": kind, "step_stats": asdict(ctx.timer.summary())}
+        if at:
+            out.update(online_knn=curve, online_knn_seconds=eval_seconds)
+        return out
 
     def benchmark_step(self) -> Callable[[], None] | None:
         """One more step on a fixed batch (pytest-benchmark's workload); None when nothing is trained."""
@@ -408,12 +489,14 @@ def run_pretrain(task, method: Method, ctx: RunContext) -> SeedResult:
     info = {"model": model_info(encoder), "encoder": spec, "feature_dim": encoder.feature_dim,
             "encoder_reused": bool(facts.get("reused")), "pretrain_steps": facts["steps"],
             "epoch_loss": facts["epoch_loss"], "memory_kind": facts["memory_kind"], **probe_info}
+    if "online_knn" in facts:  # from the sidecar: a reused encoder reports the curve measured when it trained
+        info.update(online_knn=facts["online_knn"], online_knn_seconds=facts["online_knn_seconds"])
     return SeedResult(metrics, timing, arrays=arrays, info=info, train_step=trainer.benchmark_step())
 
 
 __all__ = [
     "IDENTITY", "NAMESPACE", "PROBE_C", "Pretrainer", "alignment_terms", "build_encoder", "checkpoint_key",
     "conv_encoder", "draw_views", "ema_momentum", "ema_update", "embed", "encoder_code", "encoder_identity",
-    "linear_probe", "mlp_head", "pretrain_metrics",
-    "run_pretrain", "seeded_factory", "timm_encoder", "uniformity_terms", "whole_batches",
+    "linear_probe", "mlp_head", "online_knn_steps", "pretrain_metrics",
+    "run_pretrain", "seeded_factory", "timm_encoder", "uniformity_terms", "weighted_knn_accuracy", "whole_batches",
 ]

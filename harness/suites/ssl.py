@@ -26,6 +26,11 @@ prefix of a stratified order) and fixes the encoder and budget:
   is over half of it. Absolute accuracies are far below published ones.
 * ``full``: timm resnet18 from scratch, all images, native sizes up to 96 px, 200 epochs of batch 256 (GPU).
 
+Online kNN (``online_knn`` points per profile: smoke 4, every quarter of its one epoch; standard 4, every epoch;
+full 20, every 10 epochs; plus the encoder before training): a weighted kNN fitted on ``train`` and scored on ``val``
+during pretraining, recorded as a curve (``run.online_knn``), never on ``test`` (see
+:mod:`harness.protocols.pretrain`). Every case has a ``val`` split, so none is carved for it.
+
 Metrics and evaluation: see :mod:`harness.protocols.pretrain` (linear probe with C chosen on val, kNN k = 20,
 alignment, uniformity, time per epoch, peak memory; the last epoch is evaluated, nothing selects on test). The
 primary metric is ``probe_acc``; the leaderboard compares each method with ``random-init`` (the untrained encoder of
@@ -74,11 +79,13 @@ def _budget(epochs: int, batch_size: int, rounds: int) -> Budget:
 
 PROFILE: dict[str, dict[str, Any]] = {
     "smoke": dict(encoder=_conv([8, 16, 32], [1, 2, 2]), caps=dict(pretrain=256, train=256, val=64, test=256),
-                  size=32, budget=_budget(1, 64, 3)),
+                  size=32, budget=_budget(1, 64, 3), online_knn=4),
     "standard": dict(encoder=_conv([16, 32, 64, 128], [1, 2, 2, 2]),
-                     caps=dict(pretrain=1280, train=1000, val=250, test=1000), size=32, budget=_budget(4, 128, 5)),
+                     caps=dict(pretrain=1280, train=1000, val=250, test=1000), size=32, budget=_budget(4, 128, 5),
+                     online_knn=4),
     "full": dict(encoder={"builder": "harness.protocols.pretrain:timm_encoder", "kwargs": {"name": "resnet18"}},
-                 caps=dict(pretrain=None, train=None, val=None, test=None), size=96, budget=_budget(200, 256, 20)),
+                 caps=dict(pretrain=None, train=None, val=None, test=None), size=96, budget=_budget(200, 256, 20),
+                 online_knn=20),
 }
 
 # case -> (dataset, how its splits are drawn, what the pretraining sees, what the probes see)
@@ -99,7 +106,8 @@ def case_specs(profile: str) -> list[CaseSpec]:
     specs = []
     for case, how in CASES.items():
         size = NATIVE_SIZE[how["dataset"]] and min(cfg["size"], NATIVE_SIZE[how["dataset"]])
-        params = dict(how, size=size, data_seed=0, caps=cfg["caps"], encoder=cfg["encoder"])
+        params = dict(how, size=size, data_seed=0, caps=cfg["caps"], encoder=cfg["encoder"],
+                      online_knn=cfg["online_knn"])
         specs.append(CaseSpec(NAME, case, profile, params, cfg["budget"], build, VERSION, PROTOCOL))
     return specs
 
@@ -173,7 +181,8 @@ def build(spec: CaseSpec) -> Task:
         selection_rule="last epoch, no checkpoint selection; the linear probe's C chosen on val (from the labelled "
                        "train split)",
         normalize=normalize, lower_is_better=frozenset(LOWER_IS_BETTER), recompute_fn=pretrain_metrics,
-        info={"dataset": p["dataset"], "num_classes": ds.num_classes, "encoder": encoder, "split_sizes": sizes},
+        info={"dataset": p["dataset"], "num_classes": ds.num_classes, "encoder": encoder, "split_sizes": sizes,
+              "online_knn": p.get("online_knn", 0)},
         notes=[f"{what}; split sizes {sizes}; normalised with the pretrain split's channel statistics"],
     )
 

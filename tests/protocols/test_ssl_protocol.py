@@ -29,9 +29,11 @@ from harness.protocols.pretrain import (
     ema_momentum,
     encoder_code,
     linear_probe,
+    online_knn_steps,
     pretrain_metrics,
     run_pretrain,
     uniformity_terms,
+    weighted_knn_accuracy,
 )
 from harness.protocols.store import ModelStore
 from harness.running.runner import run_case
@@ -259,3 +261,98 @@ def test_the_same_seed_retrains_to_the_same_metrics(tmp_path, monkeypatch):
         metrics.append({k: v["per_seed"] for k, v in rec["metrics"].items() if k != "epoch_time_s"
                         and k != "peak_memory_mb"})
     assert metrics[0] == metrics[1]
+
+
+# -- online kNN during pretraining ------------------------------------------------------------------
+
+
+def test_online_knn_steps_are_zero_then_spread_to_the_last():
+    assert online_knn_steps(4, 4) == [0, 1, 2, 3, 4]
+    assert online_knn_steps(40, 4) == [0, 10, 20, 30, 40]  # the standard profile: every epoch end
+    assert online_knn_steps(6, 4) == [0, 2, 3, 5, 6]  # ceil(i * 6 / 4)
+    assert online_knn_steps(3, 5) == [0, 1, 2, 3]  # more points than steps: every step once
+    assert online_knn_steps(0, 4) == [0]  # nothing trained: the initial encoder only
+    assert online_knn_steps(10, 0) == []
+
+
+def test_weighted_knn_is_wu_et_al_temperature_weighted_cosine_vote():
+    g = np.random.default_rng(1)
+    xtr, ytr = g.normal(size=(40, 6)), g.integers(0, 3, size=40)
+    xva, yva = g.normal(size=(25, 6)), g.integers(0, 3, size=25)
+    # the definition written out: cosine similarity, the k most similar train rows vote exp(sim / T) for their label
+    ztr = xtr / np.linalg.norm(xtr, axis=1, keepdims=True)
+    zva = xva / np.linalg.norm(xva, axis=1, keepdims=True)
+    for k, t in ((5, 0.07), (20, 0.5)):
+        sim = zva @ ztr.T
+        nbr = np.argsort(-sim, axis=1)[:, :k]
+        votes = np.zeros((len(xva), 3))
+        for i in range(len(xva)):
+            for j in nbr[i]:
+                votes[i, ytr[j]] += np.exp(sim[i, j] / t)
+        expected = float(np.mean(votes.argmax(1) == yva))
+        assert weighted_knn_accuracy((xtr, ytr), (xva, yva), k=k, temperature=t) == pytest.approx(expected, abs=0)
+    assert weighted_knn_accuracy((xtr, ytr), (xtr, ytr), k=1) == 1.0  # each train row's nearest is itself
+
+
+def online_spec(points: int = 4, epochs: int = 2):
+    spec = tiny_spec(epochs=epochs)
+    return dataclasses.replace(spec, params=dict(spec.params, online_knn=points))
+
+
+def test_online_knn_curve_has_the_profile_points_and_a_reused_encoder_reports_it(cache_dir):
+    spec = online_spec()  # 96 pretraining images in batches of 32: 3 steps an epoch, 6 in all
+    task = spec.build(spec)
+    rec = run_case(spec, SimCLR(), [0], CPU, task=task).record
+    (curve,) = rec["run"]["online_knn"]
+    assert [e for e, _ in curve] == pytest.approx([0, 2 / 3, 1, 5 / 3, 2])  # steps 0, 2, 3, 5, 6
+    assert all(0.0 <= a <= 1.0 for _, a in curve)
+    assert rec["run"]["online_knn_seconds"][0] > 0
+    ctx = RunContext.create(task, SimCLR(), CPU, case_stream(spec, 0), index=0)
+    again = run_pretrain(task, SimCLR(), ctx)
+    assert again.info["encoder_reused"] is True and again.info["online_knn"] == curve  # from the sidecar
+    floor = run_case(spec, RandomInit(), [0], CPU, task=task).record
+    assert [e for e, _ in floor["run"]["online_knn"][0]] == [0.0]  # nothing trained: the initial encoder
+    assert floor["run"]["online_knn"][0][0] == curve[0]  # the same initial encoder of the seed
+
+
+def poisoned(task):
+    """The task with every test image replaced by noise and every test label moved to the next class."""
+    test = task.splits["test"].indices
+    x, y = task.data.x.clone(), task.data.y.clone()
+    x[test] = torch.randint(0, 256, x[test].shape, generator=torch.Generator().manual_seed(0), dtype=x.dtype)
+    y[test] = (y[test] + 1) % task.num_classes
+    data = dataclasses.replace(task.data, x=x, y=y, _fingerprint=None)
+    return dataclasses.replace(task, data=data, splits={k: data.subset(v.indices) for k, v in task.splits.items()})
+
+
+def test_online_knn_reads_no_test_data(cache_dir):
+    spec = online_spec()
+    task = spec.build(spec)
+    bad = poisoned(task)
+    assert bad.data.fingerprint != task.data.fingerprint  # another store key: both encoders are trained here
+    results = []
+    for t in (task, bad):
+        ctx = RunContext.create(t, SimCLR(), CPU, case_stream(spec, 0), index=0)
+        results.append(run_pretrain(t, SimCLR(), ctx))
+    clean, dirty = results
+    assert not clean.info["encoder_reused"] and not dirty.info["encoder_reused"]
+    assert dirty.metrics["probe_acc"] != clean.metrics["probe_acc"]  # the test split does reach the final metrics
+    assert dirty.info["online_knn"] == clean.info["online_knn"]  # but not the online curve
+
+
+def test_online_knn_is_deterministic_and_leaves_training_unchanged(tmp_path, monkeypatch):
+    curves, encoders = [], []
+    for points in (4, 4, 0):  # twice with the curve (the second a fresh cache), once without
+        monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / f"cache{len(curves)}"))
+        spec = online_spec(points)
+        task = spec.build(spec)
+        ctx = RunContext.create(task, BYOL(), CPU, case_stream(spec, 0), index=0)
+        result = run_pretrain(task, BYOL(), ctx)
+        assert not result.info["encoder_reused"]
+        curves.append(result.info.get("online_knn"))
+        encoders.append(result)
+    assert curves[0] == curves[1] and len(curves[0]) == 5 and curves[2] is None
+    for a, b in zip((encoders[0], encoders[1]), (encoders[2], encoders[2])):
+        for name in ("probe_acc", "knn_acc", "alignment", "uniformity"):  # the trajectory is the one without it
+            assert a.metrics[name] == b.metrics[name], name
+        assert a.info["epoch_loss"] == b.info["epoch_loss"]
