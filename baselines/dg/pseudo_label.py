@@ -39,6 +39,10 @@ class PseudoLabel(Method):
     batch). That was the default here (0.95) and it never fired on
     ColoredMNIST: with 25% label noise no calibrated prediction reaches 0.95,
     so the method was ERM bit for bit. Source and target share one forward pass.
+    Lee's rule trains on its own mistakes too: at standard, seed 0, it fitted the
+    training domains as ERM did (validation 0.917 / 0.933 on digits-usps, 0.640 /
+    0.663 on cmnist-plus90) and scored 0.33 on USPS (ERM 0.69) and 0.58 on the
+    +90% environment (ERM 0.55).
     """
 
     family = "dg"
