@@ -72,8 +72,13 @@ class DivDis(Method):
     mean_h CE(head_h(x_source), y) + ``div_weight`` · mean over head pairs of the
     mutual information of their predictions on the unlabeled target batch
     + ``reg_weight`` · mean_h KL(head_h's mean target prediction || the mean
-    source prediction). Defaults: 2 heads (the reference's published runs,
-    ``div_h2``), weights 10 and 10 (its parser defaults).
+    source prediction). Defaults: 2 heads and diversity weight 10, regulariser
+    weight 0: the reference's published runs (``div_h2_mi-mean-10.00_kl_backward-0.00``;
+    it also published runs at ``kl_backward`` 10, its parser default). On a
+    10-class task the regulariser matches two 64-sample batch marginals, whose
+    sampling noise it then trains into the heads: on rotated-0deg (standard,
+    seed 0) training-domain validation accuracy was 0.718 at weights 10 / 10,
+    0.899 at 10 / 0 and 0.914 at 0 / 0 (ERM 0.915).
 
     Disambiguate: the reference picks a head with a few target labels or by
     inspection; no method here may see target labels. The head used for
@@ -88,7 +93,7 @@ class DivDis(Method):
     protocols = frozenset({"supervised"})
     uses_unlabeled = True
     needs_unlabeled = True
-    hparams = dict(heads=2, div_weight=10.0, reg_weight=10.0)
+    hparams = dict(heads=2, div_weight=10.0, reg_weight=0.0)
 
     def init_model(self, model: nn.Module, task: Any) -> None:
         if self.hparams["heads"] < 2:

@@ -25,15 +25,20 @@ class VREx(Method):
 
     loss = mean_e R_e + λ·Var_e R_e over the training domains in the batch,
     population variance as in DomainBed. λ is 1 for the first ``anneal_frac``
-    of the steps and ``lam`` after: DomainBed's 500 of 5000 steps, as a fraction
-    so that short budgets anneal too. With ``reset_optimizer`` the optimizer's
-    state (Adam's moments) is cleared when λ jumps, as DomainBed rebuilds Adam then.
+    of the steps and ``lam`` after (DomainBed: λ = 10 after 500 of 5000 steps).
+    DomainBed's 500 steps of 64 images per domain leave ERM nearly fitted when
+    λ jumps; at the CPU budgets here (12 epochs, about 12 images per domain per
+    batch) 10% of the steps is about one pass, so ``anneal_frac`` is 0.5: on
+    rotated-0deg (standard, seed 0) training-domain validation accuracy was
+    0.835 at 0.1 and 0.885 at 0.5 (ERM 0.915). With ``reset_optimizer`` the
+    optimizer's state (Adam's moments) is cleared when λ jumps, as DomainBed
+    rebuilds Adam then.
     """
 
     family = "dg"
     protocols = frozenset({"supervised"})
     needs_domains = True
-    hparams = dict(lam=10.0, anneal_frac=0.1, reset_optimizer=True)
+    hparams = dict(lam=10.0, anneal_frac=0.5, reset_optimizer=True)
     search_space = dict(lam=LogUniform(1e-1, 1e5), anneal_frac=LogUniform(2e-4, 1.0))
 
     def train_step(self, model: nn.Module, batch: Batch, engine: StepEngine, state: State) -> dict:

@@ -202,7 +202,7 @@ def test_penalty_anneal_and_optimizer_reset(name, lam):
     model = mlp(4, 3, hidden=(8,))
     batch = domain_batch((4,), 3)
     for reset, adam_steps in ((True, 1), (False, 2)):
-        method = create_method(name, {"reset_optimizer": reset})
+        method = create_method(name, {"reset_optimizer": reset, "anneal_frac": 0.1})
         opt = torch.optim.Adam(model.parameters(), lr=1e-3)
         weights = []
         for step in (0, 1):  # anneal point is int(0.1 * 10) = 1

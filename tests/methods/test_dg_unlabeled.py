@@ -157,10 +157,17 @@ def test_pseudo_label_term_is_ce_against_own_argmax():
         target_logits = model(batch.unlabeled_x)
         sup = cross_entropy(model(batch.x), batch.y)
         pseudo = cross_entropy(target_logits, target_logits.argmax(1))
-    _, logs, _ = _pseudo_step({"threshold": 0.0, "weight": 2.0})
+    _, logs, _ = _pseudo_step({"threshold": 0.0, "weight": 2.0, "warmup_frac": 0.2, "ramp_frac": 0.2})
     torch.testing.assert_close(logs["loss"], sup + 2.0 * pseudo)
-    _, warm, _ = _pseudo_step({"threshold": 0.0, "weight": 2.0}, step=1)  # inside the warm-up: no pseudo-labels
+    _, warm, _ = _pseudo_step({"threshold": 0.0, "weight": 2.0}, step=0)  # inside the warm-up: no pseudo-labels
     torch.testing.assert_close(warm["loss"], sup)
+    _, mid, _ = _pseudo_step({"threshold": 0.0, "weight": 2.0, "warmup_frac": 0.2, "ramp_frac": 0.6}, step=4)
+    torch.testing.assert_close(mid["loss"], sup + 2.0 * 0.5 * pseudo)  # halfway up Lee's ramp (steps 2 to 6 of 10)
+
+
+def test_pseudo_label_default_keeps_every_target_sample():
+    _, logs, _ = _pseudo_step({}, step=9)  # Lee 2013: no confidence threshold
+    assert logs["confident_frac"] == 1.0 and float(logs["pseudo_weight"]) == 3.0
 
 
 # -- DivDis -------------------------------------------------------------------

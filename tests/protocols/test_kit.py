@@ -65,6 +65,10 @@ def test_new_budget_fields_at_default_leave_fingerprints_alone():
     assert "schedule" in changed.budget.fingerprint_dict()
 
 
+# Set to False once the standard shift records are regenerated with the issue-26 cases.
+STANDARD_SHIFT_REDESIGNED = True
+
+
 def test_committed_records_keep_their_fingerprints():
 
     from harness.records import iter_records
@@ -72,6 +76,8 @@ def test_committed_records_keep_their_fingerprints():
     root = REPO / "results"
     checked = 0
     for _, rec in iter_records(root):
+        if rec["suite"] == "shift" and rec["profile"] == "standard" and STANDARD_SHIFT_REDESIGNED:
+            continue  # issue 26 redesigned the standard shift cases on purpose: those records are stale until rerun
         if rec["suite"] in ("losses", "shift"):
             specs = {s.case: s for s in get_suite(rec["suite"]).case_specs(rec["profile"])}
             if rec["case"] in specs:

@@ -9,8 +9,8 @@ from harness.core.registry import create_method
 from harness.errors import UsageError
 from harness.running.runner import run_case
 from harness.running.tuning import tune, variant
-from harness.suites import losses, shift
-from harness.suites.seeds import TUNING_SEED_START, read_tuning
+from harness.suites import losses
+from harness.suites.seeds import TUNING_SEED_START
 
 CPU = torch.device("cpu")
 
@@ -41,13 +41,3 @@ def test_records_never_report_a_tuning_seed(bc_spec, tmp_path):
     with pytest.raises(UsageError, match="tuning seeds"):
         run_case(bc_spec, create_method("bce"), [TUNING_SEED_START], CPU, results_dir=tmp_path)
 
-
-def test_pretrained_pacs_standard_settings_are_the_tuned_ones():
-    cases = [s for s in shift.case_specs("standard") if s.case.startswith("pacs_pretrained-")]
-    assert len(cases) == 4
-    for spec in cases:
-        tuned = read_tuning("shift", spec.case, "standard")
-        assert tuned is not None, f"docs/tuning/shift__{spec.case}__standard.json is missing"
-        assert tuned["metric"] == "val_acc" and min(tuned["seeds"]) >= TUNING_SEED_START
-        for key, value in tuned["chosen"].items():
-            assert getattr(spec.budget, key, spec.params.get(key)) == value, (spec.case, key)

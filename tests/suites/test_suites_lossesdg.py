@@ -7,7 +7,9 @@ import json
 import math
 
 import pytest
+import torch
 
+from harness.protocols.probe import FeatureCache
 from harness.reporting.suites import losses as losses_report
 from harness.reporting.suites import shift as shift_report
 from harness.suites import losses, shift
@@ -30,17 +32,31 @@ def test_ensloss_regime_cases_follow_the_reference_protocol():
 def test_shift_cases_cmnist_and_pretrained_pacs():
     smoke = {s.case: s for s in shift.case_specs("smoke")}
     standard = {s.case: s for s in shift.case_specs("standard")}
+    full = {s.case: s for s in shift.case_specs("full")}
     assert {"cmnist-plus90", "cmnist-plus80", "cmnist-minus90"} <= set(standard)
     assert "cmnist-minus90" in smoke and "pacs_pretrained-sketch" in smoke
-    pretrained = [s for c, s in standard.items() if c.startswith("pacs_pretrained-")]
+    pretrained = [s for c, s in full.items() if c.startswith("pacs_pretrained-")]
     assert sorted(s.params["test"][0] for s in pretrained) == sorted(shift.PACS_DOMAINS)
     assert all(s.default_seeds == 5 and s.params["pretrained"] for s in pretrained)
     assert smoke["pacs_pretrained-sketch"].default_seeds is None  # smoke stays one seed
     # default_seeds is not part of the fingerprint: records do not go stale when a case asks for more seeds
     import dataclasses
 
-    spec = standard["pacs_pretrained-photo"]
+    spec = full["pacs_pretrained-photo"]
     assert dataclasses.replace(spec, default_seeds=None).fingerprint == spec.fingerprint
+
+
+def test_shift_standard_cases_and_reproductions():
+    standard = {s.case: s for s in shift.case_specs("standard")}
+    # every declared reproduction is a standard case, with a reason
+    assert set(shift.REPRODUCTIONS) <= set(standard) and all(len(r) > 40 for r in shift.REPRODUCTIONS.values())
+    # PACS and RSSCN7 run on frozen ImageNet features at standard; end-to-end image cases only at smoke and full
+    frozen = [s for c, s in standard.items() if s.params["model"] == "frozen_mlp"]
+    assert sorted(s.case for s in frozen) == sorted([f"pacs_frozen-{d}" for d in shift.PACS_DOMAINS]
+                                                     + ["rsscn7_frozen-scale"])
+    assert not any(c.startswith(("pacs-", "pacs_pretrained-", "digits_embedded-", "rsscn7-")) for c in standard)
+    full = {s.case for s in shift.case_specs("full")}
+    assert {"pacs-sketch", "pacs_pretrained-sketch", "rsscn7-scale", "digits_embedded-digits"} <= full
 
 
 # -- cases built on data ---------------------------------------------------------
@@ -60,6 +76,22 @@ def test_cmnist_environments_as_domainbed():
         assert abs(float((data.y[in_env] != digit_label[in_env]).float().mean()) - 0.25) < 0.04, env
     assert names[-1] == "env0_p0.90" and task.num_domains == 2  # the held-out environment comes last
     assert task.primary_metric == "ood_acc" and any("DomainBed" in n for n in task.notes)
+
+
+def test_frozen_pacs_case_trains_a_head_on_cached_features(real_data_root):
+    spec = {s.case: s for s in shift.case_specs("smoke")}["pacs_frozen-sketch"]
+    task = spec.build(spec)
+    used = torch.cat([v.indices for v in task.splits.values()])
+    assert task.data.x.shape[1] == 1280 and task.data.x[used].abs().sum(1).gt(0).float().mean() > 0.99  # a blank
+    # image can pool to all zeros (one smoke sketch does)
+    assert len(task.info["frozen_encoder"]["sha256"]) == 64 and any("frozen features" in n for n in task.notes)
+    model = task.model_factory()
+    assert model(task.data.x[used[:3]]).shape == (3, 7) and model.n_features == shift.FROZEN_HIDDEN
+    key = task.info["frozen_encoder"]["cache_key"]
+    extracted = FeatureCache.extractions[key]
+    again = spec.build(spec)  # read back from the cache: same features, same fingerprint, nothing recomputed
+    assert torch.equal(again.data.x, task.data.x) and again.data.fingerprint == task.data.fingerprint
+    assert FeatureCache.extractions[key] == extracted
 
 
 def test_pretrained_pacs_case_uses_the_weights_normalisation(real_data_root):

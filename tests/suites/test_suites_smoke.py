@@ -23,7 +23,8 @@ def test_shift_suite_smoke_erm_strict_on_real_data(run_suite, tmp_path, real_dat
     out = run_suite(["suites/test_shift.py", "--method=erm", "--strict-data"], {"HARNESS_DATA": str(real_data_root)})
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     recs = {r["case"]: r for r in suite_records(tmp_path)}
-    assert {"digits-usps", "colored", "pacs-photo", "pacs-sketch", "rsscn7-scale", "rotated-75deg"} <= set(recs)
+    assert {"digits-usps", "colored", "pacs-photo", "pacs-sketch", "rsscn7-scale", "rotated-75deg",
+            "pacs_frozen-sketch"} <= set(recs)
     for case, rec in recs.items():
         assert rec["status"] == "ok", case
         assert rec["model_selection"].startswith("training-domain validation"), case

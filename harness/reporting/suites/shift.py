@@ -6,7 +6,7 @@ from __future__ import annotations
 from harness.reporting.compare import oriented_diffs
 from harness.reporting.informative import Floor, majority
 from harness.reporting.paired import OverCases, compare, family, one_case
-from harness.suites.shift import CMNIST_ENVS
+from harness.suites.shift import CMNIST_ENVS, REPRODUCTIONS  # noqa: F401  (REPRODUCTIONS: declared with the cases)
 
 DESCRIPTION = ("WILDS-like shifts: digit sources, rotations, spurious colour (incl. DomainBed's ColoredMNIST), PACS "
                "styles (random-init and ImageNet-pretrained), RSSCN7 ground scale")
