@@ -364,7 +364,7 @@ def regenerate(results_dir: Path, device: torch.device, suites: list[str] | None
         existing = [load_record(p) for p in iter_records_paths(results_dir)]
         for spec, method, seconds in missing_runs(existing, suites, profiles, methods):
             path = record_path(results_dir, spec.suite, spec.case, method, spec.profile)
-            seeds = case_seeds(spec)
+            seeds = committed_seeds(spec)
             if dry_run:
                 say(f"would run {path} (no record yet; seeds {seeds})")
                 plan[spec.suite] = plan.get(spec.suite, 0.0) + seconds
@@ -395,6 +395,12 @@ def iter_records_paths(results_dir: Path) -> list[Path]:
     return [p for p, _ in iter_records(results_dir)]
 
 
+def committed_seeds(spec: CaseSpec) -> list[int]:
+    """The seeds a committed record of the case carries: the case's own, and :data:`SMOKE_SEEDS` at smoke."""
+    seeds = case_seeds(spec)
+    return list(range(max(len(seeds), SMOKE_SEEDS))) if spec.profile == "smoke" else seeds
+
+
 def missing_runs(existing: list[dict], suites: list[str] | None, profiles: list[str] | None,
                  methods: list[str] | None) -> list[tuple[CaseSpec, str, float]]:
     """Every (declared case, method) without a record at a ranked profile, with its planned seconds, suites in
@@ -419,7 +425,7 @@ def missing_runs(existing: list[dict], suites: list[str] | None, profiles: list[
                                                                                    max(SEED_SECONDS.values()))
                 for method in runs:
                     if (spec.case, method) not in have and (not methods or method in methods):
-                        out.append((spec, method, len(case_seeds(spec)) * per_seed + PER_RECORD_OVERHEAD_S))
+                        out.append((spec, method, len(committed_seeds(spec)) * per_seed + PER_RECORD_OVERHEAD_S))
     return out
 
 

@@ -52,7 +52,8 @@ minutes:
 * ``colored`` is dropped from standard: it holds out the same -90% environment after training on the same +90%
   and +80% ones as ``cmnist-minus90`` (three channels instead of two, worst-group accuracy instead of accuracy),
   and ERM scored 0.09 there (worst group 0.00), the known failure that ``cmnist-minus90`` already reproduces;
-* ``REPRODUCTIONS`` lists cases kept as reproductions of a known result, outside the rankings.
+* the report (:mod:`harness.reporting.suites.shift`, ``REPRODUCTIONS``) lists the cases kept as
+  reproductions of a known result, outside the rankings.
 
 Measured at standard, seed 0, ERM, on the 2-core CPU (CPU seconds of one single-threaded process, about the
 wall time on an idle core; out-of-distribution accuracy against chance, training-domain validation accuracy):
@@ -77,7 +78,7 @@ wall time on an idle core; out-of-distribution accuracy against chance, training
 
 ColoredMNIST's accuracy cannot exceed 0.75 (25% label noise), so chance + 20 points is out of reach there by
 construction (DomainBed's ERM: 0.717 and 0.729 on all 70,000 digits): the +90% and +80% cases are declared
-reproductions too (``REPRODUCTIONS``), shown beside DomainBed's figures and outside the rankings.
+reproductions too (the report's ``REPRODUCTIONS``), shown beside DomainBed's figures and outside the rankings.
 Frozen features are extracted once per dataset (PACS and RSSCN7 together about 2.5 CPU minutes), then each case
 builds in under a second.
 
@@ -160,24 +161,6 @@ PROFILE = {
                  pretrained_budget=Budget(epochs=20, batch_size=32, lr=5e-5, benchmark_rounds=10),
                  pretrained_seeds=5, frozen_held=(), frozen_rsscn7=False),
 }
-
-REPRODUCTIONS: dict[str, str] = {
-    "cmnist-minus90": (
-        "reproduces DomainBed's ColoredMNIST -90% failure (Gulrajani & Lopez-Paz 2021, Table: every method near "
-        "10%): with -90% held out, colour predicts the label in 85% of the training images and shape in 75%, so "
-        "every method that fits the training domains learns colour and scores about 0.10 on the held-out domain; at "
-        "standard 10 of 11 methods gave identical numbers on every seed. Kept as a check that the failure "
-        "reproduces; it ranks nothing"),
-    **{f"cmnist-{env}": (
-        f"DomainBed's ColoredMNIST {label} environment held out: with 25% label noise no classifier exceeds 0.75, so "
-        "the informativeness floor (chance 0.5 + 20 points) is out of reach by construction (DomainBed's ERM: "
-        "0.717 on +90%, 0.729 on +80%, on all 70,000 MNIST digits; here 1,000 images per environment, ERM 0.55 "
-        "and 0.62 at standard, seed 0). Shown beside DomainBed's figures, outside the rankings")
-       for env, label in (("plus90", "+90%"), ("plus80", "+80%"))},
-}
-"""Cases that reproduce a known result (usually a known failure) and so cannot tell methods apart: they run and
-are recorded, and the reporting keeps them out of the rankings and claims, with the reason given here."""
-
 
 def case_specs(profile: str) -> list[CaseSpec]:
     cfg = PROFILE[profile]

@@ -49,7 +49,8 @@ def test_shift_cases_cmnist_and_pretrained_pacs():
 def test_shift_standard_cases_and_reproductions():
     standard = {s.case: s for s in shift.case_specs("standard")}
     # every declared reproduction is a standard case, with a reason
-    assert set(shift.REPRODUCTIONS) <= set(standard) and all(len(r) > 40 for r in shift.REPRODUCTIONS.values())
+    reasons = shift_report.REPRODUCTIONS
+    assert set(reasons) <= set(standard) and all(len(r) > 40 for r in reasons.values())
     # PACS and RSSCN7 run on frozen ImageNet features at standard; end-to-end image cases only at smoke and full
     frozen = [s for c, s in standard.items() if s.params["model"] == "frozen_mlp"]
     assert sorted(s.case for s in frozen) == sorted([f"pacs_frozen-{d}" for d in shift.PACS_DOMAINS]

@@ -6,11 +6,29 @@ from __future__ import annotations
 from harness.reporting.compare import oriented_diffs
 from harness.reporting.informative import Floor, majority
 from harness.reporting.paired import OverCases, compare, family, one_case
-from harness.suites.shift import CMNIST_ENVS, REPRODUCTIONS  # noqa: F401  (REPRODUCTIONS: declared with the cases)
+from harness.suites.shift import CMNIST_ENVS
 
 DESCRIPTION = ("WILDS-like shifts: digit sources, rotations, spurious colour (incl. DomainBed's ColoredMNIST), PACS "
                "styles (random-init and ImageNet-pretrained), RSSCN7 ground scale")
 LEADERBOARD_COLUMNS = ["ood_acc", "worst_group_acc", "id_acc", "worst_domain_acc", "oracle_ood_acc"]
+REPRODUCTIONS: dict[str, str] = {
+    "cmnist-minus90": (
+        "reproduces DomainBed's ColoredMNIST -90% failure (Gulrajani & Lopez-Paz 2021, Table: every method near "
+        "10%): with -90% held out, colour predicts the label in 85% of the training images and shape in 75%, so "
+        "every method that fits the training domains learns colour and scores about 0.10 on the held-out domain; at "
+        "standard 10 of 11 methods gave identical numbers on every seed. Kept as a check that the failure "
+        "reproduces; it ranks nothing"),
+    **{f"cmnist-{env}": (
+        f"DomainBed's ColoredMNIST {label} environment held out: with 25% label noise no classifier exceeds 0.75, so "
+        "the informativeness floor (chance 0.5 + 20 points) is out of reach by construction (DomainBed's ERM: "
+        "0.717 on +90%, 0.729 on +80%, on all 70,000 MNIST digits; here 1,000 images per environment, ERM 0.55 "
+        "and 0.62 at standard, seed 0). Shown beside DomainBed's figures, outside the rankings")
+       for env, label in (("plus90", "+90%"), ("plus80", "+80%"))},
+}
+"""Cases that reproduce a known result (usually a known failure) and so cannot tell methods apart: they run and
+are recorded, and the reporting keeps them out of the rankings and claims, with the reason given here (a report
+attribute, so rewording a reason stales no record)."""
+
 INFORMATIVE = (
     Floor("ood_acc", majority("test.y"), label="OOD accuracy"),
     Floor("id_acc", majority("id_test.y"), each_method=True, label="held-out training-domain accuracy"),
