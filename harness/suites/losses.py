@@ -62,8 +62,9 @@ VERSION = "1"
 # standard: `python -m harness power --suite losses` on the 2026-12 pilot (the stale standard records, 12 cases, 6
 # methods against bce, Holm's first level 0.05/6): paired-difference sd per case 0.006-0.021 (median over methods),
 # up to 0.027 (the noisiest method); a 1-point mean difference is found with 80% power at 2 seeds for the typical
-# method and 4 for the noisiest, so 4 (was 5). Re-run it when cases or methods change.
-SEEDS = {"smoke": 1, "standard": 4, "full": 5}
+# method and 4 for the noisiest. 5 keeps that power when the Holm family grows (each added method lowers the
+# level) and leaves the per-case test a floor of 2/2^5. Re-run it when cases or methods change.
+SEEDS = {"smoke": 1, "standard": 5, "full": 5}
 
 PAIRS = {
     "smoke": [(3, 5), (4, 9), (7, 9)],
