@@ -39,7 +39,8 @@ class ODIN(Method):
 
     def score_inputs(self, model: nn.Module, x: Tensor, state: State) -> Tensor:
         t, eps = self.hparams["temperature"], self.hparams["epsilon"]
-        std = torch.tensor(state.input_std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+        # one std per channel, broadcast over the pixels (images) or taken per column (feature inputs)
+        std = torch.tensor(state.input_std, dtype=x.dtype, device=x.device).view(1, -1, *(1,) * (x.ndim - 2))
         with torch.enable_grad():
             x = x.detach().requires_grad_(True)
             logits = model(x)

@@ -50,7 +50,7 @@ from harness.core.registry import create_method
 from harness.core.timing import StepStats, StepTimer
 from harness.data import source as data_source
 from harness.errors import HarnessError, Unsupported, UsageError
-from harness.metrics.openset import openset_metrics
+from harness.metrics.openset import openood_metrics, openset_metrics
 from harness.protocols import register_protocol
 from harness.protocols.kit import (
     Outputs,
@@ -67,6 +67,7 @@ from harness.protocols.store import ModelStore, get_or_compute, store_key
 TRAINER_HPARAM = "trainer"
 STORE = "openset"
 INTERMEDIATE_CHECKPOINTS = 3
+FPR_METRICS = ("fpr95", "fpr95_openood")  # ours (knowns accepted at 95%) and OpenOOD v1.5's (unknowns rejected)
 
 
 # -- evaluation --------------------------------------------------------------------------------------
@@ -81,8 +82,10 @@ def openset_metrics_from_arrays(arrays: dict[str, np.ndarray], num_known: int,
     suffix to the parts it pools (``""`` is the case's main evaluation); a group's knowns are its samples with
     y < K and its unknowns those with y >= K. ``acc<suffix>`` is reported for the suffixes in
     ``evaluation["acc_groups"]``; ``auroc``, ``oscr``, ``fpr95``, ``aupr_in`` and ``aupr_out`` (definitions in
-    :mod:`harness.metrics.openset`, unknown = positive for AUROC) for every group, then again from ``score_msp``
-    with the suffix ``_msp``.
+    :mod:`harness.metrics.openset`, unknown = positive for AUROC) for every group, with OpenOOD v1.5's conventions
+    beside them (``fpr95_openood``, ``aupr_in_openood``, ``aupr_out_openood``, ``ccr_fpr1e-1`` .. ``ccr_fpr1e-4``;
+    how they differ from ours is in that module's docstring), then all again from ``score_msp`` with the suffix
+    ``_msp``.
     """
     y, pred, part = (np.asarray(arrays[k]).astype(np.int64) for k in ("y", "pred", "part"))
     scores = {tag: np.asarray(arrays[f"score{tag}"], dtype=np.float32) for tag in ("", "_msp")
@@ -97,14 +100,17 @@ def openset_metrics_from_arrays(arrays: dict[str, np.ndarray], num_known: int,
         if suffix in evaluation["acc_groups"]:
             out[f"acc{suffix}"] = float(correct.mean()) if correct.size else float("nan")
         for tag, s in scores.items():
-            for name, value in openset_metrics(s[k], s[u], correct).items():
+            both = {**openset_metrics(s[k], s[u], correct), **openood_metrics(s[k], s[u], correct)}
+            for name, value in both.items():
                 out[f"{name}{suffix}{tag}"] = float(value)
     return out
 
 
 def lower_is_better(evaluation: dict[str, Any]) -> frozenset[str]:
-    """FPR@95 of every group, with and without ``_msp``: the open-set metrics where lower is better."""
-    return frozenset(f"fpr95{suffix}{tag}" for suffix in evaluation["groups"] for tag in ("", "_msp"))
+    """FPR@95 in both conventions, of every group, with and without ``_msp``: the open-set metrics where lower is
+    better."""
+    return frozenset(f"{name}{suffix}{tag}" for name in FPR_METRICS for suffix in evaluation["groups"]
+                     for tag in ("", "_msp"))
 
 
 def seed_arrays(task: Any, out: Outputs, scores: dict[str, Tensor]) -> dict[str, np.ndarray]:

@@ -28,7 +28,16 @@ def test_cases_and_fingerprints():
         assert len(set(known)) == 6 and set(known) <= set(range(10)), spec.case
     assert all(s.protocol == "openset" for s in standard)
     assert get_suite("openset") is suite and case_specs(suite, "smoke", []) == smoke
-    assert {"fpr95", "fpr95_easy", "fpr95_msp", "fpr95_sketch"} <= set(suite.LOWER_IS_BETTER)
+    assert {"fpr95", "fpr95_easy", "fpr95_msp", "fpr95_sketch", "fpr95_openood", "fpr95_openood_hard"} <= \
+        set(suite.LOWER_IS_BETTER)
+    # smoke and standard: the image cases train a linear head on frozen Lite0 features; full fine-tunes (GPU scale)
+    for specs in (smoke, standard):
+        images = [s for s in specs if s.params["dataset"] in ("cifar10", "cub", "pacs")]
+        assert images and all(s.params["features"] == "lite0-frozen" for s in images)
+        assert all(s.budget.epochs >= 10 for s in images)  # a head: many cheap epochs
+    full = suite.case_specs("full")
+    assert not any("features" in s.params for s in full)
+    assert {s.params["model"] for s in full if s.params["dataset"] == "cifar10"} == {"osr_cnn"}
 
 
 def make_folder(root: Path, classes: int = 5, per_class: int = 6) -> Path:
@@ -87,7 +96,8 @@ def test_smoke_run_strict_on_shared_data(run_suite, tmp_path, real_data_root):
         assert erm["status"] == mls["status"] == "ok"
         assert mls["run"]["model_key"][0] == erm["run"]["model_key"][0] and mls["run"]["model_reused"][0] is True
         assert mls["metrics"]["auroc"] == erm["metrics"]["auroc"]
-        assert {"acc", "auroc", "oscr", "fpr95", "aupr_in", "aupr_out"} <= set(mls["metrics"])
+        assert {"acc", "auroc", "oscr", "fpr95", "aupr_in", "aupr_out", "fpr95_openood", "aupr_in_openood",
+                "aupr_out_openood", "ccr_fpr1e-1", "ccr_fpr1e-4"} <= set(mls["metrics"])
         assert {"auroc_msp", "oscr_msp"} <= set(erm["metrics"])
     cub = recs["cub-ssb", "mls"]
     applied = cub["task_info"]["ssb_applied"]
