@@ -6,7 +6,13 @@ Cases (each known/unknown split fixed and in the fingerprint):
   MNIST-5k (stratified 70/30 train/test per class, ``data_seed`` 0) and on the shared CIFAR-10 copy (its train/test
   parts, capped per class in the smoke and standard profiles). MNIST: a three-block CNN from scratch
   (:func:`osr_cnn`). CIFAR-10: frozen Lite0 features and a linear head in smoke and standard (below), the CNN from
-  scratch in full.
+  scratch in full. The main metrics are near-OOD (the 4 held-out CIFAR classes). In smoke and standard the CIFAR
+  cases also score far-OOD sets, as OpenOOD v1.5 reports far-OOD beside near-OOD: the test parts of MNIST and
+  USPS, EuroSAT RGB and PACS sketches (:data:`FAR_OOD`, at most ``far_cap`` images each, drawn with the data seed),
+  converted to CIFAR's format (32 px RGB uint8: grey repeated, resized with antialias), one unknown class each;
+  metrics ``_far`` pool them against the known test images and ``_far_<set>`` take one set. The known test images
+  are the same in every group, so near and far differ only in the unknowns. ``counts["test_unknown"]`` counts near
+  and far unknowns together; ``task_info["far"]`` names the sets.
 * ``cub-ssb``: CUB-200-2011 with the SSB's own split file (``SSB_splits/SSB/splits/cub_ssb_splits.json``) applied to
   the classes on disk (the shared copy: classes 001-050, so 24 known, 11 Easy, 7 Medium, 8 Hard unknown classes), the
   official train/test split, pretrained EfficientNet-Lite0. Metrics for all unknowns and per difficulty (suffixes
@@ -65,6 +71,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from harness import data as hdata
@@ -84,8 +91,6 @@ BASELINE = "msp"
 DATASETS = ["mnist5k", "cifar10", "cub", "pacs"]
 VERSION = "1"
 DATASET_OPTION = True
-GROUPS = ("", "_easy", "_medium", "_hard", "_photo", "_art_painting", "_sketch")
-LOWER_IS_BETTER = [f"{name}{g}{tag}" for name in FPR_METRICS for g in GROUPS for tag in ("", "_msp")]
 
 # The known classes of the five splits of each dataset, from the SSB authors' repository:
 # sgvaze/osr_closed_set_all_you_need, data/open_set_splits/osr_splits.py ('mnist' and 'cifar-10-10').
@@ -94,6 +99,13 @@ OSR_SPLITS = {
     "mnist": [[2, 4, 5, 9, 8, 3], [3, 2, 6, 9, 4, 0], [5, 8, 3, 2, 4, 6], [3, 7, 8, 4, 0, 5], [6, 3, 4, 9, 8, 2]],
     "cifar10": [[0, 6, 4, 9, 1, 7], [7, 6, 4, 9, 0, 1], [1, 5, 7, 3, 9, 4], [8, 6, 1, 9, 0, 7], [2, 4, 1, 7, 9, 6]],
 }
+# Far-OOD sets of the CIFAR-10 cases (OpenOOD's far-OOD beside near-OOD): name -> (dataset, domain or None). Their
+# test parts where they have one; all from $HARNESS_DATA.
+FAR_OOD = {"mnist": ("mnist", None), "usps": ("usps", None), "eurosat": ("eurosat", None),
+           "sketch": ("pacs", "sketch")}
+GROUPS = ("", "_easy", "_medium", "_hard", "_photo", "_art_painting", "_sketch", "_far",
+          *(f"_far_{f}" for f in FAR_OOD))
+LOWER_IS_BETTER = [f"{name}{g}{tag}" for name in FPR_METRICS for g in GROUPS for tag in ("", "_msp")]
 CUB_SSB_DIGEST = "95bfa68b69a3f1b0"  # split_digest of the published cub_ssb_splits.json
 PACS_KNOWN = ["dog", "elephant", "giraffe", "guitar"]
 PACS_UNKNOWN = ["horse", "house", "person"]
@@ -104,21 +116,21 @@ _ADAMW = dict(optimizer="adamw", weight_decay=1e-4)
 PROFILE = {
     "smoke": dict(
         splits=(0,), digits_width=16, cifar_width=16, cifar_cap=(150, 100), image_size=32, pacs_cap=50,
-        image_checkpoints=1, image_features="lite0-frozen", feature_size=64, cifar_feature_size=64,
+        image_checkpoints=1, image_features="lite0-frozen", feature_size=64, cifar_feature_size=64, far_cap=40,
         head=Budget(epochs=10, batch_size=64, lr=1e-3, benchmark_rounds=3, **_ADAMW),
         digits=Budget(epochs=2, batch_size=64, lr=2e-3, benchmark_rounds=3),
         cifar=Budget(epochs=2, batch_size=64, lr=2e-3, benchmark_rounds=3),
         image=Budget(epochs=2, batch_size=32, lr=1e-3, benchmark_rounds=3, **_ADAMW)),
     "standard": dict(
         splits=(0, 1, 2, 3, 4), digits_width=16, cifar_width=16, cifar_cap=(400, 200), image_size=64, pacs_cap=60,
-        image_checkpoints=1, image_features="lite0-frozen", feature_size=224, cifar_feature_size=96,
+        image_checkpoints=1, image_features="lite0-frozen", feature_size=224, cifar_feature_size=96, far_cap=300,
         head=Budget(epochs=30, batch_size=64, lr=1e-3, benchmark_rounds=5, **_ADAMW),
         digits=Budget(epochs=4, batch_size=64, lr=2e-3, benchmark_rounds=5),
         cifar=Budget(epochs=8, batch_size=64, lr=2e-3, benchmark_rounds=5),
         image=Budget(epochs=3, batch_size=32, lr=1e-3, benchmark_rounds=5, **_ADAMW)),
     "full": dict(
         splits=(0, 1, 2, 3, 4), digits_width=32, cifar_width=64, cifar_cap=(None, None), image_size=224, pacs_cap=None,
-        image_checkpoints=3, image_features=None, feature_size=None, cifar_feature_size=None, head=None,
+        image_checkpoints=3, image_features=None, feature_size=None, cifar_feature_size=None, head=None, far_cap=None,
         digits=Budget(epochs=30, batch_size=128, lr=1e-3, benchmark_rounds=20),
         cifar=Budget(epochs=100, batch_size=128, lr=1e-3, benchmark_rounds=20, **_ADAMW),
         image=Budget(epochs=30, batch_size=64, lr=5e-4, benchmark_rounds=10, **_ADAMW)),
@@ -138,6 +150,7 @@ def case_specs(profile: str, datasets: list[str] | None = None) -> list[CaseSpec
                            cfg["digits"]))
     for i in cfg["splits"]:
         train_cap, test_cap = cfg["cifar_cap"]
+        far = dict(far=list(FAR_OOD), far_cap=cfg["far_cap"]) if cfg["far_cap"] else {}
         if cfg["image_features"]:  # frozen Lite0 features and a linear head (see the module docstring)
             model = dict(model="efficientnet_lite0", features=cfg["image_features"],
                          feature_size=cfg["cifar_feature_size"])
@@ -146,7 +159,7 @@ def case_specs(profile: str, datasets: list[str] | None = None) -> list[CaseSpec
             model, budget = dict(model="osr_cnn", width=cfg["cifar_width"]), cfg["cifar"]
         specs.append(_spec(f"cifar10-split{i}", profile, dict(
             dataset="cifar10", split=i, known=OSR_SPLITS["cifar10"][i], data_seed=0, **model, train_cap=train_cap,
-            test_cap=test_cap), budget))
+            test_cap=test_cap, **far), budget))
     # the image cases: frozen Lite0 features and a linear head where the profile says so (smoke, standard), else
     # the backbone is fine-tuned (full); the frozen params only enter the spec when used, so full's stay as they were
     frozen_params, image_budget = {}, cfg["image"]
@@ -358,6 +371,53 @@ def _digits(spec: CaseSpec) -> Task:
                      dict(name=p["model"], width=p["width"]), {}, notes)
 
 
+def far_images(name: str, cap: int | None, side: int, seed: int) -> torch.Tensor:
+    """Up to ``cap`` images of the far-OOD set ``name`` (a key of FAR_OOD), drawn with ``seed``, in a CIFAR case's
+    input format: 3-channel uint8 ``side`` x ``side`` (grey repeated over RGB, resized bilinearly with antialias)."""
+    dataset, domain = FAR_OOD[name]
+    ds = _load(dataset, ())
+    rows = torch.arange(len(ds))
+    if "split" in ds.meta:
+        rows = torch.nonzero(ds.meta["split"] == ds.meta["split_names"].index("test")).flatten()
+    if domain is not None:
+        rows = rows[ds.domain[rows] == ds.domain_names.index(domain)]
+    if cap is not None and len(rows) > cap:
+        rows = torch.sort(rows[torch.randperm(len(rows), generator=torch.Generator().manual_seed(seed))[:cap]]).values
+    x = ds.x[rows].float().div(255.0) if ds.x.dtype == torch.uint8 else ds.x[rows].float()
+    x = x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x[:, :3]
+    if tuple(x.shape[-2:]) != (side, side):
+        x = F.interpolate(x, size=(side, side), mode="bilinear", antialias=True, align_corners=False)
+    return x.clamp(0, 1).mul(255).round().to(torch.uint8)
+
+
+def _with_far(ds: ArrayDataset, test: torch.Tensor, known: list[int], p: dict[str, Any]
+              ) -> tuple[ArrayDataset, torch.Tensor, torch.Tensor, list[int], dict[str, Any], str]:
+    """CIFAR-10 plus the far-OOD sets of ``p["far"]``, appended as one unknown class each: the extended base, its
+    test positions, the part code per sample, the far classes, the evaluation groups and a note."""
+    far = list(p.get("far") or [])
+    images = [far_images(name, p["far_cap"], int(ds.x.shape[-1]), p["data_seed"] + i) for i, name in enumerate(far)]
+    n = len(ds)
+    x = torch.cat([ds.x, *images])
+    y = torch.cat([ds.y, *(torch.full((len(im),), 10 + i) for i, im in enumerate(images))])
+    base = ArrayDataset(x, y, [*ds.classes, *(f"far:{name}" for name in far)], ds.name,
+                        meta={k: v for k, v in ds.meta.items() if not isinstance(v, torch.Tensor)})
+    part = torch.zeros(len(base), dtype=torch.long)  # 0 known, 1 near unknown, 2.. one per far set
+    part[:n][~torch.isin(ds.y, torch.tensor(known))] = 1
+    start = n
+    for i, im in enumerate(images):
+        part[start:start + len(im)] = 2 + i
+        start += len(im)
+    test = torch.cat([test, torch.arange(n, len(base))])
+    parts = ["known", "near", *far]
+    evaluation = {"parts": parts, "groups": {"": ["known", "near"]}, "acc_groups": [""]}
+    if far:
+        evaluation["groups"].update({"_far": ["known", *far], **{f"_far_{f}": ["known", f] for f in far}})
+    note = ("far-OOD (metrics _far, pooled, and _far_<set>; the main metrics are near-OOD only): "
+            + ", ".join(f"{f} ({len(im)} images)" for f, im in zip(far, images)) +
+            f", converted to {int(ds.x.shape[-1])} px RGB") if far else ""
+    return base, test, part, list(range(10, 10 + len(far))), evaluation, note
+
+
 def _cifar(spec: CaseSpec) -> Task:
     p = spec.params
     ds = _load("cifar10", ())
@@ -371,7 +431,11 @@ def _cifar(spec: CaseSpec) -> Task:
     notes = [f"CIFAR-10, split {p['split']} of the literature's five: known {names}; train cap "
              f"{p['train_cap']} and test cap {p['test_cap']} images per class (seed {p['data_seed']})"]
     model = _image_model(p) if p.get("features") else dict(name=p["model"], width=p["width"])
-    return open_task(spec, ds, known, unknown, train, test, torch.zeros(len(ds)), SINGLE, model, {}, notes)
+    if "far" not in p:  # the full profile's cases, unchanged
+        return open_task(spec, ds, known, unknown, train, test, torch.zeros(len(ds)), SINGLE, model, {}, notes)
+    base, test, part, far, evaluation, note = _with_far(ds, test, known, p)
+    return open_task(spec, base, known, unknown + far, train, test, part, evaluation, model, {"far": p["far"]},
+                     [*notes, note] if note else notes)
 
 
 def _cub(spec: CaseSpec) -> Task:

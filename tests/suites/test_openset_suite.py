@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 from PIL import Image
 
 from harness.checks.verify import recompute
@@ -35,8 +36,11 @@ def test_cases_and_fingerprints():
         images = [s for s in specs if s.params["dataset"] in ("cifar10", "cub", "pacs")]
         assert images and all(s.params["features"] == "lite0-frozen" for s in images)
         assert all(s.budget.epochs >= 10 for s in images)  # a head: many cheap epochs
+    cifar = [s for s in standard if s.params["dataset"] == "cifar10"]
+    assert all(s.params["far"] == list(suite.FAR_OOD) and s.params["far_cap"] for s in cifar)
+    assert {"fpr95_far", "fpr95_far_mnist", "fpr95_openood_far_sketch_msp"} <= set(suite.LOWER_IS_BETTER)
     full = suite.case_specs("full")
-    assert not any("features" in s.params for s in full)
+    assert not any("features" in s.params or "far" in s.params for s in full)
     assert {s.params["model"] for s in full if s.params["dataset"] == "cifar10"} == {"osr_cnn"}
 
 
@@ -109,7 +113,32 @@ def test_smoke_run_strict_on_shared_data(run_suite, tmp_path, real_data_root):
     assert {"acc_photo", "auroc_art_painting", "auroc_sketch"} <= set(pacs["metrics"])
     assert pacs["task_info"]["unknown"] == ["horse", "house", "person"]
     assert recs["mnist-split0", "erm"]["metrics"]["acc"]["mean"] > 0.8  # the digits train in two epochs
+    cifar = recs["cifar10-split0", "mls"]
+    assert {f"auroc_far_{f}" for f in suite.FAR_OOD} | {"auroc_far", "ccr_fpr1e-2_far"} <= set(cifar["metrics"])
+    assert cifar["task_info"]["far"] == list(suite.FAR_OOD)
     tasks: dict = {}
     for path in sorted((tmp_path / "results").rglob("*.json")):  # each record's evidence recomputes its metrics exactly
         outcome = recompute(path, json.loads(path.read_text()), tasks)
         assert outcome.ok and "recomputed 1 seed(s) exactly" in outcome.message, outcome.message
+
+
+def test_far_ood_images_in_the_cifar_format(real_data_root):
+    for name in suite.FAR_OOD:
+        x = suite.far_images(name, 7, 32, 0)
+        assert x.shape == (7, 3, 32, 32) and x.dtype == torch.uint8, name
+        assert torch.equal(x, suite.far_images(name, 7, 32, 0))  # the draw is seeded
+    grey = suite.far_images("mnist", 3, 32, 0)
+    assert torch.equal(grey[:, 0], grey[:, 1]) and torch.equal(grey[:, 1], grey[:, 2])
+
+
+def test_far_groups_share_the_knowns_and_keep_near_apart(real_data_root, monkeypatch):
+    monkeypatch.setattr(suite.frozen, "frozen_features", lambda x, kind, size: x.float().flatten(1)[:, :8])
+    spec = next(s for s in suite.case_specs("smoke") if s.case == "cifar10-split0")
+    task = spec.build(spec)
+    groups = task.info["openset"]["groups"]
+    assert groups[""] == ["known", "near"] and groups["_far"] == ["known", *suite.FAR_OOD]
+    parts = task.data.meta["openset_part"][task.splits["test"].indices]
+    y = task.data.y[task.splits["test"].indices]
+    assert ((parts == 0) == (y < 6)).all()  # knowns are exactly part "known"
+    assert torch.bincount(parts.long()).tolist()[2:] == [spec.params["far_cap"]] * len(suite.FAR_OOD)
+    assert set(task.info["unknown"]) >= {f"far:{f}" for f in suite.FAR_OOD}
