@@ -30,6 +30,8 @@ class ODIN(Method):
     family = "osr"
     protocols = frozenset({"openset"})
     hparams = dict(trainer="erm", temperature=1000.0, epsilon=0.0014)
+    # OpenOOD v1.5's APS grid (configs/postprocessors/odin.yml), searched on validation data by the protocol
+    search = dict(temperature=(1.0, 10.0, 100.0, 1000.0), epsilon=(0.0014, 0.0028))
     scores_inputs = True
 
     def __init__(self, hparams: dict | None = None) -> None:

