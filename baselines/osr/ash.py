@@ -33,6 +33,7 @@ class ASH(Method):
     family = "osr"
     protocols = frozenset({"openset"})
     hparams = dict(trainer="erm", percentile=90.0, variant="s")
+    search = dict(percentile=(65.0, 70.0, 75.0, 80.0, 85.0, 90.0, 95.0))  # OpenOOD v1.5's APS grid
 
     def __init__(self, hparams: dict | None = None) -> None:
         super().__init__(hparams)

@@ -29,6 +29,7 @@ class DICE(Method):
     family = "osr"
     protocols = frozenset({"openset"})
     hparams = dict(trainer="erm", percentile=90.0)
+    search = dict(percentile=(10.0, 30.0, 50.0, 70.0, 90.0))  # OpenOOD v1.5's APS grid (the sparsity)
 
     def __init__(self, hparams: dict | None = None) -> None:
         super().__init__(hparams)

@@ -7,7 +7,7 @@ from torch import Tensor
 
 from harness.core.method import Batch, Method, State
 from harness.core.registry import register_method
-from harness.errors import HparamError
+from harness.errors import HparamError, Unsupported
 
 
 @register_method("erm-strong")
@@ -32,6 +32,12 @@ class ERMStrong(Method):
         if not 0 <= self.hparams["label_smoothing"] < 1:
             raise HparamError(f"hparam label_smoothing={self.hparams['label_smoothing']!r} for 'erm-strong' must "
                               "be in [0, 1)")
+
+    def check_task(self, task) -> None:
+        super().check_task(task)
+        if task.image_size is None:  # RandAugment and crops act on pixels; a frozen-feature case has none
+            raise Unsupported(f"erm-strong augments images, and {task.suite}/{task.case} trains a head on frozen "
+                              "features (no pixels to augment)")
 
     def loss(self, logits: Tensor, batch: Batch, state: State) -> Tensor:
         return F.cross_entropy(logits, batch.y, label_smoothing=self.hparams["label_smoothing"])

@@ -26,6 +26,7 @@ class GEN(Method):
     family = "osr"
     protocols = frozenset({"openset"})
     hparams = dict(trainer="erm", gamma=0.1, m=100)
+    search = dict(gamma=(0.01, 0.1, 0.5, 1.0, 2.0, 5.0, 10.0))  # OpenOOD v1.5's APS range; M covers every class
 
     def __init__(self, hparams: dict | None = None) -> None:
         super().__init__(hparams)

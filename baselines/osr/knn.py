@@ -27,6 +27,7 @@ class KNN(Method):
     family = "osr"
     protocols = frozenset({"openset"})
     hparams = dict(trainer="erm", k=50)
+    search = dict(k=(1, 10, 20, 50, 100, 200))  # OpenOOD v1.5's APS grid, up to what a small training set holds
 
     def __init__(self, hparams: dict | None = None) -> None:
         super().__init__(hparams)

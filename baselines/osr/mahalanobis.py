@@ -21,6 +21,15 @@ class Mahalanobis(Method):
 
     The paper's input preprocessing and feature ensemble over layers are not used (OpenOOD's "MDS" setting).
     Scores the closed-set model that ``trainer`` trains (default erm).
+
+    Measured (open-set suite, standard profile, seed 0). On the old from-scratch CIFAR-10 CNN (128 post-ReLU
+    features, 70% accuracy) it sat at chance (AUROC 0.48-0.53) where MSP gave 0.62: the features of a weak,
+    briefly trained CNN do not cluster by class. On frozen ImageNet Lite0 features with a linear head (the current
+    CIFAR-10 cases, 75-84% accuracy) it gives 0.67-0.76, near MLS (0.72-0.78). On CUB (frozen Lite0, 720 training
+    images, 1280 dims, so Sigma has rank 696) it gives 0.56 against MSP's 0.67, and regularising Sigma changes
+    nothing: pseudo-inverse 0.559, Ledoit-Wolf shrinkage 0.559, 50% shrinkage to the identity 0.561, the identity
+    itself (Euclidean distance to the class means) 0.562. Distance to class means is simply weak on fine-grained,
+    near-OOD unknowns with about 30 images per class; OpenOOD v1.5 likewise finds MDS weak on near-OOD.
     """
 
     family = "osr"

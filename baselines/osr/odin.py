@@ -30,6 +30,8 @@ class ODIN(Method):
     family = "osr"
     protocols = frozenset({"openset"})
     hparams = dict(trainer="erm", temperature=1000.0, epsilon=0.0014)
+    # OpenOOD v1.5's APS grid (configs/postprocessors/odin.yml), searched on validation data by the protocol
+    search = dict(temperature=(1.0, 10.0, 100.0, 1000.0), epsilon=(0.0014, 0.0028))
     scores_inputs = True
 
     def __init__(self, hparams: dict | None = None) -> None:
@@ -39,7 +41,8 @@ class ODIN(Method):
 
     def score_inputs(self, model: nn.Module, x: Tensor, state: State) -> Tensor:
         t, eps = self.hparams["temperature"], self.hparams["epsilon"]
-        std = torch.tensor(state.input_std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+        # one std per channel, broadcast over the pixels (images) or taken per column (feature inputs)
+        std = torch.tensor(state.input_std, dtype=x.dtype, device=x.device).view(1, -1, *(1,) * (x.ndim - 2))
         with torch.enable_grad():
             x = x.detach().requires_grad_(True)
             logits = model(x)

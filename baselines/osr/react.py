@@ -28,6 +28,7 @@ class ReAct(Method):
     family = "osr"
     protocols = frozenset({"openset"})
     hparams = dict(trainer="erm", percentile=90.0)
+    search = dict(percentile=(85.0, 90.0, 95.0, 99.0))  # OpenOOD v1.5's APS grid, searched on validation data
 
     def __init__(self, hparams: dict | None = None) -> None:
         super().__init__(hparams)

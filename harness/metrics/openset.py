@@ -18,6 +18,22 @@ Definitions (n_k knowns, n_u unknowns, ties handled exactly, all O(n log n) and 
   trapezoid gives a tied (correct known, unknown) pair half credit, and the area equals
   [#pairs (correct known c, unknown u) with S(c) > S(u) + 1/2 #ties] / (n_k n_u).
 
+OpenOOD's conventions, beside ours, so numbers compare with its published tables (read from OpenOOD v1.5's
+``openood/evaluators/metrics.py``; the maths only):
+
+* ``fpr95_openood`` (OpenOOD v1.5's ``auc_and_fpr_recall``): the *unknown* is the positive class, ranked by -S. The
+  threshold is the first ROC point whose TPR (unknowns rejected) reaches 0.95: c* = the m-th smallest unknown score,
+  m = ceil(0.95 n_u); FPR = |{known: S <= c*}| / n_k, the fraction of *knowns* rejected when 95% of unknowns are.
+  Ours (``fpr95``) is the other way round: the fraction of *unknowns accepted* when 95% of knowns are accepted (ID
+  positive, OpenOOD v1.0's ``fpr_recall`` up to its floor/strict-inequality rounding). The two measure different
+  error rates and can differ by tens of points on the same scores; both are lower-is-better.
+* ``aupr_in_openood`` / ``aupr_out_openood``: OpenOOD integrates sklearn's precision-recall curve with the
+  trapezoidal rule (``metrics.auc(recall, precision)``), where ours is sklearn's step-wise average precision; they
+  differ by a little, mostly on small sets. AUROC is the same in both.
+* ``ccr@fpr`` (OpenOOD's ``ccr_fpr``, at FPR 1e-1 .. 1e-4; keys ``ccr_fpr1e-1`` ...): the threshold is the j-th
+  largest unknown score, j = ceil(fpr n_u) (so with fewer than 1/fpr unknowns it is the largest one, and the CCR is
+  that of "accept no unknown"); CCR = |{known: correct and S > threshold}| / n_k. A point of the OSCR curve.
+
 All-known or all-unknown input (an empty side), NaN or infinite scores raise :class:`MetricError`.
 """
 
@@ -27,10 +43,15 @@ import math
 from typing import Any
 
 import numpy as np
+from sklearn.metrics import auc as trapezoid_area
+from sklearn.metrics import precision_recall_curve
 
 from harness.metrics._checks import MetricError, _np, as_float_1d, same_length
 
-__all__ = ["aupr_in", "aupr_out", "auroc", "fpr_at_95_tpr", "fpr_at_tpr", "openset_metrics", "oscr"]
+__all__ = ["CCR_FPRS", "aupr_in", "aupr_out", "auroc", "ccr_at_fpr", "fpr_at_95_tpr", "fpr_at_tpr",
+           "fpr_at_tpr_openood", "openood_metrics", "openset_metrics", "oscr"]
+
+CCR_FPRS = (1e-1, 1e-2, 1e-3, 1e-4)  # the FPRs OpenOOD v1.5 reports CCR at
 
 
 def _scores(known_scores: Any, unknown_scores: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -152,4 +173,54 @@ def openset_metrics(
     if known_correct is not None:
         c = _correct_mask(known_correct, k.size)
         out["oscr"] = _pairs_above(np.sort(k[c]), us) / (k.size * u.size)
+    return out
+
+
+# -- OpenOOD's conventions ---------------------------------------------------------------------------
+
+
+def _fpr_openood_raw(k: np.ndarray, u: np.ndarray, tpr: float) -> float:
+    m = max(1, math.ceil(round(tpr * u.size, 9)))  # unknowns that must be rejected (S <= c*)
+    c = np.partition(u, m - 1)[m - 1]
+    return float(np.count_nonzero(k <= c) / k.size)
+
+
+def fpr_at_tpr_openood(known_scores: Any, unknown_scores: Any, tpr: float = 0.95) -> float:
+    """OpenOOD v1.5's FPR@TPR: unknown positive, the fraction of knowns rejected when ``tpr`` of the unknowns are
+    (see the module docstring; not the same error rate as :func:`fpr_at_tpr`)."""
+    if not 0.0 < tpr <= 1.0:
+        raise MetricError(f"tpr must be in (0, 1], got {tpr}")
+    k, u = _scores(known_scores, unknown_scores)
+    return _fpr_openood_raw(k, u, tpr)
+
+
+def _aupr_trapezoid(pos: np.ndarray, neg: np.ndarray) -> float:
+    labels = np.concatenate([np.ones(pos.size), np.zeros(neg.size)])
+    precision, recall, _ = precision_recall_curve(labels, np.concatenate([pos, neg]))
+    return float(trapezoid_area(recall, precision))
+
+
+def _ccr_raw(k: np.ndarray, u: np.ndarray, correct: np.ndarray, fpr: float) -> float:
+    j = max(1, math.ceil(round(fpr * u.size, 9)))
+    threshold = np.partition(u, u.size - j)[u.size - j]  # the j-th largest unknown score
+    return float(np.count_nonzero(correct & (k > threshold)) / k.size)
+
+
+def ccr_at_fpr(known_scores: Any, unknown_scores: Any, known_correct: Any, fpr: float) -> float:
+    """OpenOOD's CCR@FPR (see the module docstring)."""
+    if not 0.0 < fpr <= 1.0:
+        raise MetricError(f"fpr must be in (0, 1], got {fpr}")
+    k, u = _scores(known_scores, unknown_scores)
+    return _ccr_raw(k, u, _correct_mask(known_correct, k.size), fpr)
+
+
+def openood_metrics(known_scores: Any, unknown_scores: Any, known_correct: Any | None = None) -> dict[str, float]:
+    """OpenOOD v1.5's conventions: ``fpr95_openood``, ``aupr_in_openood``, ``aupr_out_openood`` and, with
+    ``known_correct``, ``ccr_fpr1e-1`` .. ``ccr_fpr1e-4``."""
+    k, u = _scores(known_scores, unknown_scores)
+    out = {"fpr95_openood": _fpr_openood_raw(k, u, 0.95), "aupr_in_openood": _aupr_trapezoid(k, u),
+           "aupr_out_openood": _aupr_trapezoid(-u, -k)}
+    if known_correct is not None:
+        c = _correct_mask(known_correct, k.size)
+        out.update({f"ccr_fpr{f:.0e}".replace("e-0", "e-"): _ccr_raw(k, u, c, f) for f in CCR_FPRS})
     return out

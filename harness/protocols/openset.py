@@ -17,6 +17,12 @@ One seed of one (case, method):
 2. **Score.** ``method.calibrate(model, train_outputs, state)`` when the method overrides it, then
    ``method.score(logits, features)`` on the test outputs, or ``method.score_inputs(model, x, state)`` per
    evaluation batch for input-perturbation scores (ODIN).
+   A score that declares a hyperparameter grid in its file (class attribute ``search``) first has its setting
+   chosen by :func:`choose_hparams` (OpenOOD v1.5's automatic parameter search) on the task's validation splits
+   ``val_known`` / ``val_unknown`` when it has them (the CIFAR-10 cases: see :mod:`harness.suites.openset`), never
+   on the test split; the record's ``run.search`` says, per seed, what was chosen, the validation AUROC of every
+   grid point and what data it was chosen on. Cases without validation unknowns keep the file's defaults and say so.
+   Hparams set with ``--hparam`` are not searched.
 3. **Metrics** come from the seed's arrays (``y``, ``pred``, ``part``, ``score``) through the task's ``metrics_fn``,
    which suites set to :func:`openset_metrics_from_arrays` (also their ``recompute_fn``). A training method's row is
    scored with its own score (MLS unless it overrides ``score``) and, for comparison, with MSP: every metric again
@@ -35,6 +41,7 @@ the same figures); a score's row reports the time to score one evaluation batch.
 from __future__ import annotations
 
 import copy
+import itertools
 import sys
 from collections.abc import Callable
 from dataclasses import asdict
@@ -50,7 +57,7 @@ from harness.core.registry import create_method
 from harness.core.timing import StepStats, StepTimer
 from harness.data import source as data_source
 from harness.errors import HarnessError, Unsupported, UsageError
-from harness.metrics.openset import openset_metrics
+from harness.metrics.openset import auroc, openood_metrics, openset_metrics
 from harness.protocols import register_protocol
 from harness.protocols.kit import (
     Outputs,
@@ -67,6 +74,7 @@ from harness.protocols.store import ModelStore, get_or_compute, store_key
 TRAINER_HPARAM = "trainer"
 STORE = "openset"
 INTERMEDIATE_CHECKPOINTS = 3
+FPR_METRICS = ("fpr95", "fpr95_openood")  # ours (knowns accepted at 95%) and OpenOOD v1.5's (unknowns rejected)
 
 
 # -- evaluation --------------------------------------------------------------------------------------
@@ -81,8 +89,10 @@ def openset_metrics_from_arrays(arrays: dict[str, np.ndarray], num_known: int,
     suffix to the parts it pools (``""`` is the case's main evaluation); a group's knowns are its samples with
     y < K and its unknowns those with y >= K. ``acc<suffix>`` is reported for the suffixes in
     ``evaluation["acc_groups"]``; ``auroc``, ``oscr``, ``fpr95``, ``aupr_in`` and ``aupr_out`` (definitions in
-    :mod:`harness.metrics.openset`, unknown = positive for AUROC) for every group, then again from ``score_msp``
-    with the suffix ``_msp``.
+    :mod:`harness.metrics.openset`, unknown = positive for AUROC) for every group, with OpenOOD v1.5's conventions
+    beside them (``fpr95_openood``, ``aupr_in_openood``, ``aupr_out_openood``, ``ccr_fpr1e-1`` .. ``ccr_fpr1e-4``;
+    how they differ from ours is in that module's docstring), then all again from ``score_msp`` with the suffix
+    ``_msp``.
     """
     y, pred, part = (np.asarray(arrays[k]).astype(np.int64) for k in ("y", "pred", "part"))
     scores = {tag: np.asarray(arrays[f"score{tag}"], dtype=np.float32) for tag in ("", "_msp")
@@ -97,14 +107,17 @@ def openset_metrics_from_arrays(arrays: dict[str, np.ndarray], num_known: int,
         if suffix in evaluation["acc_groups"]:
             out[f"acc{suffix}"] = float(correct.mean()) if correct.size else float("nan")
         for tag, s in scores.items():
-            for name, value in openset_metrics(s[k], s[u], correct).items():
+            both = {**openset_metrics(s[k], s[u], correct), **openood_metrics(s[k], s[u], correct)}
+            for name, value in both.items():
                 out[f"{name}{suffix}{tag}"] = float(value)
     return out
 
 
 def lower_is_better(evaluation: dict[str, Any]) -> frozenset[str]:
-    """FPR@95 of every group, with and without ``_msp``: the open-set metrics where lower is better."""
-    return frozenset(f"fpr95{suffix}{tag}" for suffix in evaluation["groups"] for tag in ("", "_msp"))
+    """FPR@95 in both conventions, of every group, with and without ``_msp``: the open-set metrics where lower is
+    better."""
+    return frozenset(f"{name}{suffix}{tag}" for name in FPR_METRICS for suffix in evaluation["groups"]
+                     for tag in ("", "_msp"))
 
 
 def seed_arrays(task: Any, out: Outputs, scores: dict[str, Tensor]) -> dict[str, np.ndarray]:
@@ -263,6 +276,53 @@ def train_benchmark(ctx: RunContext, trainer: Method, model: nn.Module) -> Calla
     return step
 
 
+# -- automatic parameter search (OpenOOD v1.5's APS) ---------------------------------------------------
+
+SEARCH_ATTR = "search"
+VAL_SPLITS = ("val_known", "val_unknown")
+
+
+def search_grid(method: Method) -> dict[str, tuple]:
+    """The grid a score declares in its file (class attribute ``search``: hparam -> candidate values), less the
+    hparams the user set (``--hparam``): a value given by hand is kept, not searched."""
+    grid = getattr(type(method), SEARCH_ATTR, None) or {}
+    defaults = type(method).hparams
+    return {k: tuple(v) for k, v in grid.items() if method.hparams.get(k) == defaults.get(k)}
+
+
+def choose_hparams(ctx: RunContext, method: Method, model: nn.Module, key: str, state: State
+                   ) -> tuple[Method, dict[str, Any] | None]:
+    """The method at the grid point with the best validation AUROC (OpenOOD's APS), and what was chosen on what.
+
+    Every combination of the grid is calibrated on the training outputs, as the score itself is, and scored on
+    the task's ``val_known`` and ``val_unknown`` splits (known-class images left out of training, and unknowns from
+    a source that no test group uses); the highest AUROC wins, ties to the first combination in the file's order.
+    The test split is never read. A case without validation splits keeps the defaults and says so.
+    """
+    grid = search_grid(method)
+    if not grid:
+        return method, None
+    if not set(VAL_SPLITS) <= set(ctx.task.splits):
+        return method, {"chosen": None, "grid": grid, "on": "none: this case has no validation unknowns, so the "
+                        "file's defaults were used"}
+    train = cached_outputs(ctx, model, key, "train")
+    known, unknown = (cached_outputs(ctx, model, key, split) for split in VAL_SPLITS)
+    tried = []
+    for values in itertools.product(*grid.values()):
+        candidate = type(method)({**method.hparams, **dict(zip(grid, values))})
+        if type(candidate).calibrate is not Method.calibrate:
+            candidate.calibrate(model, train, state)
+        s_k, s_u = (score_split(ctx, candidate, model, out, state)[0].numpy() for out in (known, unknown))
+        tried.append((auroc(s_k, s_u), dict(zip(grid, values)), candidate))
+    best = max(range(len(tried)), key=lambda i: (tried[i][0], -i))
+    value, chosen, candidate = tried[best]
+    info = {"chosen": chosen, "val_auroc": round(float(value), 6), "grid": grid,
+            "tried": [[round(float(a), 6), c] for a, c, _ in tried],
+            "on": f"val_known ({len(known.y)}) vs val_unknown ({len(unknown.y)}): "
+                  f"{ctx.task.info.get('validation', 'the case validation splits')}"}
+    return candidate, info
+
+
 @register_protocol("openset")
 def run_openset(task: Any, method: Method, ctx: RunContext) -> SeedResult:
     trainer = trainer_of(method)
@@ -274,7 +334,9 @@ def run_openset(task: Any, method: Method, ctx: RunContext) -> SeedResult:
     model, info, key = closed_set_model(ctx, trainer)
     test = cached_outputs(ctx, model, key, "test")
     state = ctx.make_state(0, 0, input_std=input_std(task))
-    if type(method).calibrate is not Method.calibrate:
+    method, search = choose_hparams(ctx, method, model, key, state)
+    searched = search is not None and search["chosen"] is not None  # the chosen candidate is calibrated already
+    if type(method).calibrate is not Method.calibrate and not searched:
         method.calibrate(model, cached_outputs(ctx, model, key, "train"), state)
     score, score_timing = score_split(ctx, method, model, test, state)
     scores = {"": score}
@@ -287,6 +349,8 @@ def run_openset(task: Any, method: Method, ctx: RunContext) -> SeedResult:
                  "model_reused": bool(info["reused"]),
                  "train_seconds": round(float(info["train_seconds"]), 3), "trainer_budget": info["budget"],
                  "checkpoints": [*info["checkpoints"], final]}
+    if search is not None:
+        seed_info["search"] = search
     if trainer is method:
         timing, bench = StepStats(**info["timing"]), train_benchmark(ctx, trainer, model)
     else:

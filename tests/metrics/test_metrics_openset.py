@@ -5,10 +5,23 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from sklearn.metrics import average_precision_score, roc_auc_score
+from sklearn.metrics import auc as sk_auc
+from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score, roc_curve
 
 from harness.metrics._checks import MetricError
-from harness.metrics.openset import aupr_in, aupr_out, auroc, fpr_at_95_tpr, fpr_at_tpr, openset_metrics, oscr
+from harness.metrics.openset import (
+    CCR_FPRS,
+    aupr_in,
+    aupr_out,
+    auroc,
+    ccr_at_fpr,
+    fpr_at_95_tpr,
+    fpr_at_tpr,
+    fpr_at_tpr_openood,
+    openood_metrics,
+    openset_metrics,
+    oscr,
+)
 
 
 def _case(seed: int, decimals: int | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -175,3 +188,45 @@ def test_nan_scores_raise(fn) -> None:
 def test_bad_tpr_raises() -> None:
     with pytest.raises(MetricError):
         fpr_at_tpr([0.1], [0.2], tpr=0.0)
+
+
+# ----------------------------------------------------------------------------- OpenOOD's conventions
+
+
+def openood_fpr95(k: np.ndarray, u: np.ndarray) -> float:
+    """OpenOOD v1.5's recipe, restated: ROC with unknown positive on -score, FPR at the first TPR >= 0.95."""
+    labels = np.concatenate([np.zeros(k.size), np.ones(u.size)])
+    fpr, tpr, _ = roc_curve(labels, -np.concatenate([k, u]))
+    return float(fpr[np.argmax(tpr >= 0.95)])
+
+
+def brute_ccr(k: np.ndarray, u: np.ndarray, correct: np.ndarray, fpr: float) -> float:
+    """The j-th largest unknown score as threshold, j = ceil(fpr n_u); correct knowns strictly above it."""
+    j = max(1, int(np.ceil(round(fpr * len(u), 9))))
+    t = sorted(u.tolist(), reverse=True)[j - 1]
+    return sum(1 for s, c in zip(k, correct) if c and s > t) / len(k)
+
+
+@pytest.mark.parametrize("seed,dec", CASES)
+def test_openood_conventions_match_their_recipes(seed: int, dec: int | None) -> None:
+    k, u, correct = _case(seed, dec)
+    m = openood_metrics(k, u, correct)
+    assert m["fpr95_openood"] == pytest.approx(openood_fpr95(k, u), abs=1e-12)
+    assert m["fpr95_openood"] == fpr_at_tpr_openood(k, u)
+    for key, pos, neg in (("aupr_in_openood", k, u), ("aupr_out_openood", -u, -k)):
+        labels = np.concatenate([np.ones(pos.size), np.zeros(neg.size)])
+        precision, recall, _ = precision_recall_curve(labels, np.concatenate([pos, neg]))
+        assert m[key] == pytest.approx(sk_auc(recall, precision), abs=1e-12)
+    for f in CCR_FPRS:
+        key = f"ccr_fpr{f:.0e}".replace("e-0", "e-")
+        assert m[key] == pytest.approx(brute_ccr(k, u, correct, f), abs=1e-12) == ccr_at_fpr(k, u, correct, f)
+
+
+def test_the_two_fpr95_conventions_measure_different_errors() -> None:
+    # 100 knowns at 1..100, 10 unknowns at 0.5 and 91..99: 95% of knowns accepted (score >= 6) lets 9 of 10 unknowns
+    # in (ours 0.9); 95% of unknowns rejected (score <= 99) rejects 99 of 100 knowns (OpenOOD 0.99)
+    k = np.arange(1.0, 101.0)
+    u = np.array([0.5, *np.arange(91.0, 100.0)])
+    assert fpr_at_95_tpr(k, u) == pytest.approx(0.9) and fpr_at_tpr_openood(k, u) == pytest.approx(0.99)
+    with pytest.raises(MetricError):
+        ccr_at_fpr(k, u, np.ones(100, bool), 0.0)

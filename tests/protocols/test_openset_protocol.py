@@ -171,3 +171,51 @@ def test_findings_and_figure_from_records(tmp_path):
     assert "2 (row, seed) pairs of 2 rows" in cub and "Easy 0.7500 vs Hard 0.6250" in cub
     (title, path), = report.figures(records, tmp_path)
     assert "accuracy against AUROC" in title and path.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_parameter_search_uses_validation_only_and_records_the_choice(cache_dir, monkeypatch):
+    g = torch.Generator().manual_seed(0)
+    n = KNOWN + UNKNOWN
+    y = torch.arange(n).repeat_interleave(PER_CLASS)
+    x = torch.randint(0, 60, (len(y), 1, 8, 8), generator=g)
+    for c in range(n):
+        r, col = divmod(c, 3)
+        x[y == c, :, 4 * r:4 * r + 4, 2 * col:2 * col + 3] += 180
+    base = ArrayDataset(x.to(torch.uint8), y, [f"c{c}" for c in range(n)], "tiny")
+    pos = torch.arange(len(y)) % PER_CLASS
+    train = torch.nonzero((pos < 12) & (y < KNOWN)).flatten()
+    test = torch.nonzero((pos >= 12) & (pos < 18)).flatten()
+    val_known = torch.nonzero((pos >= 18) & (y < KNOWN)).flatten()
+    val_unknown = torch.nonzero((pos >= 18) & (y >= KNOWN)).flatten()
+
+    def build(spec):
+        return suite.open_task(spec, base, list(range(KNOWN)), list(range(KNOWN, n)), train, test,
+                               torch.zeros(len(y)), suite.SINGLE, dict(name="osr_cnn", width=4), {}, [],
+                               extra={"val_known": val_known, "val_unknown": val_unknown})
+
+    spec = CaseSpec("openset", "tiny-val", "smoke", {"tiny": 2}, SPEC.budget, build, "1", "openset")
+    task = spec.build(spec)
+    assert task.info["counts"]["val_known"] == len(val_known) and set(task.splits) >= {"val_known", "val_unknown"}
+    read = []
+    real = openset_protocol.cached_outputs
+    monkeypatch.setattr(openset_protocol, "cached_outputs", lambda ctx, m, key, split: read.append(split) or
+                        real(ctx, m, key, split))
+    method = create_method("react")
+    ctx = RunContext.create(task, method, CPU, 0)
+    model, _, key = openset_protocol.closed_set_model(ctx, openset_protocol.trainer_of(method))
+    state = ctx.make_state(0, 0, input_std=(1.0,))
+    chosen, info = openset_protocol.choose_hparams(ctx, method, model, key, state)
+    assert "test" not in read and set(read) == {"train", "val_known", "val_unknown"}  # never the test split
+    best = max(a for a, _ in info["tried"])
+    assert info["val_auroc"] == best and [c for a, c in info["tried"] if a == best][0] == info["chosen"]
+    assert chosen.hparams["percentile"] == info["chosen"]["percentile"] and len(info["tried"]) == 4
+    assert f"val_known ({len(val_known)}) vs val_unknown ({len(val_unknown)})" in info["on"]
+    # a hand-set hparam is kept, not searched; a score without a grid, or a case without validation, searches nothing
+    assert openset_protocol.search_grid(create_method("react", {"percentile": 97.0})) == {}
+    assert openset_protocol.choose_hparams(ctx, create_method("msp"), model, key, state)[1] is None
+    record = run_case(spec, create_method("react"), [0], CPU, task=task).record  # its own seed stream, own model
+    search = record["run"]["search"][0]
+    assert search["chosen"] == max(search["tried"], key=lambda t: t[0])[1] and len(search["tried"]) == 4
+    plain = SPEC.build(SPEC)
+    record = run_case(SPEC, create_method("react"), [0], CPU, task=plain).record
+    assert record["run"]["search"][0]["chosen"] is None and "no validation" in record["run"]["search"][0]["on"]

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 from PIL import Image
 
 from harness.checks.verify import recompute
@@ -28,7 +29,20 @@ def test_cases_and_fingerprints():
         assert len(set(known)) == 6 and set(known) <= set(range(10)), spec.case
     assert all(s.protocol == "openset" for s in standard)
     assert get_suite("openset") is suite and case_specs(suite, "smoke", []) == smoke
-    assert {"fpr95", "fpr95_easy", "fpr95_msp", "fpr95_sketch"} <= set(suite.LOWER_IS_BETTER)
+    assert {"fpr95", "fpr95_easy", "fpr95_msp", "fpr95_sketch", "fpr95_openood", "fpr95_openood_hard"} <= \
+        set(suite.LOWER_IS_BETTER)
+    # smoke and standard: the image cases train a linear head on frozen Lite0 features; full fine-tunes (GPU scale)
+    for specs in (smoke, standard):
+        images = [s for s in specs if s.params["dataset"] in ("cifar10", "cub", "pacs")]
+        assert images and all(s.params["features"] == "lite0-frozen" for s in images)
+        assert all(s.budget.epochs >= 10 for s in images)  # a head: many cheap epochs
+    cifar = [s for s in standard if s.params["dataset"] == "cifar10"]
+    assert all(s.params["far"] == list(suite.FAR_OOD) and s.params["far_cap"] for s in cifar)
+    assert {"fpr95_far", "fpr95_far_mnist", "fpr95_openood_far_sketch_msp"} <= set(suite.LOWER_IS_BETTER)
+    assert set(suite.REPRODUCTIONS) <= set(names) and all(suite.REPRODUCTIONS.values())
+    full = suite.case_specs("full")
+    assert not any("features" in s.params or "far" in s.params for s in full)
+    assert {s.params["model"] for s in full if s.params["dataset"] == "cifar10"} == {"osr_cnn"}
 
 
 def make_folder(root: Path, classes: int = 5, per_class: int = 6) -> Path:
@@ -87,7 +101,8 @@ def test_smoke_run_strict_on_shared_data(run_suite, tmp_path, real_data_root):
         assert erm["status"] == mls["status"] == "ok"
         assert mls["run"]["model_key"][0] == erm["run"]["model_key"][0] and mls["run"]["model_reused"][0] is True
         assert mls["metrics"]["auroc"] == erm["metrics"]["auroc"]
-        assert {"acc", "auroc", "oscr", "fpr95", "aupr_in", "aupr_out"} <= set(mls["metrics"])
+        assert {"acc", "auroc", "oscr", "fpr95", "aupr_in", "aupr_out", "fpr95_openood", "aupr_in_openood",
+                "aupr_out_openood", "ccr_fpr1e-1", "ccr_fpr1e-4"} <= set(mls["metrics"])
         assert {"auroc_msp", "oscr_msp"} <= set(erm["metrics"])
     cub = recs["cub-ssb", "mls"]
     applied = cub["task_info"]["ssb_applied"]
@@ -99,7 +114,38 @@ def test_smoke_run_strict_on_shared_data(run_suite, tmp_path, real_data_root):
     assert {"acc_photo", "auroc_art_painting", "auroc_sketch"} <= set(pacs["metrics"])
     assert pacs["task_info"]["unknown"] == ["horse", "house", "person"]
     assert recs["mnist-split0", "erm"]["metrics"]["acc"]["mean"] > 0.8  # the digits train in two epochs
+    cifar = recs["cifar10-split0", "mls"]
+    assert {f"auroc_far_{f}" for f in suite.FAR_OOD} | {"auroc_far", "ccr_fpr1e-2_far"} <= set(cifar["metrics"])
+    assert cifar["task_info"]["far"] == list(suite.FAR_OOD)
     tasks: dict = {}
     for path in sorted((tmp_path / "results").rglob("*.json")):  # each record's evidence recomputes its metrics exactly
         outcome = recompute(path, json.loads(path.read_text()), tasks)
         assert outcome.ok and "recomputed 1 seed(s) exactly" in outcome.message, outcome.message
+
+
+def test_far_ood_images_in_the_cifar_format(real_data_root):
+    for name in suite.FAR_OOD:
+        x = suite.far_images(name, 7, 32, 0)
+        assert x.shape == (7, 3, 32, 32) and x.dtype == torch.uint8, name
+        assert torch.equal(x, suite.far_images(name, 7, 32, 0))  # the draw is seeded
+    grey = suite.far_images("mnist", 3, 32, 0)
+    assert torch.equal(grey[:, 0], grey[:, 1]) and torch.equal(grey[:, 1], grey[:, 2])
+
+
+def test_far_groups_share_the_knowns_and_keep_near_apart(real_data_root, monkeypatch):
+    monkeypatch.setattr(suite.frozen, "frozen_features", lambda x, kind, size: x.float().flatten(1)[:, :8])
+    spec = next(s for s in suite.case_specs("smoke") if s.case == "cifar10-split0")
+    task = spec.build(spec)
+    groups = task.info["openset"]["groups"]
+    assert groups[""] == ["known", "near"] and groups["_far"] == ["known", *suite.FAR_OOD]
+    parts = task.data.meta["openset_part"][task.splits["test"].indices]
+    y = task.data.y[task.splits["test"].indices]
+    assert ((parts == 0) == (y < 6)).all()  # knowns are exactly part "known"
+    assert torch.bincount(parts.long()).tolist()[2:] == [spec.params["far_cap"]] * len(suite.FAR_OOD)
+    assert set(task.info["unknown"]) >= {f"far:{f}" for f in suite.FAR_OOD}
+    # the parameter search's validation: disjoint from train and test, its unknowns from no test source
+    rows = {name: set(task.splits[name].indices.tolist()) for name in ("train", "test", "val_known", "val_unknown")}
+    assert not (rows["val_known"] | rows["val_unknown"]) & (rows["train"] | rows["test"])
+    assert (task.data.y[task.splits["val_known"].indices] < 6).all()
+    val_classes = {task.data.classes[c] for c in task.data.y[task.splits["val_unknown"].indices].tolist()}
+    assert val_classes == {"val:pacs"} and "val:pacs" not in {task.data.classes[c] for c in y.tolist()}
