@@ -148,18 +148,6 @@ PROFILE = {
         cifar=Budget(epochs=100, batch_size=128, lr=1e-3, benchmark_rounds=20, **_ADAMW),
         image=Budget(epochs=30, batch_size=64, lr=5e-4, benchmark_rounds=10, **_ADAMW)),
 }
-# Standard cases below the suite's informativeness bar (closed-set accuracy >= chance + 20 points and the baseline's
-# AUROC >= 0.70, both met by the MNIST and CIFAR-10 cases' MLS): reported, kept out of rankings. Measured with
-# msp and erm at the standard profile, seed 0.
-REPRODUCTIONS: dict[str, str] = {
-    "cub-ssb": "the shared CUB copy is 64 px with about 30 training images for each of its 24 known classes; a linear "
-               "head on frozen ImageNet Lite0 features (224 px) reaches closed-set accuracy 0.70 (chance 0.04) but "
-               "AUROC 0.67 (MSP) and 0.64 (MLS), under the 0.70 bar: the SSB's fine-grained unknowns need the "
-               "paper's fine-tuned, high-resolution backbones (the full profile)",
-    "pacs-covariate": "trained on photos only, the frozen-feature head reaches 0.53 accuracy on art paintings and "
-                      "sketches (chance 0.25; sketches alone 0.36) and AUROC 0.67 (MSP and MLS), against 0.97 on "
-                      "held-out photos: the covariate shift, not the open-set score, bounds it; kept for that trend",
-}
 SELECTION_RULE = "last epoch (the open-set protocol selects nothing: there is no validation data for unknowns)"
 
 

@@ -25,6 +25,20 @@ LEADERBOARD_COLUMNS = ["acc", "oscr", "fpr95", "fpr95_openood", "aupr_in", "aupr
 # model) are one measurement of the same models: ranking both would count it twice and test it against itself.
 # `erm` stays in the tables as a reference row (no verdict, no rank); `mls` is the one that is compared.
 REFERENCE_METHODS = {"erm": "the same measurement as mls (MLS on the ERM model); compared as mls"}
+# Standard cases below the suite's informativeness bar (closed-set accuracy >= chance + 20 points and the baseline's
+# AUROC >= 0.70): reported, kept out of rankings (a report attribute: rewording a reason stales no record). Measured
+# with msp and erm at the standard profile, seed 0 (a pilot in a scratch folder). The MNIST cases clear the bar; on
+# CIFAR-10 MLS clears it on all five splits (0.725-0.822) but MSP, the baseline, only on splits 2 and 4 (0.665-0.737):
+# not declared here, so the standard regeneration will say whether they rank (`leaderboard --check`).
+REPRODUCTIONS: dict[str, str] = {
+    "cub-ssb": "the shared CUB copy is 64 px with about 30 training images for each of its 24 known classes; a linear "
+               "head on frozen ImageNet Lite0 features (224 px) reaches closed-set accuracy 0.70 (chance 0.04) but "
+               "AUROC 0.67 (MSP) and 0.64 (MLS), under the 0.70 bar: the SSB's fine-grained unknowns need the "
+               "paper's fine-tuned, high-resolution backbones (the full profile)",
+    "pacs-covariate": "trained on photos only, the frozen-feature head reaches 0.53 accuracy on art paintings and "
+                      "sketches (chance 0.25; sketches alone 0.36) and AUROC 0.67 (MSP and MLS), against 0.97 on "
+                      "held-out photos: the covariate shift, not the open-set score, bounds it; kept for that trend",
+}
 INFORMATIVE = (
     Floor("acc", majority("y", known_only=True), label="closed-set accuracy"),
     Floor("auroc", constant(0.5), label="AUROC"),
