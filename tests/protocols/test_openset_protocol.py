@@ -23,9 +23,8 @@ CPU = torch.device("cpu")
 KNOWN, UNKNOWN, PER_CLASS = 4, 2, 24
 
 
-def tiny_task(spec: CaseSpec):
-    """6 classes of 8 x 8 grey images, each class a bright pixel block at its own place plus noise; classes 0-3
-    known, 4-5 unknown; half of each class trains, half tests."""
+def tiny_images() -> tuple[torch.Tensor, ArrayDataset]:
+    """6 classes of 8 x 8 grey images, each class a bright pixel block at its own place plus noise."""
     g = torch.Generator().manual_seed(0)
     n = KNOWN + UNKNOWN
     y = torch.arange(n).repeat_interleave(PER_CLASS)
@@ -33,11 +32,16 @@ def tiny_task(spec: CaseSpec):
     for c in range(n):
         r, col = divmod(c, 3)
         x[y == c, :, 4 * r:4 * r + 4, 2 * col:2 * col + 3] += 180
-    base = ArrayDataset(x.to(torch.uint8), y, [f"c{c}" for c in range(n)], "tiny")
+    return y, ArrayDataset(x.to(torch.uint8), y, [f"c{c}" for c in range(n)], "tiny")
+
+
+def tiny_task(spec: CaseSpec):
+    """:func:`tiny_images`, classes 0-3 known, 4-5 unknown; half of each class trains, half tests."""
+    y, base = tiny_images()
     first = (torch.arange(len(y)) % PER_CLASS) < PER_CLASS // 2
     train = torch.nonzero(first & (y < KNOWN)).flatten()
     test = torch.nonzero(~first).flatten()
-    return suite.open_task(spec, base, list(range(KNOWN)), list(range(KNOWN, n)), train, test,
+    return suite.open_task(spec, base, list(range(KNOWN)), list(range(KNOWN, KNOWN + UNKNOWN)), train, test,
                            torch.zeros(len(y)), suite.SINGLE, dict(name="osr_cnn", width=4), {}, [])
 
 
@@ -174,14 +178,7 @@ def test_findings_and_figure_from_records(tmp_path):
 
 
 def test_parameter_search_uses_validation_only_and_records_the_choice(cache_dir, monkeypatch):
-    g = torch.Generator().manual_seed(0)
-    n = KNOWN + UNKNOWN
-    y = torch.arange(n).repeat_interleave(PER_CLASS)
-    x = torch.randint(0, 60, (len(y), 1, 8, 8), generator=g)
-    for c in range(n):
-        r, col = divmod(c, 3)
-        x[y == c, :, 4 * r:4 * r + 4, 2 * col:2 * col + 3] += 180
-    base = ArrayDataset(x.to(torch.uint8), y, [f"c{c}" for c in range(n)], "tiny")
+    y, base = tiny_images()
     pos = torch.arange(len(y)) % PER_CLASS
     train = torch.nonzero((pos < 12) & (y < KNOWN)).flatten()
     test = torch.nonzero((pos >= 12) & (pos < 18)).flatten()
@@ -189,7 +186,7 @@ def test_parameter_search_uses_validation_only_and_records_the_choice(cache_dir,
     val_unknown = torch.nonzero((pos >= 18) & (y >= KNOWN)).flatten()
 
     def build(spec):
-        return suite.open_task(spec, base, list(range(KNOWN)), list(range(KNOWN, n)), train, test,
+        return suite.open_task(spec, base, list(range(KNOWN)), list(range(KNOWN, KNOWN + UNKNOWN)), train, test,
                                torch.zeros(len(y)), suite.SINGLE, dict(name="osr_cnn", width=4), {}, [],
                                extra={"val_known": val_known, "val_unknown": val_unknown})
 
