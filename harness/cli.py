@@ -28,13 +28,17 @@ def existing_results_dir(value: str) -> Path:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from harness.core.registry import load_method_module, method_entries
+    from harness.core.registry import get_method_class, load_method_module, method_entries
     from harness.reporting.suites import description
     from harness.suites import all_suites
 
     for path in args.method_module or []:
         load_method_module(path)
     rows = [[e.name, e.family, ",".join(e.protocols), e.source] for e in method_entries(args.pattern)]
+    for row in rows:  # a subclass inherits family and protocols, which the file scan cannot see: ask the class
+        if row[1] == "?":
+            cls = get_method_class(row[0])
+            row[1], row[2] = cls.family, ",".join(sorted(cls.protocols))
     print("Methods")
     print(tabulate(rows, headers=["name", "family", "protocols", "source"]))
     print("\nSuites")

@@ -8,6 +8,7 @@ from importlib.metadata import EntryPoint
 
 import pytest
 
+from harness import cli
 from harness.core import registry
 from harness.core.method import Method, resolve_hparams
 from harness.core.registry import create_method, get_method_class, method_names, register_method
@@ -149,3 +150,9 @@ def test_a_non_finite_hparam_is_refused_before_any_training(value: str):
 def test_a_non_finite_number_inside_a_list_hparam_is_refused():
     with pytest.raises(HparamError, match="not finite"):
         resolve_hparams({"widths": [1.0, 2.0]}, {"widths": "[1.0, 1e999]"}, "m")
+
+
+def test_list_shows_the_family_a_subclass_inherits(capsys):
+    assert cli.main(["list", "rmds"]) == 0
+    row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("rmds "))
+    assert row.split()[1:3] == ["osr", "openset"]
