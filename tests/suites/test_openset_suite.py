@@ -12,6 +12,7 @@ from PIL import Image
 
 from harness.checks.verify import recompute
 from harness.errors import UsageError
+from harness.reporting.suites import openset as openset_report
 from harness.suites import case_specs, get_suite, imagefolder
 from harness.suites import openset as suite
 from tests.factories import suite_records
@@ -39,7 +40,7 @@ def test_cases_and_fingerprints():
     cifar = [s for s in standard if s.params["dataset"] == "cifar10"]
     assert all(s.params["far"] == list(suite.FAR_OOD) and s.params["far_cap"] for s in cifar)
     assert {"fpr95_far", "fpr95_far_mnist", "fpr95_openood_far_sketch_msp"} <= set(suite.LOWER_IS_BETTER)
-    assert set(suite.REPRODUCTIONS) <= set(names) and all(suite.REPRODUCTIONS.values())
+    assert set(openset_report.REPRODUCTIONS) <= set(names) and all(openset_report.REPRODUCTIONS.values())
     full = suite.case_specs("full")
     assert not any("features" in s.params or "far" in s.params for s in full)
     assert {s.params["model"] for s in full if s.params["dataset"] == "cifar10"} == {"osr_cnn"}
