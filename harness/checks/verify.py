@@ -695,9 +695,11 @@ def remeasure(run_timing: dict, loads: tuple[Load, ...] = ()) -> dict:
             if r]
     contention = min((x.contention for x in loads), default=1.0)
     step = run_timing.get("step_time_median_s")
-    if not step or not refs:
-        return {"step_time_median_s": step, "reference_time_s": min(refs) if refs else None,
-                "normalised_step_time": None}
+    if not refs:
+        return {"step_time_median_s": step, "reference_time_s": None, "normalised_step_time": None}
+    if not step:  # a case without timed steps still checks its reference, with both bounds
+        return {"step_time_median_s": step, "reference_time_s": min(refs), "reference_time_high_s": max(refs),
+                "contention": contention, "normalised_step_time": None}
     return {"step_time_median_s": step / contention, "reference_time_s": min(refs),
             "reference_time_high_s": max(refs), "contention": contention,
             "normalised_step_time": step / contention / min(refs),

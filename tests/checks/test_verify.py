@@ -349,3 +349,13 @@ def test_machine_load_measures_here():
     load = verify.machine_load(torch.device("cpu"), threads=1)
     assert load.contention >= 1.0 and 0 < load.cpu_s < 1.0 and 0 < load.fastest_s < 1.0
     assert verify.machine_load(torch.device("cpu"), threads=2).contention == 1.0  # multi-threaded: not corrected
+
+
+def test_a_case_without_timed_steps_checks_its_reference_with_both_bounds():
+    # an unlearning record (no timed steps) made under load: reference 3x an idle core's
+    timed = UNPATCHED_REMEASURE({"step_time_median_s": None, "reference_time_s": 0.0045},
+                                (verify.Load(0.006, 0.0045, 2.0),))
+    assert timed["reference_time_s"] == 0.0045 and timed["reference_time_high_s"] == 0.006
+    assert verify.timing_problems({"reference_time_s": 0.0146, "normalised_step_time": None}, timed) == []
+    [msg] = verify.timing_problems({"reference_time_s": 0.05, "normalised_step_time": None}, timed)
+    assert "reference time recorded 0.05" in msg
