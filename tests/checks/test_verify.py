@@ -359,3 +359,16 @@ def test_a_case_without_timed_steps_checks_its_reference_with_both_bounds():
     assert verify.timing_problems({"reference_time_s": 0.0146, "normalised_step_time": None}, timed) == []
     [msg] = verify.timing_problems({"reference_time_s": 0.05, "normalised_step_time": None}, timed)
     assert "reference time recorded 0.05" in msg
+
+
+def test_a_record_timed_under_load_widens_the_window_by_its_reference_only():
+    idle = UNPATCHED_REMEASURE({"step_time_median_s": 0.2, "reference_time_s": 0.005},
+                               (verify.Load(0.005, 0.005, 1.0),))  # normalised 40 on an idle core
+    # made under load: reference 0.0128 (2.56x), normalised 16.9 (a real record's figures): not a forgery
+    assert verify.timing_problems({"reference_time_s": 0.0128, "normalised_step_time": 16.9}, idle) == []
+    # a forger who inflates the reference by 2.56 and divides the step by 3 more still fails
+    [msg] = verify.timing_problems({"reference_time_s": 0.0128, "normalised_step_time": 40 / 2.56 / 3}, idle)
+    assert "machine-normalised step time" in msg
+    # a reference recorded faster than an idle core's widens nothing
+    [msg] = verify.timing_problems({"reference_time_s": 0.003, "normalised_step_time": 40 / 3}, idle)
+    assert "allowed 1/2.5 to 2.5" in msg
