@@ -357,8 +357,10 @@ def test_a_case_without_timed_steps_checks_its_reference_with_both_bounds():
                                 (verify.Load(0.006, 0.0045, 2.0),))
     assert timed["reference_time_s"] == 0.0045 and timed["reference_time_high_s"] == 0.006
     assert verify.timing_problems({"reference_time_s": 0.0146, "normalised_step_time": None}, timed) == []
-    [msg] = verify.timing_problems({"reference_time_s": 0.05, "normalised_step_time": None}, timed)
-    assert "reference time recorded 0.05" in msg
+    # up to 10x slower than here passes (made under load; the step window widens with it), beyond fails
+    assert verify.timing_problems({"reference_time_s": 0.05, "normalised_step_time": None}, timed) == []
+    [msg] = verify.timing_problems({"reference_time_s": 0.07, "normalised_step_time": None}, timed)
+    assert "reference time recorded 0.07" in msg and "allowed 1/10 to 3" in msg
 
 
 def test_a_record_timed_under_load_widens_the_window_by_its_reference_only():
