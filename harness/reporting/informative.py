@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from harness.records import load_evidence
-from harness.reporting.suites import informative_floors, reproductions
+from harness.reporting.suites import informative_floors
 
 MARGIN = 0.20  # above chance, for every suite unless its report says otherwise (stated where it does)
 
@@ -114,13 +114,7 @@ def case_checks(suite, case: str, records: list[dict]) -> list[Check]:
     return out
 
 
-def problems(suite, records: list[dict]) -> list[str]:
-    """The ranked cases whose baseline is below a floor, one line each (a declared reproduction is not one)."""
-    repro = reproductions(suite)
-    lines = []
-    for case in sorted({r["case"] for r in records} - set(repro)):
-        for c in case_checks(suite, case, records):
-            if not c.floor.each_method and not c.ok:
-                lines.append(f"{suite.NAME} {records[0]['profile']} `{case}` measures nothing: {c.describe()}; fix "
-                             "the case, or declare it in the suite report's REPRODUCTIONS with the reason")
-    return lines
+def problem(suite_name: str, profile: str, check: Check) -> str:
+    """The one-line failure of a ranked case whose baseline sits below ``check``'s floor."""
+    return (f"{suite_name} {profile} `{check.case}` measures nothing: {check.describe()}; fix the case, or declare it "
+            "in the suite report's REPRODUCTIONS with the reason")

@@ -620,12 +620,10 @@ def markdown_problems(results_dir: Path, out: Path, figures_dir: Path | None = N
 def informative_problems(results_dir: Path) -> list[str]:
     """Ranked cases (standard and full) whose baseline sits below a floor of its suite's report and that the report
     does not declare a reproduction: one line each (:mod:`harness.reporting.informative`)."""
-    found = []
-    for sec in build(results_dir).sections:
-        if sec.profile in lb.RANKED_PROFILES:
-            main = [r for r in sec.records if len(r["seeds"]) == tested_seeds(sec.suite, sec.profile, r["case"])]
-            found += informative.problems(sec.suite, main)
-    return found
+    # the checks section_view made for each case's tested rows
+    return [informative.problem(sec.name, sec.profile, check) for sec in build(results_dir).sections
+            if sec.profile in lb.RANKED_PROFILES for case in sec.cases if not case.reproduction
+            for check in case.checks if not check.floor.each_method and not check.ok]
 
 
 def check_markdown(results_dir: Path, out: Path, figures_dir: Path | None = None) -> bool:
