@@ -327,8 +327,7 @@ def regenerate(results_dir: Path, device: torch.device, suites: list[str] | None
     judge = Judge()
     out = []
     plan: dict[str, float] = {}
-    collected = judge.collect(results_dir)
-    stale = collected.stale
+    stale = judge.collect(results_dir).stale
     for path, why in sorted(stale, key=lambda item: suite_depth(item[0].relative_to(results_dir).parts[0])):
         record = load_record(path)
         if (suites and record["suite"] not in suites) or (profiles and record["profile"] not in profiles) \
@@ -365,7 +364,7 @@ def regenerate(results_dir: Path, device: torch.device, suites: list[str] | None
         say(f"re-ran {path} ({why}; {not_restampable}; seeds {record['seeds']}, {time.perf_counter() - t0:.1f} s)")
         out.append(Outcome(path, True, f"regenerated ({new['status']})"))
     if missing:
-        existing = [load_record(p) for p in iter_records_paths(results_dir)]
+        existing = [record for _, record in iter_records(results_dir)]
         for spec, method, seconds in missing_runs(existing, suites, profiles, methods):
             path = record_path(results_dir, spec.suite, spec.case, method, spec.profile)
             seeds = committed_seeds(spec)
@@ -393,10 +392,6 @@ def regenerate(results_dir: Path, device: torch.device, suites: list[str] | None
             + f"; {total / 60:.0f} min on one worker, about {total / 120:.0f} min on two (a record whose seed 0 does "
             "not re-execute bit for bit costs its other seeds too)")
     return out
-
-
-def iter_records_paths(results_dir: Path) -> list[Path]:
-    return [p for p, _ in iter_records(results_dir)]
 
 
 def committed_seeds(spec: CaseSpec) -> list[int]:
