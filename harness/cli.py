@@ -208,7 +208,7 @@ def cmd_regenerate(args: argparse.Namespace) -> int:
         raise UsageError("--missing runs after the stale records are brought up to date: pass --stale too")
     outcomes = verify.regenerate(existing_results_dir(args.results_dir), resolve_device(args.device), args.suite,
                                  args.profile, args.method, args.dry_run, restamp_only=args.restamp_only,
-                                 missing=args.missing)
+                                 missing=args.missing, progress=lambda p: print(p.line(), file=sys.stderr, flush=True))
     code = _report(outcomes, "regenerate")
     if outcomes and not args.dry_run:
         print("now rebuild the leaderboard: python -m harness leaderboard")

@@ -74,6 +74,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -96,7 +97,7 @@ from harness.records.manifest import (
     scan_results,
     write_manifest,
 )
-from harness.running.runner import CaseResult, run_case
+from harness.running.runner import CaseResult, SeedProgress, duration, run_case
 from harness.suites import case_seeds, case_specs, declared_profiles, get_suite, is_suite, seed_count, suite_names
 
 RECOMPUTE_ATOL = 1e-9
@@ -278,7 +279,8 @@ def agreement(old: dict, new: dict) -> tuple[bool, str]:
                      else "other machine, means differ: " + "; ".join(bad[:5]))
 
 
-def rerun(record: dict, device: torch.device, results_dir: Path | None = None, data_path: str = "auto") -> dict:
+def rerun(record: dict, device: torch.device, results_dir: Path | None = None, data_path: str = "auto",
+          progress: Callable[[SeedProgress], None] | None = None) -> dict:
     """Run a record's case again with its method, hparams, seeds and profile, under the case's current definition:
     the suite's declared case of that name when there is one here (a remote-sensing probe of an SSL encoder is
     declared once the encoder is cached), else the case rebuilt from the record; the new record."""
@@ -291,7 +293,7 @@ def rerun(record: dict, device: torch.device, results_dir: Path | None = None, d
     threads = record_threads(record) if device.type == "cpu" else None
     with num_threads(threads or torch.get_num_threads()):  # the record's count, so same_machine can hold
         return run_case(spec, method, list(record["seeds"]), device, results_dir,
-                        dict(record["hparam_overrides"]), data_path=data_path).record
+                        dict(record["hparam_overrides"]), data_path=data_path, progress=progress).record
 
 
 def rerun_sample(results_dir: Path, n: int, device: torch.device, seed: int = 0,
@@ -318,72 +320,37 @@ def rerun_sample(results_dir: Path, n: int, device: torch.device, seed: int = 0,
 
 def regenerate(results_dir: Path, device: torch.device, suites: list[str] | None = None,
                profiles: list[str] | None = None, methods: list[str] | None = None, dry_run: bool = False,
-               say: Callable[[str], None] = print, restamp_only: bool = False, missing: bool = False) -> list[Outcome]:
+               say: Callable[[str], None] = print, restamp_only: bool = False, missing: bool = False,
+               progress: Callable[[SeedProgress], None] | None = None) -> list[Outcome]:
     """Bring every stale record matching the filters up to date, in place (see the module docstring): re-stamp
     it when only its code digests differ and seed 0 re-executes bit-identically, else re-run every seed; with
     ``restamp_only``, leave it stale instead of re-running it (re-stamping a large matrix costs one seed a record).
     With ``missing``, then run every declared case x method that has no record at the profile
-    (:func:`missing_runs`), suites in dependency order, so the matrix is whole."""
+    (:func:`missing_runs`), suites in dependency order, so the matrix is whole.
+
+    The plan (every job with its estimated seconds) is made first and printed; each finished job's line then
+    says where the whole run stands (``[jobs done/total · elapsed · ETA]``, the ETA being the plan's seconds
+    left scaled by how the jobs done compared with their plan), and ``progress`` is told of every seed."""
     judge = Judge()
-    out = []
-    plan: dict[str, float] = {}
-    stale = judge.collect(results_dir).stale
-    for path, why in sorted(stale, key=lambda item: suite_depth(item[0].relative_to(results_dir).parts[0])):
+    jobs: list[tuple[str, Path, Any, float]] = []  # (kind, record path, record or (spec, method), planned s)
+    for path, why in sorted(judge.collect(results_dir).stale,
+                            key=lambda item: suite_depth(item[0].relative_to(results_dir).parts[0])):
         record = load_record(path)
         if (suites and record["suite"] not in suites) or (profiles and record["profile"] not in profiles) \
                 or (methods and record["method"] not in methods):
             continue
         not_restampable = restamp_refusal(record, judge.judge(record).code_only, device)
-        if dry_run:
-            rest = "leave stale" if restamp_only else "re-run"
-            what = rest if not_restampable else f"re-execute seed {RERUN_SEED}, then re-stamp or {rest}"
-            say(f"would {what} {path} ({why}; seeds {record['seeds']})")
-            out.append(Outcome(path, True, f"stale: {why}"))
-            seeds = 1 if not_restampable is None else len(record["seeds"])
-            plan[record["suite"]] = plan.get(record["suite"], 0.0) + planned_seconds(
-                record, seeds, redefined=why.startswith(("task fingerprint", "case no longer")))
-            continue
-        t0 = time.perf_counter()
-        try:
-            if not_restampable is None:
-                differs = restamp(path, record, device)
-                if not differs:
-                    say(f"restamped {path} ({why}; seed {RERUN_SEED} re-executed: metrics bit-identical, "
-                        f"{time.perf_counter() - t0:.1f} s)")
-                    out.append(Outcome(path, True, f"restamped (seed {RERUN_SEED} re-executed: metrics bit-identical)"))
-                    continue
-                not_restampable = f"seed {RERUN_SEED} re-executed differently: {differs[0]}"
-            if restamp_only:
-                say(f"left stale {path} ({why}; {not_restampable}; {time.perf_counter() - t0:.1f} s)")
-                out.append(Outcome(path, True, f"left stale ({not_restampable})"))
-                continue
-            new = rerun(record, device, results_dir)
-        except HarnessError as err:  # data missing, unsupported, locked, case gone: reported, the others go on
-            out.append(Outcome(path, False, f"not regenerated: {err}"))
-            continue
-        say(f"re-ran {path} ({why}; {not_restampable}; seeds {record['seeds']}, {time.perf_counter() - t0:.1f} s)")
-        out.append(Outcome(path, True, f"regenerated ({new['status']})"))
+        seeds = 1 if not_restampable is None else len(record["seeds"])
+        planned = planned_seconds(record, seeds, redefined=why.startswith(("task fingerprint", "case no longer")))
+        jobs.append(("stale", path, (record, why, not_restampable), planned))
     if missing:
         existing = [record for _, record in iter_records(results_dir)]
-        for spec, method, seconds in missing_runs(existing, suites, profiles, methods):
-            path = record_path(results_dir, spec.suite, spec.case, method, spec.profile)
-            seeds = committed_seeds(spec)
-            if dry_run:
-                say(f"would run {path} (no record yet; seeds {seeds})")
-                plan[spec.suite] = plan.get(spec.suite, 0.0) + seconds
-                out.append(Outcome(path, True, "missing: no record of this declared case and method"))
-                continue
-            t0 = time.perf_counter()
-            try:
-                new = run_case(spec, create_method(method), seeds, device, results_dir, resume=True).record
-            except (DataMissing, Unsupported) as err:
-                out.append(Outcome(path, True, f"skipped: {err}"))
-                continue
-            except HarnessError as err:
-                out.append(Outcome(path, False, f"not run: {err}"))
-                continue
-            say(f"ran {path} (no record yet; seeds {seeds}, {time.perf_counter() - t0:.1f} s)")
-            out.append(Outcome(path, True, f"ran ({new['status']})"))
+        jobs += [("missing", record_path(results_dir, spec.suite, spec.case, method, spec.profile), (spec, method),
+                  seconds) for spec, method, seconds in missing_runs(existing, suites, profiles, methods)]
+    plan: dict[str, float] = {}
+    for kind, _, item, planned in jobs:
+        suite = item[0]["suite"] if kind == "stale" else item[0].suite
+        plan[suite] = plan.get(suite, 0.0) + planned
     if plan:
         total = sum(plan.values())
         say("plan (each record's last measured wall time; a re-stamp re-executes one seed, a re-run all; a missing "
@@ -391,7 +358,65 @@ def regenerate(results_dir: Path, device: torch.device, suites: list[str] | None
             + ", ".join(f"{suite} {s / 60:.0f} min" for suite, s in sorted(plan.items()))
             + f"; {total / 60:.0f} min on one worker, about {total / 120:.0f} min on two (a record whose seed 0 does "
             "not re-execute bit for bit costs its other seeds too)")
+    out = []
+    t_start, planned_done, planned_left = time.perf_counter(), 0.0, sum(job[3] for job in jobs)
+    for i, (kind, path, item, planned) in enumerate(jobs, 1):
+        if dry_run:
+            if kind == "stale":
+                record, why, not_restampable = item
+                rest = "leave stale" if restamp_only else "re-run"
+                what = rest if not_restampable else f"re-execute seed {RERUN_SEED}, then re-stamp or {rest}"
+                say(f"would {what} {path} ({why}; seeds {record['seeds']})")
+                out.append(Outcome(path, True, f"stale: {why}"))
+            else:
+                say(f"would run {path} (no record yet; seeds {committed_seeds(item[0])})")
+                out.append(Outcome(path, True, "missing: no record of this declared case and method"))
+            continue
+        run = _regenerate_stale if kind == "stale" else _run_missing
+        outcome, line = run(path, item, device, results_dir, restamp_only, progress)
+        out.append(outcome)
+        planned_done, planned_left = planned_done + planned, planned_left - planned
+        elapsed = time.perf_counter() - t_start
+        eta = duration(planned_left * elapsed / planned_done) if planned_done > 0 else "?"
+        say(f"[{i}/{len(jobs)} · {duration(elapsed)} · ETA {eta}] {line or outcome.message}")
     return out
+
+
+def _regenerate_stale(path: Path, item: tuple, device: torch.device, results_dir: Path, restamp_only: bool,
+                      progress: Callable[[SeedProgress], None] | None) -> tuple[Outcome, str | None]:
+    record, why, not_restampable = item
+    t0 = time.perf_counter()
+    try:
+        if not_restampable is None:
+            differs = restamp(path, record, device)
+            if not differs:
+                return (Outcome(path, True, f"restamped (seed {RERUN_SEED} re-executed: metrics bit-identical)"),
+                        f"restamped {path} ({why}; seed {RERUN_SEED} re-executed: metrics bit-identical, "
+                        f"{time.perf_counter() - t0:.1f} s)")
+            not_restampable = f"seed {RERUN_SEED} re-executed differently: {differs[0]}"
+        if restamp_only:
+            return (Outcome(path, True, f"left stale ({not_restampable})"),
+                    f"left stale {path} ({why}; {not_restampable}; {time.perf_counter() - t0:.1f} s)")
+        new = rerun(record, device, results_dir, progress=progress)
+    except HarnessError as err:  # data missing, unsupported, locked, case gone: reported, the others go on
+        return Outcome(path, False, f"not regenerated: {err}"), None
+    return (Outcome(path, True, f"regenerated ({new['status']})"),
+            f"re-ran {path} ({why}; {not_restampable}; seeds {record['seeds']}, {time.perf_counter() - t0:.1f} s)")
+
+
+def _run_missing(path: Path, item: tuple, device: torch.device, results_dir: Path, restamp_only: bool,
+                 progress: Callable[[SeedProgress], None] | None) -> tuple[Outcome, str | None]:
+    spec, method = item
+    seeds, t0 = committed_seeds(spec), time.perf_counter()
+    try:
+        new = run_case(spec, create_method(method), seeds, device, results_dir, resume=True,
+                       progress=progress).record
+    except (DataMissing, Unsupported) as err:
+        return Outcome(path, True, f"skipped: {err}"), None
+    except HarnessError as err:
+        return Outcome(path, False, f"not run: {err}"), None
+    return (Outcome(path, True, f"ran ({new['status']})"),
+            f"ran {path} (no record yet; seeds {seeds}, {time.perf_counter() - t0:.1f} s)")
 
 
 def committed_seeds(spec: CaseSpec) -> list[int]:

@@ -4,6 +4,7 @@ behaviour (``regenerate --stale``), and currency that does not depend on the mac
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import sys
 import time
@@ -155,8 +156,10 @@ def test_a_record_stale_by_code_alone_is_restamped_when_seed_0_reproduces(moved,
     assert record["metrics"] == original["metrics"] and record["evidence"] == original["evidence"]
     assert load_evidence(path, record).keys() == {0, 1}  # the npz is the recorded one (sha256 checked)
     assert currency.collect(results).stale == [] and currency.judge(record).current
-    assert said[0].startswith(f"restamped {path}") and said[0].endswith(" s)")
-    print(f"\nre-stamp of the 2-seed smoke record: {seconds:.2f} s ({said[0]})")
+    plan, line = said  # the plan first, then one line per job with where the whole run stands
+    assert plan.startswith("plan (") and "losses" in plan
+    assert re.match(rf"\[1/1 · \d+s · ETA 0s\] restamped {re.escape(str(path))} .* s\)$", line), line
+    print(f"\nre-stamp of the 2-seed smoke record: {seconds:.2f} s ({line})")
 
 
 @pytest.fixture
@@ -179,15 +182,17 @@ def test_a_record_whose_seed_0_differs_is_rerun_whole(moved, seed_0_moves) -> No
     results, path, original = moved
     said: list[str] = []
     t0 = time.perf_counter()
-    [outcome] = verify.regenerate(results, CPU, say=said.append)
+    seeds_told: list[str] = []
+    [outcome] = verify.regenerate(results, CPU, say=said.append, progress=lambda p: seeds_told.append(p.short()))
     seconds = time.perf_counter() - t0
     assert outcome.ok and outcome.message == "regenerated (ok)"
     assert seed_0_moves == [[0], [0, 1]]  # seed 0 alone, then every seed
+    assert [line.split(" · ")[0] for line in seeds_told] == ["seed 1/2", "seed 2/2", "2/2 seeds"]  # the re-run's
     record = load_record(path)
     assert "restamp" not in record and currency.judge(record).current
     assert record["metrics"]["test_acc"] == original["metrics"]["test_acc"]  # the full re-run is deterministic
-    assert "seed 0 re-executed differently: seed 0: test_acc recorded" in said[0]
-    print(f"\nseed 0 re-executed, then every seed re-run: {seconds:.2f} s ({said[0]})")
+    assert "seed 0 re-executed differently: seed 0: test_acc recorded" in said[1]
+    print(f"\nseed 0 re-executed, then every seed re-run: {seconds:.2f} s ({said[1]})")
 
 
 def test_restamp_only_leaves_a_record_whose_seed_0_differs_stale(moved, seed_0_moves) -> None:
