@@ -386,6 +386,8 @@ def _regenerate_stale(path: Path, item: tuple, device: torch.device, results_dir
                       progress: Callable[[SeedProgress], None] | None) -> tuple[Outcome, str | None]:
     record, why, not_restampable = item
     t0 = time.perf_counter()
+    if path.exists() and Judge().judge(load_record(path)).current:  # another worker brought it up to date
+        return Outcome(path, True, "current already (another run regenerated it)"), None
     try:
         if not_restampable is None:
             differs = restamp(path, record, device)
