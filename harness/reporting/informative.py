@@ -11,7 +11,9 @@ The margins are fixed before any record is read (:data:`MARGIN`: 20 points above
 10 balanced classes needs 0.30 and an AUROC case 0.70) and are the same for every case of a suite: no case is
 admitted or dropped by a floor tuned to its numbers. ``leaderboard --check`` fails when a ranked case's baseline
 falls below a floor and the suite's report does not declare the case a reproduction (``REPRODUCTIONS``: a known
-failure reproduced on purpose, shown outside the rankings and claims, with its reason).
+failure reproduced on purpose, or a case whose baseline fell under its floor once its records were made, kept
+visible with its numbers as the reason until a protocol change fixes or drops it; shown outside the rankings and
+claims).
 """
 
 from __future__ import annotations

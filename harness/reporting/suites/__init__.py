@@ -12,8 +12,9 @@ Report attributes (all optional but ``DESCRIPTION``):
 * ``DESCRIPTION``: one line for ``python -m harness list`` and the leaderboard's section intro;
 * ``LEADERBOARD_COLUMNS``: metrics shown beside the primary one in the per-case tables;
 * ``REFERENCE_METHODS``: method -> why it is a reference row (shown, no verdict, in no test or rank);
-* ``REPRODUCTIONS``: case -> why it is kept as a reproduction of a known failure (its table is shown; it enters no
-  rank, aggregate or claim, and no informativeness floor);
+* ``REPRODUCTIONS``: case -> why it is kept outside the rankings: a known failure reproduced on purpose, or a
+  case whose baseline fell under its floor once its records were made (its table is shown; it enters no rank,
+  aggregate or claim, and no informativeness floor);
 * ``INFORMATIVE``: the floors (:class:`harness.reporting.informative.Floor`) a ranked case's baseline must clear,
   and the training-data fits each method's row is checked for;
 * ``findings(records) -> [str]``: plain-language lines generated from the suite's current records;

@@ -24,6 +24,11 @@ REPRODUCTIONS: dict[str, str] = {
         "0.717 on +90%, 0.729 on +80%, on all 70,000 MNIST digits; here 1,000 images per environment, ERM 0.55 "
         "and 0.62 at standard, seed 0). Shown beside DomainBed's figures, outside the rankings")
        for env, label in (("plus90", "+90%"), ("plus80", "+80%"))},
+    "digits-mnist": (
+        "not a reproduction of a published failure: MNIST held out, trained on USPS and sklearn's digits at 16 px. "
+        "ERM's held-out accuracy was 0.320 in the seed-0 pilot but 0.298 over the three seeds at standard, under "
+        "the floor (chance 0.114, MNIST's largest class, + 0.20); it fits its training domains (0.961). Shown, not "
+        "ranked, until a protocol change fixes or drops it"),
 }
 """Cases that reproduce a known result (usually a known failure) and so cannot tell methods apart: they run and
 are recorded, and the reporting keeps them out of the rankings and claims, with the reason given here (a report
