@@ -73,8 +73,8 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -320,6 +320,18 @@ def rerun_sample(results_dir: Path, n: int, device: torch.device, seed: int = 0,
     return out
 
 
+@dataclass
+class _Job:
+    """One record ``regenerate`` brings up to date: what its plan and dry run say, and how it runs."""
+
+    path: Path
+    suite: str
+    planned_s: float
+    would: str  # the dry run's line
+    listed: str  # the dry run's outcome
+    run: Callable[[], tuple[Outcome, str | None]]  # the outcome, and the line to print (None: the outcome's)
+
+
 def regenerate(results_dir: Path, device: torch.device, suites: list[str] | None = None,
                profiles: list[str] | None = None, methods: list[str] | None = None, dry_run: bool = False,
                say: Callable[[str], None] = print, restamp_only: bool = False, missing: bool = False,
@@ -334,7 +346,7 @@ def regenerate(results_dir: Path, device: torch.device, suites: list[str] | None
     says where the whole run stands (``[jobs done/total · elapsed · ETA]``, the ETA being the plan's seconds
     left scaled by how the jobs done compared with their plan), and ``progress`` is told of every seed."""
     judge = Judge()
-    jobs: list[tuple[str, Path, Any, float]] = []  # (kind, record path, record or (spec, method), planned s)
+    jobs: list[_Job] = []
     for path, why in sorted(judge.collect(results_dir).stale,
                             key=lambda item: suite_depth(item[0].relative_to(results_dir).parts[0])):
         record = load_record(path)
@@ -343,16 +355,24 @@ def regenerate(results_dir: Path, device: torch.device, suites: list[str] | None
             continue
         not_restampable = restamp_refusal(record, judge.judge(record).code_only, device)
         seeds = 1 if not_restampable is None else len(record["seeds"])
-        planned = planned_seconds(record, seeds, redefined=why.startswith(("task fingerprint", "case no longer")))
-        jobs.append(("stale", path, (record, why, not_restampable), planned))
+        rest = "leave stale" if restamp_only else "re-run"
+        what = rest if not_restampable else f"re-execute seed {RERUN_SEED}, then re-stamp or {rest}"
+        jobs.append(_Job(
+            path, record["suite"],
+            planned_seconds(record, seeds, redefined=why.startswith(("task fingerprint", "case no longer"))),
+            f"would {what} {path} ({why}; seeds {record['seeds']})", f"stale: {why}",
+            partial(_regenerate_stale, path, record, why, not_restampable, judge, device, results_dir,
+                    restamp_only, progress)))
     if missing:
         existing = [record for _, record in iter_records(results_dir)]
-        jobs += [("missing", record_path(results_dir, spec.suite, spec.case, method, spec.profile), (spec, method),
-                  seconds) for spec, method, seconds in missing_runs(existing, suites, profiles, methods)]
+        for spec, method, seconds in missing_runs(existing, suites, profiles, methods):
+            path = record_path(results_dir, spec.suite, spec.case, method, spec.profile)
+            jobs.append(_Job(path, spec.suite, seconds, f"would run {path} (no record yet; seeds "
+                             f"{committed_seeds(spec)})", "missing: no record of this declared case and method",
+                             partial(_run_missing, path, spec, method, device, results_dir, progress)))
     plan: dict[str, float] = {}
-    for kind, _, item, planned in jobs:
-        suite = item[0]["suite"] if kind == "stale" else item[0].suite
-        plan[suite] = plan.get(suite, 0.0) + planned
+    for job in jobs:
+        plan[job.suite] = plan.get(job.suite, 0.0) + job.planned_s
     if plan:
         total = sum(plan.values())
         say("plan (each record's last measured wall time; a re-stamp re-executes one seed, a re-run all; a missing "
@@ -361,34 +381,26 @@ def regenerate(results_dir: Path, device: torch.device, suites: list[str] | None
             + f"; {total / 60:.0f} min on one worker, about {total / 120:.0f} min on two (a record whose seed 0 does "
             "not re-execute bit for bit costs its other seeds too)")
     out = []
-    t_start, planned_done, planned_left = time.perf_counter(), 0.0, sum(job[3] for job in jobs)
-    for i, (kind, path, item, planned) in enumerate(jobs, 1):
+    t_start, planned_done, planned_left = time.perf_counter(), 0.0, sum(plan.values())
+    for i, job in enumerate(jobs, 1):
         if dry_run:
-            if kind == "stale":
-                record, why, not_restampable = item
-                rest = "leave stale" if restamp_only else "re-run"
-                what = rest if not_restampable else f"re-execute seed {RERUN_SEED}, then re-stamp or {rest}"
-                say(f"would {what} {path} ({why}; seeds {record['seeds']})")
-                out.append(Outcome(path, True, f"stale: {why}"))
-            else:
-                say(f"would run {path} (no record yet; seeds {committed_seeds(item[0])})")
-                out.append(Outcome(path, True, "missing: no record of this declared case and method"))
+            say(job.would)
+            out.append(Outcome(job.path, True, job.listed))
             continue
-        run = _regenerate_stale if kind == "stale" else _run_missing
-        outcome, line = run(path, item, device, results_dir, restamp_only, progress)
+        outcome, line = job.run()
         out.append(outcome)
-        planned_done, planned_left = planned_done + planned, planned_left - planned
+        planned_done, planned_left = planned_done + job.planned_s, planned_left - job.planned_s
         elapsed = time.perf_counter() - t_start
         eta = duration(planned_left * elapsed / planned_done) if planned_done > 0 else "?"
         say(f"[{i}/{len(jobs)} · {duration(elapsed)} · ETA {eta}] {line or outcome.message}")
     return out
 
 
-def _regenerate_stale(path: Path, item: tuple, device: torch.device, results_dir: Path, restamp_only: bool,
+def _regenerate_stale(path: Path, record: dict, why: str, not_restampable: str | None, judge: Judge,
+                      device: torch.device, results_dir: Path, restamp_only: bool,
                       progress: Callable[[SeedProgress], None] | None) -> tuple[Outcome, str | None]:
-    record, why, not_restampable = item
     t0 = time.perf_counter()
-    if path.exists() and Judge().judge(load_record(path)).current:  # another worker brought it up to date
+    if path.exists() and judge.judge(load_record(path)).current:  # another worker brought it up to date
         return Outcome(path, True, "current already (another run regenerated it)"), None
     try:
         if not_restampable is None:
@@ -408,9 +420,8 @@ def _regenerate_stale(path: Path, item: tuple, device: torch.device, results_dir
             f"re-ran {path} ({why}; {not_restampable}; seeds {record['seeds']}, {time.perf_counter() - t0:.1f} s)")
 
 
-def _run_missing(path: Path, item: tuple, device: torch.device, results_dir: Path, restamp_only: bool,
+def _run_missing(path: Path, spec: CaseSpec, method: str, device: torch.device, results_dir: Path,
                  progress: Callable[[SeedProgress], None] | None) -> tuple[Outcome, str | None]:
-    spec, method = item
     seeds, t0 = committed_seeds(spec), time.perf_counter()
     try:
         new = run_case(spec, create_method(method), seeds, device, results_dir, resume=True,
