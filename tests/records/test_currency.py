@@ -195,6 +195,20 @@ def test_a_record_whose_seed_0_differs_is_rerun_whole(moved, seed_0_moves) -> No
     print(f"\nseed 0 re-executed, then every seed re-run: {seconds:.2f} s ({said[1]})")
 
 
+def test_a_record_another_worker_brought_up_to_date_is_not_run_again(moved, runs, monkeypatch) -> None:
+    results, path, original = moved
+    refusal = verify.restamp_refusal
+
+    def another_worker_finishes(record, *args):  # while this run plans, a second worker rewrites the record
+        path.write_text(json.dumps(original))
+        return refusal(record, *args)
+
+    monkeypatch.setattr(verify, "restamp_refusal", another_worker_finishes)
+    [outcome] = verify.regenerate(results, CPU, say=lambda _: None)
+    assert outcome.ok and outcome.message == "current already (another run regenerated it)"
+    assert runs == [] and load_record(path) == original  # nothing executed, nothing rewritten
+
+
 def test_restamp_only_leaves_a_record_whose_seed_0_differs_stale(moved, seed_0_moves) -> None:
     results, path, _ = moved
     before = path.read_bytes()
