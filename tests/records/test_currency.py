@@ -156,9 +156,9 @@ def test_a_record_stale_by_code_alone_is_restamped_when_seed_0_reproduces(moved,
     assert record["metrics"] == original["metrics"] and record["evidence"] == original["evidence"]
     assert load_evidence(path, record).keys() == {0, 1}  # the npz is the recorded one (sha256 checked)
     assert currency.collect(results).stale == [] and currency.judge(record).current
-    plan, line = said  # the plan first, then one line per job with where the whole run stands
+    plan, line = said  # the plan first, then one line per job with where the whole run stands (elapsed: any)
     assert plan.startswith("plan (") and "losses" in plan
-    assert re.match(rf"\[1/1 · \d+s · ETA 0s\] restamped {re.escape(str(path))} .* s\)$", line), line
+    assert re.match(rf"\[1/1 · [\dhms]+ · ETA 0s\] restamped {re.escape(str(path))} .* s\)$", line), line
     print(f"\nre-stamp of the 2-seed smoke record: {seconds:.2f} s ({line})")
 
 
