@@ -73,7 +73,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from functools import partial
+from functools import cache, partial
 from pathlib import Path
 
 import numpy as np
@@ -444,9 +444,11 @@ def missing_runs(existing: list[dict], suites: list[str] | None, profiles: list[
                  methods: list[str] | None) -> list[tuple[CaseSpec, str, float]]:
     """Every (declared case, method) without a record at a ranked profile, with its planned seconds, suites in
     dependency order. The methods of a suite are those with a record of it at any profile (every method's smoke
-    records are committed, so a method new to the suite counts once its smoke row exists; the protocols refuse
-    the others). A case's planned seconds per seed: the median per-seed wall time of that case's records at the
-    profile under its current definition, else :data:`SEED_SECONDS`."""
+    records are committed, so a method new to the suite counts once its smoke row exists), less a method with no
+    part in the case's protocol (remote sensing's ``erm`` on a probe case): it would only skip, yet be planned at
+    the case's full time. Other refusals (those that need the data) stay, and skip with their reason. A case's
+    planned seconds per seed: the median per-seed wall time of that case's records at the profile under its
+    current definition, else :data:`SEED_SECONDS`."""
     out = []
     names = sorted({r["suite"] for r in existing if is_suite(r["suite"])} & set(suites or suite_names()),
                    key=suite_depth)
@@ -464,9 +466,20 @@ def missing_runs(existing: list[dict], suites: list[str] | None, profiles: list[
                 per_seed = float(np.median(walls)) if walls else SEED_SECONDS.get((name, profile),
                                                                                    max(SEED_SECONDS.values()))
                 for method in runs:
-                    if (spec.case, method) not in have and (not methods or method in methods):
+                    if ((spec.case, method) not in have and (not methods or method in methods)
+                            and _takes_part(method, spec.protocol)):
                         out.append((spec, method, len(committed_seeds(spec)) * per_seed + PER_RECORD_OVERHEAD_S))
     return out
+
+
+@cache
+def _takes_part(method: str, protocol: str) -> bool:
+    """Whether ``method`` has a part in ``protocol`` (judged without data, as the pytest plugin deselects)."""
+    try:
+        create_method(method).check_protocol(protocol)
+    except Unsupported:
+        return False
+    return True
 
 
 def planned_seconds(record: dict, seeds: int, redefined: bool = False) -> float:

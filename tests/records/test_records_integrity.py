@@ -374,3 +374,13 @@ def test_regenerate_missing_plans_every_declared_case_without_a_record(tmp_path)
     out = verify.regenerate(tmp_path, CPU, profiles=["standard"], dry_run=True, missing=True, say=lambda s: None)
     assert sum(o.message.startswith("missing:") for o in out) == len(pairs)
     assert cli.main(["regenerate", "--missing", "--results-dir", str(tmp_path)]) == 2  # --stale goes with it
+
+
+def test_regenerate_missing_leaves_out_a_method_with_no_part_in_the_cases_protocol():
+    """Remote sensing mixes probe and supervised cases: erm (supervised) is not planned on a probe case, nor frozen
+    (a probe) on a supervised one; both would only skip, yet be planned at the case's full time."""
+    erm = make_record("eurosat", "erm", [0.5, 0.5], profile="smoke", suite="remote_sensing")
+    frozen = make_record("probe-eurosat-random", "frozen", [0.5, 0.5], profile="smoke", suite="remote_sensing")
+    runs = verify.missing_runs([erm, frozen], ["remote_sensing"], ["standard"], None)
+    pairs = {(spec.protocol, method) for spec, method, _ in runs}
+    assert pairs == {("supervised", "erm"), ("probe", "frozen")}
