@@ -294,10 +294,18 @@ def cmd_verify(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     if args.changed == bool(args.paths):
         raise UsageError("verify: pass --changed (the records a change adds or modifies) or record paths, not both")
+    with_changed = {"--base": args.base is not None, "--update-manifest": args.update_manifest,
+                    "--reason": args.reason is not None, "--repo": args.repo is not None,
+                    "--max-records": args.max_records is not None, "--max-seconds": args.max_seconds is not None}
+    if args.paths and any(with_changed.values()):  # they would be silently ignored
+        raise UsageError(f"verify: {', '.join(k for k, v in with_changed.items() if v)} only go with --changed; "
+                         "named records are each re-executed in full, and the manifest is left as it is")
     if args.changed:
-        outcomes = verify.verify_changed(results, device, Path(args.repo) if args.repo else None, args.base,
-                                         args.max_records, args.max_seconds, update_manifest=args.update_manifest,
-                                         reason=args.reason)
+        outcomes = verify.verify_changed(
+            results, device, Path(args.repo) if args.repo else None, args.base or "auto",
+            verify.MAX_RECORDS if args.max_records is None else args.max_records,
+            verify.MAX_SECONDS if args.max_seconds is None else args.max_seconds,
+            update_manifest=args.update_manifest, reason=args.reason)
     else:
         outcomes = verify.verify_paths([Path(p) for p in args.paths], results, device)
     return _report(outcomes, "re-executed")
@@ -494,16 +502,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("paths", nargs="*", help="record files to verify (instead of --changed)")
     p.add_argument("--changed", action="store_true",
                    help="the records under --results-dir that differ from the manifest (results/.verified.json)")
-    p.add_argument("--base", default="auto", help="the commit whose manifest is trusted (auto: merge-base with "
-                   "origin/main, else HEAD~1): manifest entries added since are verified too")
+    p.add_argument("--base", default=None, help="the commit whose manifest is trusted (default auto: merge-base "
+                   "with origin/main, else HEAD~1): manifest entries added since are verified too")
     p.add_argument("--update-manifest", action="store_true",
                    help="after every check passed, rewrite the manifest (commit it with the records)")
     p.add_argument("--reason", default=None, help="why the deleted records were deleted (with --update-manifest)")
     p.add_argument("--results-dir", default=str(REPO / "results"))
     p.add_argument("--repo", default=None, help="the git checkout to diff (default: this harness's)")
-    p.add_argument("--max-records", type=int, default=40,
+    p.add_argument("--max-records", type=int, default=None,
                    help="re-execute at most this many records; more changed: a random sample (default 40)")
-    p.add_argument("--max-seconds", type=float, default=240.0,
+    p.add_argument("--max-seconds", type=float, default=None,
                    help="estimated re-execution budget in seconds (estimated per suite and profile; default 240)")
     p.add_argument("--device", default="cpu")
     p.set_defaults(func=cmd_verify)

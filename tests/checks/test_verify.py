@@ -295,6 +295,16 @@ def test_cli_verify_refuses_both_changed_and_paths(results, capsys):
         in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("flags", [["--update-manifest"], ["--max-seconds", "900"], ["--base", "HEAD"]])
+def test_cli_verify_refuses_changed_only_options_with_named_records(results, capsys, flags):
+    """Named records are each re-executed in full and never bless the manifest: an option that only --changed
+    honours must not be accepted and silently ignored."""
+    from harness.cli import main
+
+    assert main(["verify", str(path_of(results)), "--results-dir", str(results), *flags]) == 2
+    assert f"verify: {flags[0]} only go with --changed" in capsys.readouterr().err
+
+
 def test_record_threads_parses_the_device_name():
     assert verify.record_threads({"environment": {"device": "cpu (x86_64, 4 threads)"}}) == 4
     assert verify.record_threads({"environment": {"device": "NVIDIA H200"}}) is None
