@@ -41,7 +41,7 @@ from harness.reporting.claims import Test
 from harness.reporting.compare import Aggregate, fmt_p, headline, table_rows
 from harness.reporting.figures import label_points, legend_outside, mean_over_cases, pyplot, save, time_axis
 from harness.reporting.suites import figures as report_figures
-from harness.reporting.suites import leaderboard_columns, reference_methods
+from harness.reporting.suites import leaderboard_columns, reference_methods, stored_case
 from harness.suites import case_specs
 
 RANKED_PROFILES = ("full", "standard")
@@ -242,14 +242,23 @@ def draw_section_figures(suite, profile: str, records: list[dict], agg: Aggregat
 
 def coverage_line(suite, profile: str, recs: list[dict]) -> str:
     """How much of the suite's case list the records cover, so a partial run reads as partial."""
-    # a --dataset suite's case list depends on the machine (user folders, the SSL cache): the committed
-    # leaderboard must read the same everywhere, so only fixed case lists are compared against
-    declared = [] if getattr(suite, "DATASET_OPTION", False) else [s.case for s in case_specs(suite, profile)]
-    run = {r["case"] for r in recs}
+    # the committed leaderboard must read the same on every machine: a --dataset suite is asked for its built-in
+    # cases only (no user folders), and cases that exist only where a model store holds their encoder (the SSL
+    # cache) are counted apart, on both sides
+    declared = [s.case for s in case_specs(suite, profile) if not stored_case(suite, s.params)]
+    stored = {r["case"] for r in recs if stored_case(suite, r.get("task", {}).get("params", {}))}
+    run = {r["case"] for r in recs} - stored
     missing = [c for c in declared if c not in run]
-    text = f"Coverage: {len(recs)} record(s), {len({r['method'] for r in recs})} method(s), {len(run)} case(s)"
+    other = run - set(declared) if declared else set()  # a user's --dataset folder, a case no longer declared
+    text = (f"Coverage: {len(recs)} record(s), {len({r['method'] for r in recs})} method(s), "
+            f"{len(run - other)} case(s)")
     if declared:
         text += f" of the {len(declared)} the suite declares at `{profile}`"
+    if other:
+        text += f", {len(other)} other case(s) (--dataset folders or cases no longer declared)"
+    if stored:
+        text += (f", and {len(stored)} case(s) on stored models (declared where this machine's store holds "
+                 "them, so counted apart)")
     if missing:
         text += "; no records for " + ", ".join(f"`{c}`" for c in missing)
     return text + "."

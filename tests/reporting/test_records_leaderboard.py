@@ -11,7 +11,7 @@ from harness import records
 from harness.core.digest import REPO
 from harness.errors import RecordError
 from harness.reporting import leaderboard, site
-from harness.suites import case_specs, get_suite
+from harness.suites import case_specs, get_suite, remote_sensing
 from tests.factories import make_record, rendered, table, write
 
 
@@ -97,6 +97,28 @@ def test_leaderboard_from_fixture_records(tmp_path):
     n_cases = len(case_specs(get_suite("losses"), "standard"))
     assert f"Coverage: 4 record(s), 4 method(s), 1 case(s) of the {n_cases} the suite declares at `standard`" in md
     assert "no records for `mnist3v5-noise0`" in md  # a partial run says which cases it left out
+
+
+@pytest.mark.parametrize("store_holds_encoder", [False, True])
+def test_coverage_counts_stored_model_cases_apart_so_it_reads_the_same_on_every_machine(
+        monkeypatch, tmp_path, store_holds_encoder):
+    """Remote sensing declares an SSL-encoder probe only where the SSL store holds that encoder (here, not in CI):
+    the coverage line counts those cases apart, so the committed leaderboard reads the same on both machines."""
+    monkeypatch.setenv("HARNESS_CACHE", str(tmp_path))  # an empty store
+    if store_holds_encoder:
+        held = remote_sensing.SSLEncoder("simclr-eurosat-standard-seed0", {"method": "simclr"}, 3, {}, None)
+        monkeypatch.setattr(remote_sensing, "ssl_encoders", lambda profile=None: [held])
+    suite = get_suite("remote_sensing")
+    specs = case_specs(suite, "standard")
+    assert any("ssl" in s.params for s in specs) == store_holds_encoder
+    builtin = [s.case for s in specs if "ssl" not in s.params]
+    recs = [{"case": builtin[0], "method": "frozen", "task": {"params": {}}},
+            {"case": "probe-eurosat-ssl-simclr-eurosat-standard-seed0", "method": "frozen",
+             "task": {"params": {"ssl": {"method": "simclr"}}}}]
+    assert leaderboard.coverage_line(suite, "standard", recs) == (
+        f"Coverage: 2 record(s), 1 method(s), 1 case(s) of the {len(builtin)} the suite declares at `standard`, and "
+        "1 case(s) on stored models (declared where this machine's store holds them, so counted apart); no records "
+        "for " + ", ".join(f"`{c}`" for c in builtin[1:]) + ".")
 
 
 def test_check_detects_stale_file(tmp_path):

@@ -195,6 +195,29 @@ def test_resize_finding_against_the_seed_paper() -> None:
     assert "is not established here" in rs_report._resize_finding(rec)
 
 
+def test_ssl_encoders_are_summarised_per_probe_set_not_one_line_each() -> None:
+    """48 SSL-encoder probes would bury the built-in encoders' lines: one summary per probe set, counted against
+    the untrained encoder of the same pretraining case, plus one resize line."""
+    def probe(method: str, pretrained_on: str, acc: float, gain: float) -> dict:
+        return {"case": f"probe-eurosat-ssl-{method}-{pretrained_on}-standard-seed0", "status": "ok", "seeds": [0, 1],
+                "task": {"params": {"data": "eurosat", "encoder": f"ssl-{method}-{pretrained_on}-standard-seed0",
+                                    "ssl": {"method": method, "case": pretrained_on}}},
+                "task_info": {"reference": "resize224/imagenet"},
+                "metrics": {"ref:linear": {"mean": acc}, "swing:linear": {"mean": 0.1},
+                            "knn5@native/imagenet": {"per_seed": [0.5, 0.5]},
+                            "knn5@resize224/imagenet": {"per_seed": [0.5 + gain, 0.5 + gain]}}}
+
+    recs = [probe("random-init", "eurosat", 0.50, -0.01), probe("simclr", "eurosat", 0.60, 0.06),
+            probe("byol", "eurosat", 0.40, -0.02), probe("random-init", "rsscn7", 0.55, 0.01),
+            probe("simclr", "rsscn7", 0.58, 0.01)]
+    lines = rs_report.findings(recs)
+    assert len(lines) == 2 and not any(line.startswith("`probe-") for line in lines)
+    assert "5 cases: 3 SSL methods pretrained on eurosat, rsscn7" in lines[0]
+    assert "from 0.400 (byol pretrained on eurosat) to 0.600 (simclr pretrained on eurosat)" in lines[0]
+    assert "above the untrained encoder (random-init) of the same pretraining case in 2 of 3" in lines[0]
+    assert "positive in 3" in lines[1] and "holds on 1 of 5" in lines[1]  # simclr/eurosat: +6 points, every seed
+
+
 def test_figures_write_pngs(synthetic_records, tmp_path) -> None:
     made = rs_report.figures(synthetic_records, tmp_path / "figs")
     kinds = sorted(title.split(": ")[1].split(" (")[0] for title, _ in made)

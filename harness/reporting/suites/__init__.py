@@ -22,7 +22,10 @@ Report attributes (all optional but ``DESCRIPTION``):
 * ``data_tables(records) -> [(title, DataFrame[, note])]``: what the records say about the data (a user's folder:
   class counts, chance and majority baselines, per-class accuracy, confusion matrices), shown on the suite's page;
 * ``summary_split(record) -> str | None``: a part of the case that gets its own summary row (remote sensing: the
-  encoder), so the summary does not average unlike things into one number.
+  encoder), so the summary does not average unlike things into one number;
+* ``stored_case(params) -> bool``: whether a case (its params) exists only where a model store holds what it
+  needs (remote sensing: a probe of an encoder from the SSL suite's store). The leaderboard counts such cases apart
+  from the ones every machine declares, so its coverage line reads the same on every machine.
 """
 
 from __future__ import annotations
@@ -95,3 +98,9 @@ def summary_split(suite: str | ModuleType, record: dict) -> str | None:
     """The part of a record's case that gets its own summary row (None: the method's row)."""
     hook = getattr(suite_report(suite), "summary_split", None)
     return hook(record) if hook is not None else None
+
+
+def stored_case(suite: str | ModuleType, params: dict) -> bool:
+    """Whether the case with ``params`` is declared only where a model store holds what it needs."""
+    hook = getattr(suite_report(suite), "stored_case", None)
+    return bool(hook(params)) if hook is not None else False
