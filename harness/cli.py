@@ -185,11 +185,20 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
     results = existing_results_dir(args.results_dir)
     paths = [Path(p) for p in args.paths]
-    if not paths and not any(p for p in results.rglob("*.json") if not p.name.startswith(".")):
+    files = paths or [p for p in sorted(results.rglob("*.json")) if not p.name.startswith(".")]
+    if not files:
         raise UsageError(f"no records under {results}: nothing to validate (pass the folder that holds them)")
+    if args.recompute_sample is not None and (not args.recompute or args.recompute_sample < 1):
+        raise UsageError(f"--recompute-sample {args.recompute_sample}: give --recompute too, and K >= 1 (records per "
+                         "suite and profile)")
     code = _report(verify.check_files(results, paths), "schema, consistency and evidence")
     if args.recompute:
-        code = max(code, _report(verify.recompute_records(results, paths), "recomputed from evidence"))
+        chosen = paths
+        if args.recompute_sample is not None:
+            chosen = verify.recompute_sample(files, args.recompute_sample, args.sample_seed)
+            print(f"validate: recomputing {len(chosen)} record(s), {args.recompute_sample} per suite and profile "
+                  f"drawn with seed {args.sample_seed}")
+        code = max(code, _report(verify.recompute_records(results, chosen), "recomputed from evidence"))
     if args.rerun:
         outcomes = verify.rerun_sample(results, args.rerun, resolve_device(args.device), args.sample_seed,
                                        paths=paths)
@@ -412,7 +421,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--recompute", action="store_true", help="recompute every seed's metrics from the evidence npz")
     p.add_argument("--rerun", type=int, default=0, metavar="N",
                    help="re-run N randomly drawn records and report agreement (exact on the same machine)")
-    p.add_argument("--sample-seed", type=int, default=0, help="seed of the --rerun draw")
+    p.add_argument("--recompute-sample", type=int, default=None, metavar="K",
+                   help="with --recompute: only K records of each suite and profile, drawn with --sample-seed "
+                   "(CI: its commit; `verify --changed` recomputes every changed record)")
+    p.add_argument("--sample-seed", type=int, default=0, help="seed of the --rerun and --recompute-sample draws")
     p.add_argument("--device", default="cpu")
     p.set_defaults(func=cmd_validate)
     p = sub.add_parser("regenerate", help="bring stale records up to date in place: re-stamp those whose seed 0 "

@@ -820,6 +820,17 @@ def timing_problems(recorded: dict, remeasured: dict, factor: float = STEP_TIME_
     return problems
 
 
+def recompute_sample(paths: list[Path], per_group: int, seed: int) -> list[Path]:
+    """``per_group`` records of each suite and profile, drawn with ``seed`` (CI passes its commit, so every machine
+    draws the same sample for a commit and successive commits cover the rest); a group with fewer gives them all.
+    Records of ``results/<suite>/<case>/<method>[...]__<profile>.json`` are grouped by path, without loading them."""
+    groups: dict[tuple[str, str], list[Path]] = {}
+    for path in sorted(paths):
+        groups.setdefault((path.parent.parent.name, path.stem.rsplit("__", 1)[-1]), []).append(path)
+    rng = random.Random(seed)
+    return sorted(p for _, group in sorted(groups.items()) for p in rng.sample(group, min(per_group, len(group))))
+
+
 def recompute_records(results_dir: Path, paths: list[Path] | None = None) -> list[Outcome]:
     """:func:`recompute` on every record (or ``paths``). A stale record is ranked nowhere and may not recompute
     under today's code or case definition: its failure is reported as expected, not as a failed check."""

@@ -125,6 +125,31 @@ def test_tampered_or_pickled_evidence_is_refused(tmp_path):
     assert [o.ok for o in verify.check_files(tmp_path)] == [False]
 
 
+def test_recompute_sample_draws_k_per_suite_and_profile_the_same_for_a_seed(tmp_path):
+    """CI recomputes a sample drawn with its commit: the same sample on every machine for one commit, K of each suite
+    and profile (all of a smaller group), and another sample for another commit."""
+    paths = [tmp_path / suite / f"case{i}" / f"m__{profile}.json"
+             for suite in ("losses", "shift") for profile in ("smoke", "standard") for i in range(5)]
+    paths.append(tmp_path / "ssl" / "case0" / "m-h0a1b__standard.json")
+    drawn = verify.recompute_sample(paths, 2, 7)
+    assert drawn == verify.recompute_sample(list(reversed(paths)), 2, 7)
+    groups: dict[tuple[str, str], int] = {}
+    for path in drawn:
+        key = (path.parent.parent.name, path.stem.rsplit("__", 1)[1])
+        groups[key] = groups.get(key, 0) + 1
+    assert groups == {("losses", "smoke"): 2, ("losses", "standard"): 2, ("shift", "smoke"): 2,
+                      ("shift", "standard"): 2, ("ssl", "standard"): 1}
+    assert any(verify.recompute_sample(paths, 2, seed) != drawn for seed in range(8))
+
+
+def test_cli_validate_recompute_sample(bc_run, capsys):
+    results, _ = bc_run
+    assert cli.main(["validate", "--recompute", "--recompute-sample", "3", "--results-dir", str(results)]) == 0
+    assert "recomputing 1 record(s), 3 per suite and profile" in capsys.readouterr().out
+    assert cli.main(["validate", "--recompute-sample", "3", "--results-dir", str(results)]) == 2
+    assert cli.main(["validate", "--recompute", "--recompute-sample", "0", "--results-dir", str(results)]) == 2
+
+
 def test_recompute_reproduces_every_metric_and_catches_edits(bc_run, tmp_path):
     results, path = bc_run
     record = records.load_record(path)
