@@ -1056,7 +1056,8 @@ def verify_changed(results_dir: Path, device: torch.device, repo: Path | None = 
             remeasured[path] = again.remeasured
     if update_manifest and all(o.ok for o in out):
         written = write_manifest(results_dir, updated_manifest(changes, results_dir, head(repo), remeasured))
-        say(f"verify: wrote {written}")
+        say(f"verify: wrote {written}; the leaderboard shows the step times it re-measured, so run `python -m "
+            "harness leaderboard` after this, not before, and commit both")
     elif update_manifest:
         say(f"verify: {MANIFEST_NAME} left as it was: checks failed")
     return out
