@@ -182,10 +182,11 @@ def cmd_power(args: argparse.Namespace) -> int:
 def cmd_validate(args: argparse.Namespace) -> int:
     from harness.checks import verify
     from harness.core.environment import resolve_device
+    from harness.records import record_files
 
     results = existing_results_dir(args.results_dir)
     paths = [Path(p) for p in args.paths]
-    files = paths or [p for p in sorted(results.rglob("*.json")) if not p.name.startswith(".")]
+    files = paths or record_files(results)
     if not files:
         raise UsageError(f"no records under {results}: nothing to validate (pass the folder that holds them)")
     if args.recompute_sample is not None and (not args.recompute or args.recompute_sample < 1):

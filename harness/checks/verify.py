@@ -86,7 +86,15 @@ from harness.core.task import CaseSpec
 from harness.core.timing import reference_workload_seconds
 from harness.errors import DataMissing, HarnessError, RecordError, Unsupported, UsageError
 from harness.protocols import SeedResult
-from harness.records import iter_records, load_evidence, load_record, record_lock, record_path, rewrite_record
+from harness.records import (
+    iter_records,
+    load_evidence,
+    load_record,
+    record_files,
+    record_lock,
+    record_path,
+    rewrite_record,
+)
 from harness.records.currency import Judge, collect, spec_for, unpinned
 from harness.records.git import blob_id, git, head, resolve_base, tree_blobs
 from harness.records.manifest import (
@@ -139,7 +147,7 @@ class Outcome:
 
 def check_files(results_dir: Path, paths: list[Path] | None = None) -> list[Outcome]:
     """Schema, consistency and evidence of every record (or of ``paths``); one outcome per file."""
-    files = paths if paths else [p for p in sorted(Path(results_dir).rglob("*.json")) if not p.name.startswith(".")]
+    files = paths if paths else record_files(results_dir)
     out = []
     for path in files:
         try:

@@ -429,9 +429,14 @@ def load_record(path: Path) -> dict:
     return check_consistency(validate(record, str(path)), str(path))
 
 
+def record_files(results_dir: Path) -> list[Path]:
+    """The record files under ``results_dir``, sorted (dot files such as the manifest are not records)."""
+    return [p for p in sorted(Path(results_dir).rglob("*.json")) if not p.name.startswith(".")]
+
+
 def iter_records(results_dir: Path) -> list[tuple[Path, dict]]:
     """All records under ``results_dir``, validated; a bad file is a RecordError naming it."""
-    return [(p, load_record(p)) for p in sorted(Path(results_dir).rglob("*.json")) if not p.name.startswith(".")]
+    return [(p, load_record(p)) for p in record_files(results_dir)]
 
 
 def higher_is_better(record: dict, metric: str) -> bool:

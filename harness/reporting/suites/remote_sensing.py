@@ -115,9 +115,13 @@ def _resizes_eurosat(rec: dict) -> bool:
     return rec["case"].startswith("probe-eurosat-") and rec["task_info"]["reference"].startswith("resize224/")
 
 
+def _ssl(rec: dict) -> dict:
+    """What trained an SSL-encoder probe's encoder (its ``method`` and pretraining ``case``, among others)."""
+    return rec["task"]["params"]["ssl"]
+
+
 def _ssl_label(rec: dict) -> str:
-    ssl = rec["task"]["params"]["ssl"]
-    return f"{ssl['method']} pretrained on {ssl['case']}"
+    return f"{_ssl(rec)['method']} pretrained on {_ssl(rec)['case']}"
 
 
 def _stored_encoder_findings(probes: list[dict]) -> list[str]:
@@ -136,15 +140,13 @@ def _stored_encoder_findings(probes: list[dict]) -> list[str]:
         best, worst = max(acc, key=acc.get), min(acc, key=acc.get)
         builtin = ", ".join(f"{r['task']['params']['encoder']} {_mean(r, 'ref:linear'):.3f}"
                             for r in recs if not stored_case(r["task"]["params"]))
-        untrained = {r["task"]["params"]["ssl"]["case"]: _mean(r, "ref:linear") for r in stored
-                     if r["task"]["params"]["ssl"]["method"] == "random-init"}
-        trained = [(r["task"]["params"]["ssl"]["case"], _mean(r, "ref:linear")) for r in stored
-                   if r["task"]["params"]["ssl"]["method"] != "random-init"
-                   and r["task"]["params"]["ssl"]["case"] in untrained]
+        untrained = {_ssl(r)["case"]: _mean(r, "ref:linear") for r in stored if _ssl(r)["method"] == "random-init"}
+        trained = [(_ssl(r)["case"], _mean(r, "ref:linear")) for r in stored
+                   if _ssl(r)["method"] != "random-init" and _ssl(r)["case"] in untrained]
         above = sum(a > untrained[case] for case, a in trained)
         swings = [100 * _mean(r, "swing:linear") for r in stored]
-        methods = {r["task"]["params"]["ssl"]["method"] for r in stored}
-        cases = sorted({r["task"]["params"]["ssl"]["case"] for r in stored})
+        methods = {_ssl(r)["method"] for r in stored}
+        cases = sorted({_ssl(r)["case"] for r in stored})
         line = (f"SSL-suite encoders probed on `{data}` ({len(stored)} cases: {len(methods)} SSL methods pretrained on "
                 f"{', '.join(cases)}, pretraining seed 0 only, so descriptive): linear-probe accuracy at {ref} "
                 f"median {np.median(list(acc.values())):.3f}, from {acc[worst]:.3f} ({worst}) to {acc[best]:.3f} "
